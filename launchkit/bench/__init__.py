@@ -1,0 +1,1 @@
+"""The load generator and reports (see DESIGN.md; not built yet)."""

@@ -1,0 +1,189 @@
+"""Launcher flags, declared once and shared by every command that starts pinned processes.
+
+Each flag accepts its dash and underscore spelling and the spelling of the other anchor
+(run_cpu's ``--core-list`` and ipexrun's ``--cores-list`` ...). ``--help`` shows the dash form;
+the accepted aliases are listed at the end of the help text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from launchkit.cpulist import CpuListError, parse_cpu_list
+from launchkit.errors import UsageError
+from launchkit.launch.launcher import RunRequest
+from launchkit.launch.plan import CpuOptions
+from launchkit.launch.runplan import BindingOptions, ProgramSpec
+from launchkit.profile import load_profile
+
+
+class AliasOption(click.Option):
+    """An option whose help line shows only its first spelling."""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        record = super().get_help_record(ctx)
+        if record is None:
+            return None
+        first = self.opts[0]
+        if self.secondary_opts:
+            first = f"{first} / {self.secondary_opts[0]}"
+        metavar = "" if self.is_flag else f" {self.make_metavar(ctx)}"
+        return f"{first}{metavar}", record[1]
+
+
+def _spellings(*names: str) -> list[str]:
+    result: list[str] = []
+    for name in names:
+        for spelling in (name, "--" + name[2:].replace("-", "_")) if name.startswith("--") else (name,):
+            if spelling not in result:
+                result.append(spelling)
+    return result
+
+
+def option(*names: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``option("--node-id", "--nodes-list", dest="node_ids", ...)`` with underscore twins added."""
+    dest = kwargs.pop("dest", None)
+    declarations = _spellings(*names) + ([dest] if dest else [])
+    return click.option(*declarations, cls=AliasOption, **kwargs)
+
+
+ALIASES_EPILOG = (
+    "Every flag also accepts its underscore spelling (--node_id). Accepted anchor spellings: "
+    "--nodes-list (--node-id), --cores-list (--core-list), --use-logical-cores, --instance-idx "
+    "(--rank), --log-dir (--log-path), --bind-numa-node (--skip-cross-node-cores), --use-e-cores, "
+    "--multi-task-manager, --multi-instance."
+)
+
+
+def launch_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Flags that decide CPUs, libraries and binding (shared by run, and later serve/bench)."""
+    decorators = [
+        option("--ninstances", type=int, help="Number of instances (default: 1, or derived from the mode)."),
+        option("--ncores-per-instance", "--cores-per-instance", type=int,
+               help="Physical cores per instance (logical CPUs with --use-logical-cores)."),
+        option("--node-id", "--nodes-list", dest="node_id", metavar="IDS",
+               help="NUMA node(s) to run on, e.g. 0 or 0,2-3 (-1: all)."),
+        option("--core-list", "--cores-list", metavar="CPUS",
+               help="Exact CPU ids to use, e.g. 0-3,8; must be CPUs this process may use."),
+        option("--use-logical-core", "--use-logical-cores", is_flag=True,
+               help="Use every hardware thread (siblings stay in one instance)."),
+        option("--latency-mode", is_flag=True, help="4 physical cores per instance, no instance spans nodes."),
+        option("--throughput-mode", is_flag=True, help="One instance per NUMA node over all its physical cores."),
+        option("--multi-instance", is_flag=True, hidden=True),
+        option("--skip-cross-node-cores", "--bind-numa-node", is_flag=True,
+               help="No instance spans NUMA nodes; instances are shared out among nodes by size."),
+        option("--rank", "--instance-idx", metavar="IDS",
+               help="Run only these instances of the split, e.g. 0 or 1,3 (-1: all)."),
+        option("--core-types", type=click.Choice(["auto", "performance", "efficiency", "all"]), default="auto",
+               show_default=True, help="On hybrid CPUs: auto uses P-cores only."),
+        option("--use-e-cores", is_flag=True, hidden=True),
+        option("--leftover", type=click.Choice(["spread", "idle"]), default="spread", show_default=True,
+               help="With --ninstances alone: spread the remainder cores or leave them idle."),
+        option("--memory-allocator", type=click.Choice(["auto", "default", "tcmalloc", "jemalloc"]),
+               default="auto", show_default=True, help="auto: tcmalloc, else jemalloc, else the C library."),
+        option("--enable-tcmalloc", is_flag=True, help="Same as --memory-allocator tcmalloc."),
+        option("--enable-jemalloc", is_flag=True, help="Same as --memory-allocator jemalloc."),
+        option("--use-default-allocator", is_flag=True, help="Same as --memory-allocator default."),
+        option("--omp-runtime", type=click.Choice(["auto", "intel", "gnu", "default"]), default="auto",
+               show_default=True, help="auto: Intel OpenMP (libiomp5) when found on x86, else GNU."),
+        option("--disable-iomp", is_flag=True, help="Same as --omp-runtime gnu."),
+        option("--mem-policy", type=click.Choice(["bind", "preferred", "interleave", "none"]), default="bind",
+               show_default=True, help="numactl memory policy for each instance's NUMA nodes."),
+        option("--disable-numactl", is_flag=True, help="Do not bind memory with numactl."),
+        option("--disable-taskset", is_flag=True, help="Do not pin CPUs (only OpenMP settings confine threads)."),
+        option("--multi-task-manager", type=click.Choice(["auto", "none", "numactl", "taskset"]), hidden=True),
+        option("--topology-root", metavar="DIR", envvar="LAUNCHKIT_TOPOLOGY_ROOT",
+               help="Plan for a recorded machine: a directory holding sys/ and proc/ (default /)."),
+        option("--profile", metavar="NAME|FILE", help="Preset from profiles/ (latency, throughput, single-core) or a TOML file."),
+    ]
+    for decorator in reversed(decorators):
+        function = decorator(function)
+    return function
+
+
+def apply_profile(ctx: click.Context, params: dict[str, Any], section: str) -> dict[str, Any]:
+    """Fill parameters the user did not give on the command line from ``--profile``."""
+    if not params.get("profile"):
+        return params
+    table = load_profile(params["profile"], section)
+    known = {param.name: param for param in ctx.command.params}
+    merged = dict(params)
+    for key, value in table.items():
+        name = key.replace("-", "_")
+        if name not in known or name == "profile":
+            raise UsageError(f"profile {params['profile']!r}: [{section}] has unknown setting {key!r}")
+        if ctx.get_parameter_source(name) in (click.core.ParameterSource.DEFAULT, None):
+            merged[name] = known[name].type_cast_value(ctx, value)
+    return merged
+
+
+def _id_list(text: str | None, flag: str) -> tuple[int, ...] | None:
+    if text is None or text.strip() in ("", "-1"):
+        return None
+    try:
+        return parse_cpu_list(text, what=flag)
+    except CpuListError as error:
+        raise UsageError(str(error)) from None
+
+
+def _allocator(params: dict[str, Any]) -> str:
+    flags = [name for name, on in (("tcmalloc", params["enable_tcmalloc"]), ("jemalloc", params["enable_jemalloc"]),
+                                   ("default", params["use_default_allocator"])) if on]
+    if len(flags) > 1:
+        raise UsageError(f"--enable-tcmalloc/--enable-jemalloc/--use-default-allocator: pick one, not {flags}")
+    chosen = params["memory_allocator"]
+    if flags:
+        if chosen not in ("auto", flags[0]):
+            raise UsageError(f"--memory-allocator {chosen} contradicts the flag asking for {flags[0]}")
+        chosen = flags[0]
+    return chosen
+
+
+def _positive(value: int | None, flag: str) -> int | None:
+    """run_cpu spells "unset" as -1 and ipexrun as 0; both mean: derive it."""
+    if value is None or value in (-1, 0):
+        return None
+    if value < 0:
+        raise UsageError(f"{flag} {value}: expected a positive number")
+    return value
+
+
+def run_request(params: dict[str, Any], program: ProgramSpec) -> RunRequest:
+    """Turn parsed launcher flags into a RunRequest."""
+    throughput = params["throughput_mode"]
+    ninstances = _positive(params["ninstances"], "--ninstances")
+    ncores = _positive(params["ncores_per_instance"], "--ncores-per-instance")
+    if params["multi_instance"] and ninstances is None and ncores is None:
+        throughput = True
+    omp = params["omp_runtime"]
+    omp = "gnu" if omp == "default" or params["disable_iomp"] else omp
+    numactl, taskset = not params["disable_numactl"], not params["disable_taskset"]
+    manager = params["multi_task_manager"]
+    if manager == "none":
+        numactl = taskset = False
+    elif manager == "taskset":
+        numactl = False
+    cpu = CpuOptions(
+        ninstances=ninstances,
+        ncores_per_instance=ncores,
+        node_ids=_id_list(params["node_id"], "--node-id"),
+        core_list=_id_list(params["core_list"], "--core-list"),
+        use_logical_cores=params["use_logical_core"],
+        latency_mode=params["latency_mode"],
+        throughput_mode=throughput,
+        bind_numa_node=params["skip_cross_node_cores"],
+        instance_indices=_id_list(params["rank"], "--rank"),
+        core_types="all" if params["use_e_cores"] else params["core_types"],
+        leftover=params["leftover"],
+    )
+    return RunRequest(
+        program=program,
+        cpu=cpu,
+        allocator=_allocator(params),
+        omp_runtime=omp,
+        binding=BindingOptions(cpu_affinity=taskset, numactl=numactl, mem_policy=params["mem_policy"]),
+        topology_root=params["topology_root"],
+    )

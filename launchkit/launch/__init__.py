@@ -1,0 +1,1 @@
+"""Plan instances on CPUs, build their environment, supervise their processes."""

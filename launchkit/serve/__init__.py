@@ -1,0 +1,1 @@
+"""The bundled model server (see DESIGN.md; not built yet)."""
