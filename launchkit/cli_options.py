@@ -63,7 +63,7 @@ def launch_options(function: Callable[..., Any]) -> Callable[..., Any]:
     decorators = [
         option("--ninstances", type=int, help="Number of instances (default: 1, or derived from the mode)."),
         option("--ncores-per-instance", "--cores-per-instance", type=int,
-               help="Physical cores per instance (logical CPUs with --use-logical-cores)."),
+               help="Physical cores per instance (with --use-logical-core each brings all its threads)."),
         option("--node-id", "--nodes-list", dest="node_id", metavar="IDS",
                help="NUMA node(s) to run on, e.g. 0 or 0,2-3 (-1: all)."),
         option("--core-list", "--cores-list", metavar="CPUS",

@@ -223,7 +223,7 @@ class _Reader:
             groups.setdefault(key, []).append(cpu)
             l3_of[cpu] = self._l3_domain(cpu)
         if missing_topology:
-            self.notes.append("thread_siblings_list missing for some CPUs: grouped them by core_id")
+            self.notes.append("thread_siblings_list missing for some CPUs: grouped them by core_id where known, else one core per CPU")
         cores = []
         for cpus in groups.values():
             cpus.sort()

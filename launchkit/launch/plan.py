@@ -3,9 +3,10 @@
 Rules (they are the documented behaviour of ``launchkit run``):
 
 * The pool starts from the CPUs this process may use (affinity ∩ cgroup cpuset), never more.
-* The unit of allocation is a physical core. Without ``--use-logical-cores`` an instance gets the
-  first allowed hardware thread of each of its cores; with it, all allowed siblings, which stay
-  together. Two instances never share a physical core.
+* The unit of allocation is a physical core, and sizes (``--ncores-per-instance``) count
+  physical cores. Without ``--use-logical-cores`` an instance gets the first allowed hardware
+  thread of each of its cores; with it, all allowed siblings, which stay together. Two instances
+  never share a physical core.
 * ``--core-list`` names exact CPUs (all of them are used, siblings grouped by core);
   ``--node-id`` confines the pool to those nodes; on hybrid parts only P-cores are used unless
   ``--core-types`` says otherwise.
@@ -245,7 +246,7 @@ def _split(
     options: CpuOptions,
 ) -> list[list[_Unit]]:
     total = sum(len(group) for group in groups)
-    unit_word = "logical CPUs" if options.use_logical_cores or options.core_list is not None else "physical cores"
+    unit_word = "physical cores"
     where = _pool_words(groups, unit_word)
     if total == 0:
         raise PlanError(f"no CPU is left to run on: {where}; allowed are {topology.describe_allowed()}")
@@ -270,10 +271,9 @@ def _split(
         return _take_slots(groups, capacity, count, per_core)
     assert count is not None
     if count > total:
-        hint = "" if options.use_logical_cores else " (or add --use-logical-cores to count hyperthreads)"
         raise PlanError(
-            f"{count} instances need at least {count} {unit_word}, but {where}. "
-            f"Use --ninstances {total} or fewer{hint}."
+            f"{count} instances need at least {count} {unit_word} (instances never share a core), "
+            f"but {where}. Use --ninstances {total} or fewer."
         )
     shares = _proportional(count, [len(group) for group in groups])
     result: list[list[_Unit]] = []
