@@ -51,7 +51,8 @@ def main() -> None:
         help="Describe a recorded machine: a directory holding sys/ and proc/ (default /).")
 def info(as_json: bool, topology_root: str | None) -> None:
     """Sockets, NUMA nodes, cores, what this process may use, ISA and tuning libraries."""
-    from launchkit.launch.machine import machine_report, render_machine
+    from launchkit.launch.machine import machine_report
+    from launchkit.launch.render import render_machine
 
     report = machine_report(topology_root)
     if as_json:
@@ -130,38 +131,10 @@ def run(ctx: click.Context, **params: Any) -> None:
 def _print_plan(plan: RunPlan, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(plan.to_dict(), indent=2))
-        return
-    from rich.console import Console
-    from rich.table import Table
+    else:
+        from launchkit.launch.render import render_plan
 
-    from launchkit.cpulist import format_cpu_list
-
-    console = Console()
-    table = Table(title=f"launch plan: {plan.ninstances} instance(s)", title_justify="left")
-    for column in ("#", "CPUs", "threads", "mem nodes", "environment", "argv"):
-        table.add_column(column, overflow="fold")
-    for instance in plan.instances:
-        env = "\n".join(f"{key}={value}" for key, value in instance.env.items())
-        table.add_row(
-            str(instance.index),
-            format_cpu_list(instance.cpus),
-            str(instance.threads),
-            format_cpu_list(instance.mem_nodes) or "-",
-            env,
-            " ".join(instance.argv),
-        )
-    console.print(table)
-    runtime = plan.runtime
-    console.print(
-        f"allocator: {runtime.allocator} ({runtime.allocator_path or 'C library'}); "
-        f"OpenMP: {runtime.omp_runtime} ({runtime.iomp_path or 'the one torch links'}); "
-        f"memory binding: {plan.memory_binding}"
-    )
-    notes = list(plan.notes) + [f"instance {i.index}: {n}" for i in plan.instances for n in i.notes]
-    for note in notes:
-        console.print(f"[dim]note: {note}[/dim]")
-    for warning in plan.warnings:
-        console.print(f"[yellow]warning: {warning}[/yellow]")
+        render_plan(plan)
 
 
 if __name__ == "__main__":  # pragma: no cover
