@@ -5,7 +5,8 @@ missed Debian's multiarch directory, versioned sonames (``libjemalloc.so.2``), t
 and pip's ``intel-openmp`` in a virtual environment that is not activated. We search, in order:
 the running interpreter's prefix, ``$VIRTUAL_ENV``, ``$CONDA_PREFIX``, ``~/.local/lib``,
 ``/usr/local``, the multiarch directories, the plain system directories, then the ``ldconfig``
-cache; in each, unversioned names before versioned ones.
+cache; in each, unversioned names before versioned ones. ``$LAUNCHKIT_LIBRARY_PATH`` directories
+are searched before all of these.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import sysconfig
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+LIBRARY_PATH_ENV = "LAUNCHKIT_LIBRARY_PATH"
 
 # Per library, the file names we accept, best first. The full tcmalloc beats tcmalloc-minimal
 # (it adds heap profiling), but Debian's libtcmalloc-minimal4 is what most users have.
@@ -53,7 +56,9 @@ def library_family(path: str) -> str | None:
 
 
 def search_dirs() -> list[Path]:
-    dirs: list[Path] = [Path(sys.prefix) / "lib", Path(sys.base_prefix) / "lib"]
+    # LAUNCHKIT_LIBRARY_PATH (colon-separated) comes first: libraries unpacked somewhere private.
+    dirs: list[Path] = [Path(entry) for entry in os.environ.get(LIBRARY_PATH_ENV, "").split(":") if entry]
+    dirs += [Path(sys.prefix) / "lib", Path(sys.base_prefix) / "lib"]
     for variable in ("VIRTUAL_ENV", "CONDA_PREFIX"):
         if os.environ.get(variable):
             dirs.append(Path(os.environ[variable]) / "lib")

@@ -43,3 +43,9 @@ def test_numactl_probe_uses_an_allowed_node():
     status = probe_numactl((0,))
     assert status.found and status.membind, status.reason
     assert "node 0" in status.reason
+
+
+def test_launchkit_library_path_is_searched_first(tmp_path, monkeypatch):
+    (tmp_path / "libiomp5.so").write_bytes(b"")
+    monkeypatch.setenv("LAUNCHKIT_LIBRARY_PATH", f"/nonexistent:{tmp_path}")
+    assert find_library("iomp5").path == str(tmp_path / "libiomp5.so")

@@ -1,0 +1,120 @@
+"""Multi-instance throughput: batch-1 ResNet-18 images/s summed over instances.
+
+    python benchmarks/multi_instance.py [--duration 15] [--instances 4] [--only NAME ...]
+
+Compares, on the same machine and the same measurement window length:
+  1 process × all threads          plain python, torch's default thread count
+  naive × K                        K unpinned processes, default threads each (oversubscribed)
+  run_cpu --ninstances K           torch.backends.xeon.run_cpu, the anchor
+  launchkit --ninstances K         the same split through launchkit
+  run_cpu / launchkit with one core per instance, and launchkit with 2 cores per instance
+Every instance warms up, then all start together on a signal and run for --duration seconds.
+Writes results/<ts>-multi-instance/ (report.md, summary.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _report import markdown_table, results_dir, write  # noqa: E402
+
+HERE = Path(__file__).parent
+WORKER = str(HERE / "resnet_worker.py")
+PY = sys.executable
+
+
+def configs(cores: int, instances: int) -> dict[str, tuple[list[list[str]], int]]:
+    """name -> (commands to start, number of worker instances they produce)."""
+    launchkit = [PY, "-m", "launchkit", "run"]
+    run_cpu = [PY, "-m", "torch.backends.xeon.run_cpu"]
+    return {
+        "1 process x all threads": ([[PY, WORKER]], 1),
+        f"naive x {instances} (unpinned)": ([[PY, WORKER] for _ in range(instances)], instances),
+        f"run_cpu --ninstances {instances}": ([[*run_cpu, "--ninstances", str(instances), WORKER]], instances),
+        f"launchkit --ninstances {instances}": ([[*launchkit, "--ninstances", str(instances), WORKER]], instances),
+        f"run_cpu --ninstances {cores}": ([[*run_cpu, "--ninstances", str(cores), WORKER]], cores),
+        "launchkit --ncores-per-instance 1": ([[*launchkit, "--ncores-per-instance", "1", WORKER]], cores),
+        "launchkit --ncores-per-instance 2": ([[*launchkit, "--ncores-per-instance", "2", WORKER]], cores // 2),
+    }
+
+
+def measure(commands: list[list[str]], expected: int, duration: float, timeout: float) -> dict:
+    folder = Path(tempfile.mkdtemp(prefix="lk-multi-"))
+    procs = []
+    log = open(folder / "stderr.log", "w")  # noqa: SIM115
+    try:
+        for command in commands:
+            argv = [*command, "--dir", str(folder), "--duration", str(duration)]
+            procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True))
+        deadline = time.time() + timeout
+        while len(list(folder.glob("ready.*"))) < expected:
+            if time.time() > deadline or any(p.poll() not in (None, 0) for p in procs):
+                raise RuntimeError(f"only {len(list(folder.glob('ready.*')))}/{expected} instances got ready; "
+                                   f"see {folder}/stderr.log")
+            time.sleep(0.05)
+        (folder / "go.tmp").write_text(str(time.time() + 0.5))
+        (folder / "go.tmp").rename(folder / "go")
+        for proc in procs:
+            proc.wait(timeout=duration + timeout)
+        results = [json.loads(path.read_text()) for path in folder.glob("result.*")]
+        if len(results) != expected:
+            raise RuntimeError(f"{len(results)}/{expected} results; see {folder}/stderr.log")
+        return {
+            "images_per_s": sum(r["images_per_s"] for r in results),
+            "instances": len(results),
+            "threads": sorted(r["threads"] for r in results),
+            "affinities": [r["affinity"] for r in sorted(results, key=lambda r: r["affinity"])],
+        }
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=15.0)
+    parser.add_argument("--instances", type=int, default=4)
+    parser.add_argument("--timeout", type=float, default=180.0, help="seconds allowed for start-up and warm-up")
+    parser.add_argument("--only", nargs="*", help="substrings of the configurations to run")
+    args = parser.parse_args()
+    cores = len(os.sched_getaffinity(0))
+    chosen = configs(cores, args.instances)
+    if args.only:
+        chosen = {name: value for name, value in chosen.items() if any(part in name for part in args.only)}
+    measured: dict[str, dict] = {}
+    for name, (commands, expected) in chosen.items():
+        print(f"measuring {name} ...", file=sys.stderr, flush=True)
+        try:
+            measured[name] = measure(commands, expected, args.duration, args.timeout)
+        except (RuntimeError, subprocess.TimeoutExpired) as error:
+            measured[name] = {"error": str(error)}
+        print(f"  {measured[name].get('images_per_s', measured[name].get('error'))}", file=sys.stderr, flush=True)
+    base = measured.get("1 process x all threads", {}).get("images_per_s")
+    rows = []
+    for name, data in measured.items():
+        if "error" in data:
+            rows.append([name, "-", "-", "-", data["error"][:80]])
+            continue
+        ratio = f"{data['images_per_s'] / base:.2f}" if base else "-"
+        rows.append([name, data["instances"], ",".join(map(str, sorted(set(data["threads"])))),
+                     f"{data['images_per_s']:.1f}", ratio])
+    table = markdown_table(["configuration", "instances", "threads each", "images/s", "× 1 process"], rows)
+    write(results_dir("multi-instance"), f"ResNet-18 batch 1, {cores} CPUs, {args.duration:g} s window", table,
+          {"duration": args.duration, "cores": cores, "results": measured})
+
+
+if __name__ == "__main__":
+    main()
