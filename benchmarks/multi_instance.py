@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -89,19 +90,26 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=4)
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds allowed for start-up and warm-up")
     parser.add_argument("--only", nargs="*", help="substrings of the configurations to run")
+    parser.add_argument("--trials", type=int, default=1,
+                        help="rounds over all configurations (order reversed every other round); medians reported")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
     chosen = configs(cores, args.instances)
     if args.only:
         chosen = {name: value for name, value in chosen.items() if any(part in name for part in args.only)}
-    measured: dict[str, dict] = {}
-    for name, (commands, expected) in chosen.items():
-        print(f"measuring {name} ...", file=sys.stderr, flush=True)
-        try:
-            measured[name] = measure(commands, expected, args.duration, args.timeout)
-        except (RuntimeError, subprocess.TimeoutExpired) as error:
-            measured[name] = {"error": str(error)}
-        print(f"  {measured[name].get('images_per_s', measured[name].get('error'))}", file=sys.stderr, flush=True)
+    trials: dict[str, list[dict]] = {name: [] for name in chosen}
+    for trial in range(args.trials):
+        names = list(chosen) if trial % 2 == 0 else list(reversed(chosen))
+        for name in names:
+            commands, expected = chosen[name]
+            print(f"trial {trial + 1}/{args.trials}: {name} ...", file=sys.stderr, flush=True)
+            try:
+                trials[name].append(measure(commands, expected, args.duration, args.timeout))
+            except (RuntimeError, subprocess.TimeoutExpired) as error:
+                trials[name].append({"error": str(error)})
+            last = trials[name][-1]
+            print(f"  {last.get('images_per_s', last.get('error'))}", file=sys.stderr, flush=True)
+    measured = {name: _median_trial(runs) for name, runs in trials.items()}
     base = measured.get("1 process x all threads", {}).get("images_per_s")
     rows = []
     for name, data in measured.items():
@@ -109,11 +117,22 @@ def main() -> None:
             rows.append([name, "-", "-", "-", data["error"][:80]])
             continue
         ratio = f"{data['images_per_s'] / base:.2f}" if base else "-"
+        spread = f"{min(data['all_images_per_s']):.1f}–{max(data['all_images_per_s']):.1f}"
         rows.append([name, data["instances"], ",".join(map(str, sorted(set(data["threads"])))),
-                     f"{data['images_per_s']:.1f}", ratio])
-    table = markdown_table(["configuration", "instances", "threads each", "images/s", "× 1 process"], rows)
+                     f"{data['images_per_s']:.1f}", spread, ratio])
+    table = markdown_table(["configuration", "instances", "threads each", "images/s (median)", "range",
+                            "× 1 process"], rows)
     write(results_dir("multi-instance"), f"ResNet-18 batch 1, {cores} CPUs, {args.duration:g} s window", table,
-          {"duration": args.duration, "cores": cores, "results": measured})
+          {"duration": args.duration, "cores": cores, "trials": args.trials, "results": measured, "raw": trials})
+
+
+def _median_trial(runs: list[dict]) -> dict:
+    good = [run for run in runs if "error" not in run]
+    if not good:
+        return runs[-1]
+    rates = sorted(run["images_per_s"] for run in good)
+    middle = sorted(good, key=lambda run: run["images_per_s"])[len(good) // 2]
+    return {**middle, "images_per_s": statistics.median(rates), "all_images_per_s": rates}
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ def test_unversioned_name_preferred(tmp_path):
     assert find_library("jemalloc", [tmp_path]).path.endswith("libjemalloc.so")
 
 
-def test_search_covers_interpreter_prefix_and_multiarch():
+def test_search_covers_interpreter_prefix_and_multiarch(monkeypatch):
+    monkeypatch.delenv("LAUNCHKIT_LIBRARY_PATH", raising=False)
     dirs = [str(d) for d in search_dirs()]
     assert dirs[0] == os.path.join(sys.prefix, "lib")  # un-activated venv: pip's intel-openmp lands here
     assert any(d.endswith("-linux-gnu") for d in dirs)
