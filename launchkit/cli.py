@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
 
 from launchkit import __version__
-from launchkit.cli_options import ALIASES_EPILOG, apply_profile, launch_options, option, run_request
+from launchkit.launch.options import ALIASES_EPILOG, apply_profile, launch_options, option, run_request
 from launchkit.errors import LaunchkitError, UsageError
 from launchkit.launch.runplan import ProgramSpec, RunPlan, check_program
 from launchkit.topology import TopologyError
@@ -42,6 +43,8 @@ def main() -> None:
     \b
       launchkit info                 what this machine is and what this process may use
       launchkit run ... script.py    launch pinned, tuned instances of a program
+      launchkit archive ...          make a model archive (.mar), like torch-model-archiver
+      launchkit serve [MODEL.mar]    serve models with dynamic batching on pinned workers
     """
 
 
@@ -126,6 +129,121 @@ def run(ctx: click.Context, **params: Any) -> None:
         for instance in result.instances:
             click.echo(f"  {instance.describe()}", err=True)
     sys.exit(result.exit_code)
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("model_paths", nargs=-1, metavar="[MODEL.mar]...")
+@option("--model-store", metavar="DIR", help="Folder of .mar files (--models NAME=FILE is relative to it).")
+@option("--models", multiple=True, metavar="[NAME=]FILE|all",
+        help="Models to load, as in TorchServe; repeatable or comma-separated.")
+@option("--ts-config", metavar="FILE", help="TorchServe config.properties.")
+@option("--inference-address", metavar="URL", help="Default http://127.0.0.1:8080.")
+@option("--workers", type=click.IntRange(min=1), help="Workers per model (default 1; each gets its own cores).")
+@option("--batch-size", type=click.IntRange(min=1), help="Largest batch per model (default 1).")
+@option("--max-batch-delay", type=click.FloatRange(min=0), metavar="MS",
+        help="Longest a request waits for batch-mates, from its arrival (default 100 ms).")
+@option("--cpu-launcher-args", metavar="ARGS", help="launchkit run flags for the workers, e.g. '--use-logical-core'.")
+@option("--graceful-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
+        help="Seconds to let requests in flight finish on SIGINT/SIGTERM.")
+@option("--topology-root", metavar="DIR", envvar="LAUNCHKIT_TOPOLOGY_ROOT", hidden=True)
+@option("--foreground", is_flag=True, hidden=True)
+@option("--disable-token-auth", "--dt", is_flag=True, hidden=True)
+@option("--ncs", "--no-config-snapshots", is_flag=True, hidden=True)
+@option("--enable-model-api", is_flag=True, hidden=True)
+def serve(model_paths: tuple[str, ...], **params: Any) -> None:
+    """Serve model archives over HTTP with dynamic batching, each worker on its own cores.
+
+    With no MODEL it serves the bundled examples (tiny, resnet18). Runs in the foreground until
+    SIGINT/SIGTERM, then finishes requests in flight and stops its workers.
+
+    \b
+    Examples:
+      launchkit serve                                   # bundled examples on :8080
+      launchkit serve tiny.mar --batch-size 8 --max-batch-delay 5
+      launchkit serve --model-store store --models tiny=tiny.mar --ts-config config.properties
+    """
+    from dataclasses import replace
+
+    from launchkit.serve.config import load_config, parse_address
+    from launchkit.serve.server import ServeRequest, SettingOverrides, resolve_sources, run_server
+
+    config = load_config(params["ts_config"])
+    if params["model_store"]:
+        config = replace(config, model_store=Path(params["model_store"]))
+    if params["inference_address"]:
+        config = replace(config, inference_address=parse_address(params["inference_address"], "--inference-address"))
+    if params["cpu_launcher_args"] is not None:
+        config = replace(config, cpu_launcher_args=params["cpu_launcher_args"])
+    models = [item for entry in params["models"] for item in entry.split(",") if item]
+    paths = list(model_paths)
+    if not paths and not models and not config.load_models:
+        paths = [str(path) for path in _bundled_examples()]
+    request = ServeRequest(
+        config=config,
+        sources=tuple(resolve_sources(config, paths, models)),
+        overrides=SettingOverrides(params["batch_size"], params["max_batch_delay"], params["workers"]),
+        graceful_timeout_s=params["graceful_timeout"],
+        topology_root=params["topology_root"],
+    )
+    sys.exit(run_server(request))
+
+
+def _bundled_examples() -> list[Path]:
+    """Build the example archives once into a cache (in a child: this process never imports torch)."""
+    import subprocess
+
+    from launchkit import __version__
+    from launchkit.examples_cache import cache_dir
+
+    folder = cache_dir(__version__)
+    wanted = [folder / "tiny.mar", folder / "resnet18.mar"]
+    if not all(path.exists() for path in wanted):
+        click.echo(f"launchkit serve: building the bundled examples into {folder} ...", err=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run([sys.executable, "-m", "launchkit.examples.build", "--export-path", str(folder)],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise LaunchkitError(f"building the bundled examples failed:\n{result.stderr[-2000:]}")
+    return wanted
+
+
+@main.command(context_settings=CONTEXT)
+@option("--model-name", help="Name of the model (and of the .mar).")
+@click.option("-v", "--version", "version", help="Model version, e.g. 1.0.")
+@option("--serialized-file", metavar="FILE", help="TorchScript .pt, or state dict for --model-file.")
+@option("--model-file", metavar="FILE", help="Python file with exactly one nn.Module class (eager mode).")
+@option("--handler", metavar="FILE[:FUNCTION]", help="Handler .py file (TorchServe contract).")
+@option("--extra-files", metavar="A,B,...", help="More files or folders to include, comma-separated.")
+@option("--export-path", default=".", show_default=True, metavar="DIR", help="Where to write the archive.")
+@click.option("-c", "--config-file", "config_file", metavar="FILE", help="model-config.yaml (batchSize, ...).")
+@click.option("-r", "--requirements-file", "requirements_file", metavar="FILE", help="requirements.txt to include.")
+@option("--archive-format", type=click.Choice(["default", "zip-store", "no-archive"]), default="default",
+        show_default=True)
+@option("--runtime", default="python", hidden=True)
+@click.option("-f", "--force", is_flag=True, help="Overwrite an existing archive.")
+@option("--example", type=click.Choice(["tiny", "resnet18"]), help="Build a bundled example instead.")
+def archive(**params: Any) -> None:
+    """Make a model archive (.mar) with torch-model-archiver's flags and layout."""
+    if params["example"]:
+        from launchkit.examples.build import build_example
+
+        click.echo(build_example(params["example"], params["export_path"], force=True))
+        return
+    from launchkit.serve.archive import ArchiveRequest, create_archive
+
+    missing = [flag for flag, key in (("--model-name", "model_name"), ("--version", "version"), ("--handler", "handler"))
+               if not params[key]]
+    if missing:
+        raise UsageError(f"missing {', '.join(missing)} (or use --example tiny|resnet18)")
+    extra = tuple(item for item in (params["extra_files"] or "").split(",") if item)
+    path = create_archive(ArchiveRequest(
+        model_name=params["model_name"], version=params["version"], handler=params["handler"],
+        serialized_file=params["serialized_file"], model_file=params["model_file"], extra_files=extra,
+        export_path=params["export_path"], config_file=params["config_file"],
+        requirements_file=params["requirements_file"], archive_format=params["archive_format"],
+        force=params["force"], runtime=params["runtime"],
+    ))
+    click.echo(path)
 
 
 def _print_plan(plan: RunPlan, as_json: bool) -> None:

@@ -28,6 +28,9 @@ OMP_RUNTIMES = ("auto", "intel", "gnu")
 JEMALLOC_CONF = "oversize_threshold:1,background_thread:true,metadata_thp:auto"
 KMP_AFFINITY = "granularity=fine,compact,1,0"
 KMP_BLOCKTIME = "1"
+# "passive": OpenMP threads sleep as soon as a parallel region ends. Right for a server worker,
+# which idles between batches while the frontend (on the same machine) needs the CPU.
+OMP_WAIT_POLICIES = ("spin", "passive")
 _ALLOCATOR_FAMILIES = {"tcmalloc", "jemalloc"}
 _OMP_FAMILIES = {"iomp5"}
 
@@ -115,6 +118,7 @@ def instance_env(
     base: Mapping[str, str],
     exists: Callable[[str], bool] = os.path.exists,
     realpath: Callable[[str], str] = os.path.realpath,
+    omp_wait: str = "spin",
 ) -> InstanceEnv:
     """The variables launchkit sets for one instance, given the caller's environment ``base``."""
     notes: list[str] = []
@@ -122,10 +126,12 @@ def instance_env(
     wanted: dict[str, str] = {"OMP_NUM_THREADS": str(instance.threads)}
     if runtime.omp_runtime == "intel":
         wanted["KMP_AFFINITY"] = KMP_AFFINITY
-        wanted["KMP_BLOCKTIME"] = KMP_BLOCKTIME
+        wanted["KMP_BLOCKTIME"] = "0" if omp_wait == "passive" else KMP_BLOCKTIME
     else:
         wanted["OMP_PROC_BIND"] = "close"
         wanted["OMP_PLACES"] = ",".join(f"{{{cpu}}}" for cpu in instance.cpus)
+        if omp_wait == "passive":
+            wanted["OMP_WAIT_POLICY"] = "PASSIVE"
     if runtime.allocator == "jemalloc":
         wanted["MALLOC_CONF"] = JEMALLOC_CONF
 

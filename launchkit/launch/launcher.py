@@ -25,6 +25,7 @@ class RunRequest:
     omp_runtime: str = "auto"
     binding: BindingOptions = field(default_factory=BindingOptions)
     topology_root: str | None = None
+    omp_wait: str = "spin"  # "passive" for server workers (see env.OMP_WAIT_POLICIES)
 
 
 def numactl_for(topology: Topology) -> NumactlStatus:
@@ -46,5 +47,6 @@ def plan_run(request: RunRequest, environ: Mapping[str, str] | None = None) -> t
         libraries=find_libraries(),
         numactl=numactl_for(topology) if request.binding.numactl else NumactlStatus(None, False, "disabled"),
         environ=dict(os.environ if environ is None else environ),
+        omp_wait=request.omp_wait,
     )
     return topology, plan

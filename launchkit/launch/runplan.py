@@ -108,6 +108,7 @@ def build_run_plan(
     libraries: Mapping[str, FoundLibrary | None],
     numactl: NumactlStatus,
     environ: Mapping[str, str],
+    omp_wait: str = "spin",
 ) -> RunPlan:
     if binding.mem_policy not in MEM_POLICIES:
         raise UsageError(f"--mem-policy {binding.mem_policy!r} is not one of {', '.join(MEM_POLICIES)}")
@@ -121,7 +122,7 @@ def build_run_plan(
 
     instances = []
     for instance in cpu_plan.instances:
-        env = instance_env(instance, cpu_plan.ninstances, runtime, environ)
+        env = instance_env(instance, cpu_plan.ninstances, runtime, environ, omp_wait=omp_wait)
         warnings += [w for w in env.warnings if w not in warnings]
         mem_nodes = instance.mem_nodes if bind_memory else ()
         argv = program.argv()

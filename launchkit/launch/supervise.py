@@ -179,7 +179,7 @@ class _Supervisor:
                 stdout=pipe,
                 stderr=pipe,
                 start_new_session=True,
-                preexec_fn=_child_setup(instance.cpus if instance.bind_cpus else None),
+                preexec_fn=child_setup(instance.cpus if instance.bind_cpus else None),
             )
         except OSError as error:
             self._terminate_all(signal.SIGTERM)
@@ -321,7 +321,7 @@ class _Supervisor:
         path.write_text(json.dumps(summary, indent=2) + "\n")
 
 
-def _child_setup(cpus: tuple[int, ...] | None):  # noqa: ANN202 - returns a preexec callable
+def child_setup(cpus: tuple[int, ...] | None):  # noqa: ANN202 - returns a preexec callable
     """Build the function the child runs between fork and exec (prepared before fork)."""
     libc = ctypes.CDLL(None, use_errno=True)
     prctl = libc.prctl

@@ -1,5 +1,8 @@
 """Launcher flags, declared once and shared by every command that starts pinned processes.
 
+They live here, not in the CLI, because the server parses the same flags from
+``cpu_launcher_args`` (config.properties) with :func:`parse_launcher_args`.
+
 Each flag accepts its dash and underscore spelling and the spelling of the other anchor
 (run_cpu's ``--core-list`` and ipexrun's ``--cores-list`` ...). ``--help`` shows the dash form;
 the accepted aliases are listed at the end of the help text.
@@ -59,7 +62,7 @@ ALIASES_EPILOG = (
 
 
 def launch_options(function: Callable[..., Any]) -> Callable[..., Any]:
-    """Flags that decide CPUs, libraries and binding (shared by run, and later serve/bench)."""
+    """Flags that decide CPUs, libraries and binding (shared by run and serve)."""
     decorators = [
         option("--ninstances", type=int, help="Number of instances (default: 1, or derived from the mode)."),
         option("--ncores-per-instance", "--cores-per-instance", type=int,
@@ -187,3 +190,21 @@ def run_request(params: dict[str, Any], program: ProgramSpec) -> RunRequest:
         binding=BindingOptions(cpu_affinity=taskset, numactl=numactl, mem_policy=params["mem_policy"]),
         topology_root=params["topology_root"],
     )
+
+
+def parse_launcher_args(args: list[str], program: ProgramSpec) -> RunRequest:
+    """Parse launcher flags given as a list (``cpu_launcher_args``) into a RunRequest."""
+
+    @click.command(context_settings={"help_option_names": []})
+    @launch_options
+    def flags(**params: Any) -> dict[str, Any]:
+        return params
+
+    try:
+        with flags.make_context("cpu_launcher_args", list(args)) as ctx:
+            params = ctx.params
+            if ctx.params.get("profile"):
+                params = apply_profile(ctx, params, "run")
+    except click.ClickException as error:
+        raise UsageError(f"cpu_launcher_args {' '.join(args)!r}: {error.format_message()}") from None
+    return run_request(params, program)

@@ -1,0 +1,157 @@
+"""Dynamic batching: one queue per model version, batches handed to idle workers.
+
+Semantics (documented in the README):
+* A request waits at most ``max_batch_delay`` counted from the arrival of the oldest waiting
+  request — not from the moment a worker asks (TorchServe's behaviour, serve#2478).
+* A batch goes out as soon as it is full, or when an idle worker would otherwise wait for
+  requests that are not expected in time: the queue keeps an estimate of the arrival interval,
+  and when ``batch_size - queued`` more arrivals would not come before the deadline, the
+  partial batch goes now. So a lone request at low load does not pay the delay, and under load
+  batches fill.
+* A full queue (``job_queue_size``) and "no worker ready" are different 503s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from launchkit.serve.http_errors import error_result
+from launchkit.serve.protocol import ItemRequest, ItemResult
+
+
+class QueueFull(Exception):
+    pass
+
+
+class NoWorkerReady(Exception):
+    pass
+
+
+@dataclass(eq=False)
+class Job:
+    request: ItemRequest
+    arrival: float
+    future: asyncio.Future[ItemResult]
+
+
+class WorkerSlot(Protocol):
+    """What the batcher needs from a worker connection."""
+
+    def send_batch(self, jobs: list[Job]) -> None: ...
+
+
+@dataclass
+class BatchStats:
+    batches: int = 0
+    items: int = 0
+    queue_wait_s: float = 0.0
+    last_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=1000))
+
+
+class ModelQueue:
+    def __init__(self, name: str, batch_size: int, max_batch_delay_ms: float, capacity: int) -> None:
+        self.name = name
+        self.batch_size = batch_size
+        self.delay = max_batch_delay_ms / 1000.0
+        self.capacity = capacity
+        self.queue: deque[Job] = deque()
+        self.idle: deque[WorkerSlot] = deque()
+        self.ready_workers = 0
+        self.last_error: str | None = None
+        self.stats = BatchStats()
+        self._interval = 1.0  # EWMA of the time between arrivals, seconds
+        self._last_arrival: float | None = None
+        self._timer: asyncio.TimerHandle | None = None  # uvloop's handles have no when(): keep the due time
+        self._timer_due = 0.0
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def submit(self, request: ItemRequest) -> asyncio.Future[ItemResult]:
+        if self.ready_workers == 0:
+            detail = f" (last worker error: {self.last_error})" if self.last_error else " (workers are starting)"
+            raise NoWorkerReady(f'model "{self.name}" has no worker ready to serve requests{detail}')
+        if len(self.queue) >= self.capacity:
+            raise QueueFull(
+                f'model "{self.name}" queue is full ({self.capacity} requests waiting; job_queue_size); '
+                "retry later or add workers"
+            )
+        now = time.monotonic()
+        if self._last_arrival is not None:
+            gap = now - self._last_arrival
+            # After a pause longer than the delay a new burst starts: trust its first gap alone.
+            self._interval = gap if gap > self.delay else 0.5 * self._interval + 0.5 * gap
+        self._last_arrival = now
+        future: asyncio.Future[ItemResult] = asyncio.get_running_loop().create_future()
+        self.queue.append(Job(request, now, future))
+        self._dispatch()
+        return future
+
+    # -- workers -----------------------------------------------------------------------------
+
+    def worker_ready(self, slot: WorkerSlot) -> None:
+        self.ready_workers += 1
+        self.last_error = None
+        self.worker_idle(slot)
+
+    def worker_idle(self, slot: WorkerSlot) -> None:
+        self.idle.append(slot)
+        self._dispatch()
+
+    def worker_gone(self, slot: WorkerSlot, was_ready: bool, error: str | None = None) -> None:
+        if was_ready:
+            self.ready_workers -= 1
+        if slot in self.idle:
+            self.idle.remove(slot)
+        if error:
+            self.last_error = error
+        if self.ready_workers == 0:
+            self.fail_waiting(503, "ServiceUnavailableException",
+                              f'model "{self.name}" lost its last worker; the request was not run')
+
+    def fail_waiting(self, status: int, kind: str, message: str) -> None:
+        while self.queue:
+            job = self.queue.popleft()
+            if not job.future.done():
+                job.future.set_result(error_result(status, kind, message))
+
+    # -- scheduling ----------------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        while self.queue and self.idle:
+            queued = len(self.queue)
+            if queued < self.batch_size and self.delay > 0:
+                now = time.monotonic()
+                deadline = self.queue[0].arrival + self.delay
+                expected_full = now + (self.batch_size - queued) * self._interval
+                # Silence for a few arrival intervals means the burst is over: waiting would only add latency.
+                quiet = self._last_arrival is not None and now - self._last_arrival > 2 * self._interval + 0.0005
+                if now < deadline and expected_full < deadline and not quiet:
+                    self._wake_at(max(expected_full, now + 0.0002))
+                    return
+            jobs = [self.queue.popleft() for _ in range(min(queued, self.batch_size))]
+            jobs = [job for job in jobs if not job.future.done()]  # client gone: do not run it
+            if not jobs:
+                continue
+            slot = self.idle.popleft()
+            now = time.monotonic()
+            self.stats.batches += 1
+            self.stats.items += len(jobs)
+            self.stats.queue_wait_s += sum(now - job.arrival for job in jobs)
+            self.stats.last_sizes.append(len(jobs))
+            slot.send_batch(jobs)
+
+    def _wake_at(self, when: float) -> None:
+        if self._timer is not None:
+            if self._timer_due <= when:
+                return
+            self._timer.cancel()
+        self._timer_due = when
+        self._timer = asyncio.get_running_loop().call_later(max(0.0, when - time.monotonic()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._dispatch()

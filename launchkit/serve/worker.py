@@ -1,0 +1,171 @@
+"""A worker process: loads one model's handler, then runs the batches the frontend sends.
+
+    python -m launchkit.serve.worker --socket S --model-dir D --model-name N --batch-size B --worker-id W
+
+Started by the server as a launcher instance (pinned cores, OMP_NUM_THREADS, allocator). Input
+decoding happens here, not in the frontend, so the frontend never spends CPU on model inputs;
+an item that cannot be decoded gets its own 400 and the rest of the batch still runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import traceback
+from email.parser import BytesParser
+from email.policy import HTTP
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from launchkit.serve.archive import read_manifest, read_model_config
+from launchkit.serve.handler_api import Context, PredictionException, install_ts_shim, load_entry
+from launchkit.serve.http_errors import error_result
+from launchkit.serve.protocol import BlockingChannel, ItemRequest, ItemResult
+
+
+class BadInput(Exception):
+    pass
+
+
+def decode_item(item: ItemRequest) -> dict[str, Any]:
+    """TorchServe's decoding: JSON → objects, text → str, multipart/urlencoded → fields, else bytes."""
+    content_type = item.content_type.split(";")[0].strip().lower()
+    body = item.body
+    if content_type == "application/json" or content_type.endswith("+json"):
+        try:
+            return {"body": json.loads(body)}
+        except ValueError as error:
+            raise BadInput(f"body is not valid JSON ({error})") from None
+    if content_type.startswith("text/"):
+        try:
+            return {"body": body.decode()}
+        except UnicodeDecodeError:
+            raise BadInput("text body is not valid UTF-8") from None
+    if content_type == "multipart/form-data":
+        message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + item.content_type.encode() + b"\r\n\r\n" + body)
+        if not message.is_multipart():
+            raise BadInput("multipart body could not be parsed (boundary missing?)")
+        fields: dict[str, Any] = {}
+        for part in message.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            if name:
+                fields[name] = part.get_payload(decode=True)
+        if not fields:
+            raise BadInput("multipart body has no named fields")
+        return fields
+    if content_type == "application/x-www-form-urlencoded":
+        # curl -d and urllib label any body this way; a body that is not a form is passed on raw.
+        try:
+            fields = parse_qs(body.decode(), strict_parsing=True)
+            return {key: values[0] for key, values in fields.items()}
+        except (ValueError, UnicodeDecodeError):
+            pass
+    return {"body": body}
+
+
+def encode_output(value: Any) -> tuple[str, bytes]:
+    if isinstance(value, (bytes, bytearray)):
+        return "application/octet-stream", bytes(value)
+    if isinstance(value, str):
+        return "text/plain; charset=utf-8", value.encode()
+    return "application/json", json.dumps(value, default=_jsonable).encode()
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"output of type {type(value).__name__} is not JSON serialisable")
+
+
+class Worker:
+    def __init__(self, model_dir: Path, model_name: str, batch_size: int) -> None:
+        install_ts_shim()
+        self.manifest_obj = read_manifest(model_dir)
+        manifest = json.loads((model_dir / "MAR-INF/MANIFEST.json").read_text())
+        self.context = Context(model_name, str(model_dir), manifest, batch_size,
+                               read_model_config(model_dir, self.manifest_obj))
+        os.chdir(model_dir)
+        self.handle, initialize = load_entry(model_dir, self.manifest_obj.handler)
+        initialize(self.context)
+
+    def info(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"handler": self.manifest_obj.handler}
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            info["torch_threads"] = torch.get_num_threads()
+        owner = getattr(self.handle, "__self__", None)
+        for key in ("optimization",):
+            if owner is not None and hasattr(owner, key):
+                info[key] = getattr(owner, key)
+        return info
+
+    def run_batch(self, items: list[ItemRequest]) -> list[ItemResult]:
+        results: list[ItemResult | None] = [None] * len(items)
+        data, positions = [], []
+        for position, item in enumerate(items):
+            try:
+                data.append(decode_item(item))
+                positions.append(position)
+            except BadInput as error:
+                results[position] = error_result(400, "BadRequestException", f"cannot decode the request body: {error}")
+        if data:
+            self.context.start_batch([items[p].request_id for p in positions],
+                                     [dict(items[p].headers) for p in positions])
+            try:
+                outputs = self.handle(data, self.context)
+            except PredictionException as error:
+                return [error_result(error.error_code, "PredictionException", error.message)] * len(items)
+            except Exception as error:  # noqa: BLE001 - a handler may raise anything
+                traceback.print_exc()
+                return [error_result(500, "InternalServerException", f"handler failed: {type(error).__name__}: {error}")] * len(items)
+            if not isinstance(outputs, list) or len(outputs) != len(data):
+                count = len(outputs) if isinstance(outputs, list) else type(outputs).__name__
+                message = (f"handler returned {count} outputs for a batch of {len(data)} requests; "
+                           "handle() must return a list with one output per request")
+                return [error_result(500, "InternalServerException", message)] * len(items)
+            for index, (position, output) in enumerate(zip(positions, outputs)):
+                status, _phrase = self.context.get_response_status(index)
+                try:
+                    content_type, body = encode_output(output)
+                except TypeError as error:
+                    results[position] = error_result(500, "InternalServerException", str(error))
+                    continue
+                content_type = self.context.get_response_content_type(index) or content_type
+                headers = list(self.context.get_response_headers(index).items())
+                results[position] = ItemResult(status, content_type, body, headers)
+        return [result for result in results if result is not None]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="launchkit.serve.worker")
+    parser.add_argument("--socket", required=True)
+    parser.add_argument("--model-dir", required=True)
+    parser.add_argument("--model-name", required=True)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--worker-id", required=True)
+    args = parser.parse_args(argv)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(args.socket)
+    channel = BlockingChannel(sock)
+    try:
+        worker = Worker(Path(args.model_dir), args.model_name, args.batch_size)
+    except Exception as error:  # noqa: BLE001 - report any load failure to the frontend
+        traceback.print_exc()
+        channel.send(("failed", args.worker_id, os.getpid(), f"{type(error).__name__}: {error}"))
+        return 1
+    channel.send(("ready", args.worker_id, os.getpid(), worker.info()))
+    while True:
+        message = channel.receive()
+        if message is None or message[0] == "stop":
+            return 0
+        if message[0] == "batch":
+            _, batch_id, items = message
+            channel.send(("result", batch_id, worker.run_batch(items)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

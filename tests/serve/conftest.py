@@ -1,0 +1,124 @@
+"""Helpers to run real `launchkit serve` processes on loopback and talk to them."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from launchkit.serve.archive import ArchiveRequest, create_archive
+
+HANDLERS = Path(__file__).parent.parent / "fixtures" / "handlers"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def make_archive(folder: Path, handler: str, name: str, version: str = "1.0", **kwargs: Any) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return create_archive(ArchiveRequest(model_name=name, version=version, handler=str(HANDLERS / handler),
+                                         export_path=str(folder), force=True, **kwargs))
+
+
+class Server:
+    """A `launchkit serve` child process; always stopped (and killed if need be) by pid."""
+
+    def __init__(self, args: list[str], port: int, wait_ready: bool = True, timeout: float = 90.0) -> None:
+        self.port = port
+        self.log_path = Path(f"/tmp/launchkit-test-serve-{port}.log")
+        self.log = open(self.log_path, "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "launchkit", "serve", "--inference-address", f"http://127.0.0.1:{port}", *args],
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.wait_ready(timeout, path="/v2/health/ready" if wait_ready else "/ping")
+
+    def wait_ready(self, timeout: float = 90.0, path: str = "/v2/health/ready") -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                status, _, _ = self.request("GET", path)
+                if status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"server not ready after {timeout} s:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+    def request(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None,
+                timeout: float = 30.0) -> tuple[int, dict[str, str], bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+        finally:
+            connection.close()
+
+    def predict(self, model: str, payload: Any, headers: dict[str, str] | None = None,
+                timeout: float = 30.0) -> tuple[int, dict[str, str], Any]:
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        all_headers = {"content-type": "application/json"} if not isinstance(payload, bytes) else {}
+        all_headers.update(headers or {})
+        status, response_headers, data = self.request("POST", f"/predictions/{model}", body, all_headers, timeout)
+        try:
+            return status, response_headers, json.loads(data)
+        except ValueError:
+            return status, response_headers, data
+
+    def worker_pids(self) -> list[int]:
+        import psutil
+
+        return [child.pid for child in psutil.Process(self.proc.pid).children(recursive=True)]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
+
+    def __enter__(self) -> "Server":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@pytest.fixture(scope="session")
+def archives(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("archives")
+    return {
+        "echo": make_archive(folder, "echo_handler.py", "echo"),
+        "broken": make_archive(folder, "broken_handler.py", "broken"),
+        "function": make_archive(folder, "function_handler.py:handle", "function"),
+    }
+
+
+@pytest.fixture(scope="session")
+def example_archives(tmp_path_factory) -> dict[str, Path]:
+    from launchkit.examples.build import build_example
+
+    folder = tmp_path_factory.mktemp("examples")
+    return {name: build_example(name, str(folder)) for name in ("tiny", "resnet18")}

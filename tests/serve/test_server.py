@@ -1,0 +1,269 @@
+"""`launchkit serve` for real: processes, loopback HTTP, batching, failures, shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.serve.conftest import Server, free_port, make_archive
+
+ALLOWED = sorted(os.sched_getaffinity(0))
+
+
+def parallel(count: int, function):
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(function, range(count)))
+
+
+# --- batching -----------------------------------------------------------------------------------
+
+
+def test_every_response_belongs_to_its_request_under_concurrency(archives):
+    with Server([str(archives["echo"]), "--batch-size", "4", "--max-batch-delay", "20"], free_port()) as server:
+        def call(i):
+            return server.predict("echo", {"id": i, "pad": "x" * (i % 7)}, headers={"x-test": f"h{i}"})
+
+        results = parallel(48, call)
+        for i, (status, headers, body) in enumerate(results):
+            assert status == 200, body
+            assert body["echo"] == {"id": i, "pad": "x" * (i % 7)}
+            assert body["header"] == f"h{i}"
+            assert body["request_id"] == headers["x-request-id"]
+        assert max(body["batch"] for _, _, body in results) > 1, "concurrent requests were never batched"
+        assert max(body["batch"] for _, _, body in results) <= 4
+
+
+def test_lone_request_does_not_pay_the_batch_delay(archives):
+    with Server([str(archives["echo"]), "--batch-size", "8", "--max-batch-delay", "500"], free_port()) as server:
+        server.predict("echo", {"warm": 1})
+        time.sleep(0.6)
+        timings = []
+        for i in range(5):
+            started = time.perf_counter()
+            status, _, body = server.predict("echo", {"i": i})
+            timings.append(time.perf_counter() - started)
+            time.sleep(0.1)
+            assert status == 200 and body["batch"] == 1
+        assert sorted(timings)[2] < 0.25, f"lone requests waited for the 500 ms delay: {timings}"
+
+
+def test_one_bad_item_does_not_fail_its_batch_mates(archives):
+    with Server([str(archives["echo"]), "--batch-size", "4", "--max-batch-delay", "300"], free_port()) as server:
+        results = parallel(4, lambda i: server.predict("echo", {"i": i, "bad": i == 2}))
+        statuses = [status for status, _, _ in results]
+        assert statuses.count(422) == 1 and statuses.count(200) == 3
+        assert results[2][0] == 422 and results[2][2]["error"] == "bad item"
+
+
+def test_handler_failure_and_wrong_output_count_are_clear_500s(archives):
+    with Server([str(archives["echo"])], free_port()) as server:
+        status, _, body = server.predict("echo", {"fail": True})
+        assert status == 500 and "asked to fail" in body["message"] and body["type"] == "InternalServerException"
+        status, _, body = server.predict("echo", {"short": True})
+        assert status == 500 and "returned 0 outputs for a batch of 1" in body["message"]
+        assert server.predict("echo", {"ok": 1})[0] == 200  # the server keeps serving
+
+
+# --- bad requests ---------------------------------------------------------------------------------
+
+
+def test_bad_requests_get_json_errors(tmp_path, archives):
+    config = tmp_path / "config.properties"
+    config.write_text("max_request_size=1000\nsome_typo_key=1\n")
+    port = free_port()
+    with Server([str(archives["echo"]), "--ts-config", str(config)], port) as server:
+        cases = [
+            (("POST", "/predictions/nope", b"{}", {"content-type": "application/json"}), 404, "ModelNotFoundException"),
+            (("POST", "/predictions/echo/9.9", b"{}", {"content-type": "application/json"}), 404,
+             "ModelVersionNotFoundException"),
+            (("POST", "/predictions/echo", b"{not json", {"content-type": "application/json"}), 400,
+             "BadRequestException"),
+            (("POST", "/predictions/echo", b"x" * 5000, {}), 413, "RequestEntityTooLargeException"),
+            (("GET", "/predictions/echo", None, {}), 405, "MethodNotAllowedException"),
+            (("GET", "/no/such/path", None, {}), 404, "ResourceNotFoundException"),
+        ]
+        for (method, path, body, headers), status, kind in cases:
+            got, response_headers, data = server.request(method, path, body, headers)
+            error = json.loads(data)
+            assert (got, error["type"]) == (status, kind), (path, data)
+            assert error["code"] == status and error["message"]
+            assert response_headers["content-type"] == "application/json"
+        assert server.predict("echo", {"after": "errors"})[0] == 200
+        assert server.predict("echo/1.0", {"versioned": True})[0] == 200
+        assert server.request("GET", "/ping")[0] == 200
+    output = server.output()
+    assert "unknown key 'some_typo_key'" in output and "effective configuration" in output
+
+
+def test_full_queue_is_503_with_retry_after_and_nothing_accepted_is_lost(tmp_path, archives):
+    config = tmp_path / "config.properties"
+    config.write_text("job_queue_size=2\n")
+    with Server([str(archives["echo"]), "--ts-config", str(config)], free_port()) as server:
+        results = parallel(8, lambda i: server.predict("echo", {"i": i, "sleep": 0.3}))
+        full = [(s, h, b) for s, h, b in results if s == 503]
+        done = [(s, h, b) for s, h, b in results if s == 200]
+        assert full and done and len(full) + len(done) == 8
+        assert all("queue is full" in b["message"] and h["retry-after"] for _, h, b in full)
+        assert all(b["echo"]["i"] in range(8) for _, _, b in done)
+
+
+# --- workers ---------------------------------------------------------------------------------------
+
+
+def test_broken_model_is_not_ready_and_says_why(archives):
+    with Server([str(archives["broken"])], free_port(), wait_ready=False) as server:
+        deadline = time.time() + 30
+        message = ""
+        while time.time() < deadline:
+            status, headers, body = server.predict("broken", {"x": 1})
+            message = body.get("message", "") if isinstance(body, dict) else ""
+            if "corrupt" in message:
+                break
+            time.sleep(0.2)
+        assert status == 503 and "weights file is corrupt" in message and headers["retry-after"]
+        assert server.request("GET", "/v2/health/ready")[0] == 503
+        assert server.request("GET", "/ping")[0] == 200
+
+
+def test_worker_crash_mid_batch_fails_only_that_batch_and_worker_restarts(archives):
+    with Server([str(archives["echo"])], free_port()) as server:
+        first_pid = server.predict("echo", {"i": 0})[2]["pid"]
+        started = time.perf_counter()
+        status, _, body = server.predict("echo", {"crash": True})
+        assert status == 500 and "died" in body["message"] and time.perf_counter() - started < 5
+        server.wait_ready(30)
+        status, _, body = server.predict("echo", {"i": 1})
+        assert status == 200 and body["pid"] != first_pid
+
+
+def test_kill_9_of_a_worker_under_load(archives):
+    with Server([str(archives["echo"]), "--workers", "1"], free_port()) as server:
+        worker = server.predict("echo", {"i": 0})[2]["pid"]
+        statuses: list[int] = []
+
+        def load(i):
+            end = time.time() + 3
+            while time.time() < end:
+                statuses.append(server.predict("echo", {"i": i, "sleep": 0.01}, timeout=20)[0])
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            futures = [pool.submit(load, i) for i in range(4)]
+            time.sleep(1.0)
+            os.kill(worker, signal.SIGKILL)
+            for future in futures:
+                future.result()
+        assert set(statuses) <= {200, 500, 503}, statuses
+        assert statuses.count(500) <= 4, "more than the batch in flight failed"
+        assert statuses.count(200) > 10
+        server.wait_ready(30)
+        assert server.predict("echo", {"after": 1})[0] == 200
+
+
+def test_workers_of_two_models_get_disjoint_cores(archives):
+    if len(ALLOWED) < 2:
+        pytest.skip("needs two CPUs")
+    with Server([str(archives["echo"]), str(archives["function"])], free_port()) as server:
+        echo_cpus = server.predict("echo", {"i": 1})[2]["cpus"]
+        status, _, body = server.predict("function", {"hello": 1})
+        assert status == 200 and body == {"model": "function", "body": {"hello": 1}}  # function-style handler
+        worker_pids = server.worker_pids()
+        cpus = [set(os.sched_getaffinity(pid)) for pid in worker_pids]
+        assert len(cpus) == 2 and not cpus[0] & cpus[1]
+        assert set(echo_cpus) in cpus
+
+
+def test_graceful_shutdown_finishes_requests_in_flight(archives):
+    server = Server([str(archives["echo"])], free_port())
+    workers = server.worker_pids()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        slow = pool.submit(server.predict, "echo", {"sleep": 1.0})
+        time.sleep(0.3)
+        server.proc.send_signal(signal.SIGTERM)
+        status, _, body = slow.result(timeout=20)
+    assert status == 200 and body["echo"]["sleep"] == 1.0
+    assert server.stop() == 0
+    time.sleep(0.2)
+    for pid in workers:
+        assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split(")")[1].split()[0] == "Z"
+
+
+def test_port_in_use_is_a_clear_error(archives):
+    port = free_port()
+    with Server([str(archives["echo"])], port):
+        result = subprocess.run([sys.executable, "-m", "launchkit", "serve", str(archives["echo"]),
+                                 "--inference-address", f"http://127.0.0.1:{port}"],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode != 0 and "cannot listen on" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["/nonexistent/model.mar"], "does not exist"),
+    (["--models", "all"], "needs --model-store"),
+    (["--ts-config", "/nonexistent.properties"], "--ts-config"),
+])
+def test_bad_serve_arguments(args, message):
+    result = subprocess.run([sys.executable, "-m", "launchkit", "serve", *args], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_model_store_models_and_model_config_yaml(tmp_path):
+    store = tmp_path / "store"
+    config_yaml = tmp_path / "model-config.yaml"
+    config_yaml.write_text("batchSize: 4\nmaxBatchDelay: 300\n")
+    make_archive(store, "echo_handler.py", "echo", config_file=str(config_yaml))
+    with Server(["--model-store", str(store), "--models", "renamed=echo.mar"], free_port()) as server:
+        results = parallel(8, lambda i: server.predict("renamed", {"i": i}))
+        results += parallel(8, lambda i: server.predict("renamed", {"i": i}))
+        assert all(status == 200 for status, _, _ in results)
+        assert max(body["batch"] for _, _, body in results) > 1  # batchSize came from the archive's yaml
+    assert "batch_size=4" in server.output()
+
+
+# --- real models ---------------------------------------------------------------------------------
+
+
+def test_examples_tiny_and_resnet18(example_archives, tmp_path):
+    from PIL import Image
+
+    image = tmp_path / "cat.png"
+    Image.new("RGB", (320, 240), (200, 120, 40)).save(image)
+    with Server([str(example_archives["tiny"]), str(example_archives["resnet18"])], free_port()) as server:
+        raw = struct.pack("64f", *[i / 64 for i in range(64)])
+        status, _, from_bytes = server.predict("tiny", raw, headers={"content-type": "application/octet-stream"})
+        assert status == 200 and len(from_bytes) == 10
+        status, _, from_json = server.predict("tiny", [i / 64 for i in range(64)])
+        assert status == 200 and from_json == pytest.approx(from_bytes, rel=1e-5)
+        assert server.predict("tiny", b"\x00" * 12, headers={"content-type": "application/octet-stream"})[0] == 400
+        status, _, top5 = server.predict("resnet18", image.read_bytes(), headers={"content-type": "image/png"})
+        assert status == 200 and len(top5) == 5 and all(key.startswith("class_") for key in top5)
+        assert list(top5.values()) == sorted(top5.values(), reverse=True)
+        status, _, body = server.predict("resnet18", b"\x89PNG\r\n\x1a\nbroken", headers={"content-type": "image/png"})
+        assert status == 400 and "cannot read the input" in body["message"]
+
+
+def test_archive_made_by_torch_model_archiver_loads_unchanged(tmp_path, example_archives):
+    archiver = Path(sys.executable).parent / "torch-model-archiver"
+    if not archiver.exists():
+        pytest.skip("torch-model-archiver is not installed")
+    import zipfile
+
+    with zipfile.ZipFile(example_archives["tiny"]) as bundle:
+        bundle.extractall(tmp_path / "src")
+    result = subprocess.run([str(archiver), "--model-name", "tsmodel", "--version", "2.0",
+                             "--serialized-file", str(tmp_path / "src/tiny.pt"),
+                             "--handler", str(tmp_path / "src/tiny_handler.py"),
+                             "--export-path", str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    with Server([str(tmp_path / "tsmodel.mar")], free_port()) as server:
+        status, _, body = server.predict("tsmodel/2.0", [0.0] * 64)
+        assert status == 200 and len(body) == 10
