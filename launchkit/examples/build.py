@@ -2,7 +2,7 @@
 
     python -m launchkit.examples.build --export-path DIR [NAME ...]
 
-Models are saved as TorchScript (traced), so the archive needs no model.py, and loads fast.
+Models are saved as frozen TorchScript (traced), so the archive needs no model.py and loads fast.
 """
 
 from __future__ import annotations
@@ -39,8 +39,10 @@ def build_example(name: str, export_path: str, force: bool = True) -> Path:
             labels = folder / "index_to_name.json"
             labels.write_text(json.dumps({str(i): f"class_{i}" for i in range(1000)}))
             extra = (str(labels),)
-        with torch.inference_mode():
-            traced = torch.jit.trace(model, example)
+        # Traced and frozen (BatchNorm folded into convolutions, weights as constants): what a
+        # careful user ships, and what TorchServe's examples recommend for CPU inference.
+        with torch.no_grad():
+            traced = torch.jit.freeze(torch.jit.trace(model, example))
         serialized = folder / f"{name}.pt"
         traced.save(str(serialized))
         return create_archive(ArchiveRequest(

@@ -41,6 +41,9 @@ class InferenceApp:
         if scope["type"] != "http":
             return
         request_id = self._id_prefix + str(next(self._ids))
+        if scope["http_version"] == "1.0" and any(name == b"connection" and value.lower() == b"keep-alive"
+                                                  for name, value in scope["headers"]):
+            send = _with_keep_alive(send)
         path: str = scope["path"]
         method: str = scope["method"]
         if path.startswith("/predictions/"):
@@ -101,13 +104,27 @@ class InferenceApp:
         except asyncio.CancelledError:
             future.cancel()  # client went away: the batcher skips it if it is still queued
             raise
+        # An explicit content-length keeps HTTP/1.0 keep-alive clients (ab -k) on one connection;
+        # without it uvicorn answers chunked and must close the connection after every request.
         response_headers = [(b"content-type", result.content_type.encode("latin-1")),
+                            (b"content-length", str(len(result.body)).encode()),
                             (b"x-request-id", request_id.encode())]
         response_headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in result.headers]
         if result.status == 503:
             response_headers.append((b"retry-after", RETRY_AFTER_S))
         await send({"type": "http.response.start", "status": result.status, "headers": response_headers})
         await send({"type": "http.response.body", "body": result.body})
+
+
+def _with_keep_alive(send: Send) -> Send:
+    """HTTP/1.0 clients reuse a connection only if the response says keep-alive."""
+
+    async def wrapped(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message["headers"], (b"connection", b"keep-alive")]}
+        await send(message)
+
+    return wrapped
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:
@@ -127,7 +144,8 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
 
 
 async def _json(send: Send, status: int, body: bytes, request_id: str, retry: bool = False) -> None:
-    headers = [(b"content-type", JSON), (b"x-request-id", request_id.encode())]
+    headers = [(b"content-type", JSON), (b"content-length", str(len(body)).encode()),
+               (b"x-request-id", request_id.encode())]
     if retry:
         headers.append((b"retry-after", RETRY_AFTER_S))
     await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -112,7 +112,9 @@ def plan_workers(request: ServeRequest, registry: Registry, socket_path: str) ->
     total = sum(model.settings.workers for model in models)
     program = ProgramSpec("launchkit.serve.worker", module=True)
     args = shlex.split(request.config.cpu_launcher_args) + list(request.extra_launcher_args)
-    run_request = parse_launcher_args(args, program)
+    # Workers default to GNU OpenMP (the runtime pip's torch links) with passive waiting: a worker
+    # idles between batches while the frontend needs the CPU; measured in the README ("Serving").
+    run_request = parse_launcher_args(["--omp-runtime", "gnu", *args], program)
     warnings = []
     if run_request.cpu.ninstances not in (None, total) or run_request.cpu.instance_indices is not None:
         warnings.append(f"cpu_launcher_args --ninstances/--rank ignored: the server runs {total} worker(s), "
@@ -200,7 +202,7 @@ async def _serve(request: ServeRequest) -> int:
         pool = WorkerPool(socket_path, workers)
         await pool.start()
         app = InferenceApp(registry, request.config.max_request_size)
-        config = uvicorn.Config(app, http="httptools", lifespan="off", log_level="warning", access_log=False,
+        config = uvicorn.Config(app, http=_keep_alive_protocol(), lifespan="off", log_level="warning", access_log=False,
                                 timeout_graceful_shutdown=int(request.graceful_timeout_s) or None,
                                 limit_concurrency=None, backlog=2048)
         server = _ForegroundServer(config)
@@ -223,6 +225,26 @@ async def _announce_ready(registry: Registry, address: Address) -> None:
         await asyncio.sleep(0.05)
     names = ", ".join(f"{m.name}" for m in registry.all())
     print(f"launchkit serve: ready on {address} ({names})", file=sys.stderr, flush=True)
+
+
+def _keep_alive_protocol() -> type:
+    """uvicorn's httptools protocol, also keeping HTTP/1.0 connections that ask for keep-alive.
+
+    uvicorn closes every HTTP/1.0 connection, even with ``Connection: keep-alive``. ab -k (the
+    tool TorchServe's benchmarks use) speaks exactly that, so each request paid a new TCP
+    connection: about 30% of the frontend's time per request went to connection set-up. The app
+    answers such requests with ``Connection: keep-alive`` and a content-length.
+    """
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class KeepAliveHttpToolsProtocol(HttpToolsProtocol):
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            cycle = getattr(self, "cycle", None)
+            if cycle is not None and self.parser.get_http_version() == "1.0" and self.parser.should_keep_alive():
+                cycle.keep_alive = True
+
+    return KeepAliveHttpToolsProtocol
 
 
 class _ForegroundServer:
