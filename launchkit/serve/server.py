@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from launchkit.errors import LaunchkitError, UsageError
+from launchkit.errors import LaunchkitError, PlanError, UsageError
 from launchkit.launch.launcher import plan_run
 from launchkit.launch.options import parse_launcher_args
 from launchkit.launch.plan import CpuOptions
@@ -124,7 +124,14 @@ def plan_workers(request: ServeRequest, registry: Registry, socket_path: str) ->
         run_request = replace(run_request, binding=replace(run_request.binding, cpu_affinity=False, numactl=False))
         warnings.append("cpu_launcher_enable=false: workers are not pinned (their thread counts are still split)")
     run_request = replace(run_request, cpu=cpu, topology_root=request.topology_root, omp_wait="passive")
-    _topology, plan = plan_run(run_request)
+    try:
+        _topology, plan = plan_run(run_request)
+    except PlanError as error:
+        counts = ", ".join(f"{model.name}: {model.settings.workers}" for model in models)
+        raise PlanError(
+            f"cannot give {total} worker(s) ({counts}) their own cores: {error} "
+            "For the server: lower --workers (or minWorkers / default_workers_per_model), or serve fewer models."
+        ) from None
     workers = []
     instances = iter(plan.instances)
     for model in models:

@@ -209,11 +209,18 @@ def test_port_in_use_is_a_clear_error(archives):
     (["/nonexistent/model.mar"], "does not exist"),
     (["--models", "all"], "needs --model-store"),
     (["--ts-config", "/nonexistent.properties"], "--ts-config"),
+    (["--workers", "64", "/nonexistent-but-checked-later.mar"], "does not exist"),
 ])
 def test_bad_serve_arguments(args, message):
     result = subprocess.run([sys.executable, "-m", "launchkit", "serve", *args], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_more_workers_than_cores_is_a_clear_error(archives):
+    result = subprocess.run([sys.executable, "-m", "launchkit", "serve", str(archives["echo"]), "--workers",
+                             str(len(ALLOWED) + 1)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "lower --workers" in result.stderr and "echo:" in result.stderr
 
 
 def test_model_store_models_and_model_config_yaml(tmp_path):
