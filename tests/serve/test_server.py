@@ -274,3 +274,46 @@ def test_archive_made_by_torch_model_archiver_loads_unchanged(tmp_path, example_
     with Server([str(tmp_path / "tsmodel.mar")], free_port()) as server:
         status, _, body = server.predict("tsmodel/2.0", [0.0] * 64)
         assert status == 200 and len(body) == 10
+
+
+def test_cpu_launcher_args_are_honoured(tmp_path, archives):
+    config = tmp_path / "config.properties"
+    config.write_text("cpu_launcher_enable=true\ncpu_launcher_args=--memory-allocator jemalloc  --core-list 0\n")
+    with Server([str(archives["echo"]), "--ts-config", str(config)], free_port()) as server:
+        body = server.predict("echo", {"i": 1})[2]
+        assert "jemalloc" in body["preload"] and body["cpus"] == [0] and body["threads"] == "1"
+
+
+def test_eager_model_file_with_state_dict_and_base_handler(tmp_path):
+    import torch
+
+    model_py = tmp_path / "model.py"
+    model_py.write_text("import torch\n\nclass Doubler(torch.nn.Module):\n    def __init__(self):\n"
+                        "        super().__init__()\n        self.scale = torch.nn.Parameter(torch.zeros(1))\n\n"
+                        "    def forward(self, x):\n        return x * self.scale\n")
+    torch.save({"scale": torch.tensor([2.0])}, tmp_path / "weights.pt")
+    handler = tmp_path / "plain_handler.py"
+    handler.write_text("from ts.torch_handler.base_handler import BaseHandler\n\n\nclass Plain(BaseHandler):\n"
+                       "    pass\n")
+    make_archive(tmp_path / "out", str(handler), "eager", model_file=str(model_py),
+                 serialized_file=str(tmp_path / "weights.pt"))
+    with Server([str(tmp_path / "out" / "eager.mar")], free_port()) as server:
+        status, _, body = server.predict("eager", [1.0, 2.5])
+        assert status == 200 and body == [2.0, 5.0]
+
+
+def test_no_model_serves_the_bundled_examples(tmp_path):
+    env_cache = {"LAUNCHKIT_CACHE": str(tmp_path / "cache")}
+    old = {key: os.environ.get(key) for key in env_cache}
+    os.environ.update(env_cache)
+    try:
+        with Server([], free_port(), timeout=180) as server:
+            assert server.predict("tiny", [0.5] * 64)[0] == 200
+            assert server.predict("resnet18", [[[0.0] * 224] * 224] * 3)[0] == 200
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    assert (tmp_path / "cache").rglob("tiny.mar")
