@@ -28,16 +28,14 @@ class BodyTooLarge(Exception):
 
 
 class InferenceApp:
-    def __init__(self, registry: Registry, max_request_size: int) -> None:
+    def __init__(self, registry: Registry, max_request_size: int, max_response_size: int = 6_553_500) -> None:
         self.registry = registry
         self.max_request_size = max_request_size
+        self.max_response_size = max_response_size
         self._ids = itertools.count(1)
         self._id_prefix = f"{os.getpid():x}-"
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
-            return
         if scope["type"] != "http":
             return
         request_id = self._id_prefix + str(next(self._ids))
@@ -104,6 +102,11 @@ class InferenceApp:
         except asyncio.CancelledError:
             future.cancel()  # client went away: the batcher skips it if it is still queued
             raise
+        if len(result.body) > self.max_response_size:
+            await _json(send, 500, error_body(500, "InternalServerException",
+                                              f"the model's response ({len(result.body)} bytes) is larger than "
+                                              f"max_response_size={self.max_response_size}"), request_id)
+            return
         # An explicit content-length keeps HTTP/1.0 keep-alive clients (ab -k) on one connection;
         # without it uvicorn answers chunked and must close the connection after every request.
         response_headers = [(b"content-type", result.content_type.encode("latin-1")),
@@ -150,13 +153,3 @@ async def _json(send: Send, status: int, body: bytes, request_id: str, retry: bo
         headers.append((b"retry-after", RETRY_AFTER_S))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return

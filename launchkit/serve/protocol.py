@@ -8,7 +8,6 @@ Messages:
   worker → frontend  ("ready", worker_id, pid, info)   model loaded; info: dict (optimization path, ...)
                      ("failed", worker_id, pid, message) model could not be loaded
                      ("result", batch_id, [ItemResult...]) one per request of the batch, in order
-                     ("error", batch_id, status, message)   the whole batch failed
   frontend → worker  ("batch", batch_id, [ItemRequest...])
                      ("stop",)
 """

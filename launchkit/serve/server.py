@@ -21,7 +21,7 @@ import signal
 import socket
 import sys
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,6 @@ class ServeRequest:
     overrides: SettingOverrides = SettingOverrides()
     graceful_timeout_s: float = 30.0
     topology_root: str | None = None
-    extra_launcher_args: tuple[str, ...] = field(default=())
 
 
 class ServeError(LaunchkitError):
@@ -111,7 +110,7 @@ def plan_workers(request: ServeRequest, registry: Registry, socket_path: str) ->
     models = registry.all()
     total = sum(model.settings.workers for model in models)
     program = ProgramSpec("launchkit.serve.worker", module=True)
-    args = shlex.split(request.config.cpu_launcher_args) + list(request.extra_launcher_args)
+    args = shlex.split(request.config.cpu_launcher_args)
     # Workers default to GNU OpenMP (the runtime pip's torch links) with passive waiting: a worker
     # idles between batches while the frontend needs the CPU; measured in the README ("Serving").
     run_request = parse_launcher_args(["--omp-runtime", "gnu", *args], program)
@@ -208,7 +207,7 @@ async def _serve(request: ServeRequest) -> int:
         print(startup_report(request, registry, plan), file=sys.stderr, flush=True)
         pool = WorkerPool(socket_path, workers)
         await pool.start()
-        app = InferenceApp(registry, request.config.max_request_size)
+        app = InferenceApp(registry, request.config.max_request_size, request.config.max_response_size)
         config = uvicorn.Config(app, http=_keep_alive_protocol(), lifespan="off", log_level="warning", access_log=False,
                                 timeout_graceful_shutdown=int(request.graceful_timeout_s) or None,
                                 limit_concurrency=None, backlog=2048)

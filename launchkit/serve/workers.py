@@ -50,13 +50,6 @@ class WorkerProcess:
     in_flight: dict[int, list[Job]] = field(default_factory=dict)
     timeout_handle: asyncio.TimerHandle | None = None
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "id": self.worker_id, "pid": self.pid, "state": self.state, "cpus": list(self.launch.cpus),
-            "threads": self.launch.threads, "started_at": self.started_at, "restarts": self.restarts,
-            "last_error": self.last_error, **self.info,
-        }
-
     # -- the batcher's WorkerSlot -------------------------------------------------------------
 
     def send_batch(self, jobs: list[Job]) -> None:
@@ -187,7 +180,7 @@ class WorkerPool:
                 message = await _read_frame(reader)
                 if message is None:
                     break
-                if message[0] in ("result", "error"):
+                if message[0] == "result":
                     self._on_result(worker, message)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass

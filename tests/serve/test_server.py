@@ -317,3 +317,11 @@ def test_no_model_serves_the_bundled_examples(tmp_path):
             else:
                 os.environ[key] = value
     assert (tmp_path / "cache").rglob("tiny.mar")
+
+
+def test_response_over_max_response_size_is_a_500(tmp_path, archives):
+    config = tmp_path / "config.properties"
+    config.write_text("max_response_size=50\n")
+    with Server([str(archives["echo"]), "--ts-config", str(config)], free_port()) as server:
+        status, _, body = server.predict("echo", {"i": 1})
+        assert status == 500 and "max_response_size=50" in body["message"]
