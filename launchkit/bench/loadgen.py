@@ -1,0 +1,323 @@
+"""The HTTP load generator: closed loop (concurrency) and open loop (rate), on keep-alive connections.
+
+Built on asyncio protocols with httptools' response parser on uvloop, requests pre-encoded as
+bytes: the client must cost less CPU than the server it measures (it shares the machine).
+Latencies are recorded in nanoseconds (perf_counter_ns) into one list per run.
+
+Open loop follows wrk2: every request has an intended send time (constant or Poisson spacing);
+its latency counts from that intended time, so a stalled server cannot hide its stall by
+slowing the client down (coordinated omission). The uncorrected latency (from the actual send)
+is recorded beside it, with the number of sends that left late.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+LATE_AFTER_NS = 1_000_000  # a send more than 1 ms behind its schedule counts as late
+
+
+@dataclass(frozen=True)
+class Target:
+    host: str
+    port: int
+    path: str
+    method: str = "POST"
+
+    @classmethod
+    def from_url(cls, url: str, method: str = "POST") -> Target:
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"{url!r}: expected an http:// URL such as http://127.0.0.1:8080/predictions/tiny")
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return cls(parts.hostname, parts.port or 80, path, method)
+
+
+@dataclass(frozen=True)
+class Payload:
+    body: bytes
+    content_type: str
+
+
+def encode_requests(target: Target, payloads: list[Payload]) -> list[bytes]:
+    host = f"{target.host}:{target.port}"
+    encoded = []
+    for payload in payloads:
+        head = (f"{target.method} {target.path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {payload.content_type}\r\n"
+                f"Content-Length: {len(payload.body)}\r\nConnection: keep-alive\r\n\r\n").encode("latin-1")
+        encoded.append(head + payload.body)
+    return encoded
+
+
+@dataclass
+class Samples:
+    """What one level of load recorded. Times are nanoseconds on perf_counter_ns's clock."""
+
+    started_ns: int = 0
+    ended_ns: int = 0
+    latency_ns: list[int] = field(default_factory=list)  # 2xx only; from the intended send time
+    uncorrected_ns: list[int] = field(default_factory=list)  # 2xx only; from the actual send time
+    completed_at_ns: list[int] = field(default_factory=list)  # per 2xx response, for latency over time
+    statuses: dict[int, int] = field(default_factory=dict)  # every HTTP status seen, 2xx included
+    errors: dict[str, int] = field(default_factory=dict)  # connect / timeout / reset / protocol
+    sent: int = 0
+    late_sends: int = 0
+
+    @property
+    def ok(self) -> int:
+        return len(self.latency_ns)
+
+    @property
+    def failed(self) -> int:
+        return sum(n for status, n in self.statuses.items() if not 200 <= status < 300) + sum(self.errors.values())
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, run: "_Run") -> None:
+        import httptools
+
+        self.run = run
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.intended_ns = 0
+        self.sent_ns = 0
+        self.busy = False
+        self.closed = asyncio.get_running_loop().create_future()
+
+    # asyncio callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except Exception:  # noqa: BLE001 - httptools raises its own error types
+            self._fail("protocol")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.busy:
+            self._fail("reset", reconnect=False)
+        if not self.closed.done():
+            self.closed.set_result(None)
+        self.run.lost(self)
+
+    # httptools callback
+    def on_message_complete(self) -> None:
+        now = time.perf_counter_ns()
+        self.busy = False
+        self.run.completed(self, self.parser.get_status_code(), now)
+
+    def send(self, request: bytes, intended_ns: int) -> None:
+        # Timeouts are found by _Run's sweep, not a timer per request: a TimerHandle per
+        # request cost about a fifth of the client's CPU per request.
+        self.busy = True
+        self.intended_ns = intended_ns
+        self.sent_ns = time.perf_counter_ns()
+        self.transport.write(request)  # type: ignore[union-attr]
+
+    def _fail(self, kind: str, reconnect: bool = True) -> None:
+        if not self.busy:
+            return
+        self.busy = False
+        self.run.failed(self, kind)
+        if self.transport is not None and reconnect:
+            self.transport.abort()
+
+
+class _Run:
+    def __init__(self, target: Target, requests: list[bytes], timeout_s: float, record: bool) -> None:
+        self.target = target
+        self.requests = requests
+        self.timeout_s = timeout_s
+        self.record = record
+        self.samples = Samples()
+        self.next_request = 0
+        self.on_free: "callable | None" = None
+        self.connections: set[_Connection] = set()
+        self.stopping = False
+
+    def request_bytes(self) -> bytes:
+        request = self.requests[self.next_request % len(self.requests)]
+        self.next_request += 1
+        return request
+
+    async def connect(self) -> _Connection | None:
+        loop = asyncio.get_running_loop()
+        try:
+            _, connection = await loop.create_connection(lambda: _Connection(self), self.target.host, self.target.port)
+        except OSError:
+            self.samples.errors["connect"] = self.samples.errors.get("connect", 0) + 1
+            return None
+        self.connections.add(connection)
+        return connection
+
+    def completed(self, connection: _Connection, status: int, now: int) -> None:
+        samples = self.samples
+        if self.record:
+            samples.statuses[status] = samples.statuses.get(status, 0) + 1
+            if 200 <= status < 300:
+                samples.latency_ns.append(now - connection.intended_ns)
+                samples.uncorrected_ns.append(now - connection.sent_ns)
+                samples.completed_at_ns.append(now)
+        if self.on_free is not None:
+            self.on_free(connection)
+
+    def failed(self, connection: _Connection, kind: str) -> None:
+        if self.record:
+            self.samples.errors[kind] = self.samples.errors.get(kind, 0) + 1
+        if self.on_free is not None and not self.stopping:
+            asyncio.get_running_loop().call_soon(self._replace, connection)
+
+    def lost(self, connection: _Connection) -> None:
+        self.connections.discard(connection)
+
+    def _replace(self, connection: _Connection) -> None:
+        async def reconnect() -> None:
+            fresh = await self.connect()
+            if fresh is not None and self.on_free is not None:
+                self.on_free(fresh)
+            elif fresh is None and self.on_free is not None and not self.stopping:
+                await asyncio.sleep(0.05)
+                self._replace(connection)
+
+        asyncio.ensure_future(reconnect())
+
+    async def sweep_timeouts(self) -> None:
+        """Every 50 ms, fail the requests older than the timeout (their connection is reset)."""
+        limit_ns = int(self.timeout_s * 1e9)
+        while True:
+            await asyncio.sleep(0.05)
+            now = time.perf_counter_ns()
+            for connection in list(self.connections):
+                if connection.busy and now - connection.sent_ns > limit_ns:
+                    connection._fail("timeout")
+
+    async def close(self) -> None:
+        self.stopping = True
+        self.on_free = None
+        for connection in list(self.connections):
+            if connection.transport is not None:
+                connection.transport.close()
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """One level of load: closed loop at ``concurrency`` or open loop at ``rate`` requests/s."""
+
+    concurrency: int | None = None
+    rate: float | None = None
+    poisson: bool = False
+    requests: int | None = None
+    duration_s: float | None = None
+    connections: int = 64  # open loop: connections available to keep to the schedule
+    timeout_s: float = 30.0
+
+
+async def run_level(target: Target, requests: list[bytes], spec: LoadSpec, record: bool = True,
+                    progress: "callable | None" = None) -> Samples:
+    """Drive one level of load until ``spec.requests`` are answered or ``spec.duration_s`` has passed."""
+    run = _Run(target, requests, spec.timeout_s, record)
+    done = asyncio.get_running_loop().create_future()
+    total = spec.requests
+    deadline_ns = (time.perf_counter_ns() + int(spec.duration_s * 1e9)) if spec.duration_s else None
+
+    def finished() -> bool:
+        if total is not None and run.samples.sent >= total:
+            return True
+        return deadline_ns is not None and time.perf_counter_ns() >= deadline_ns
+
+    run.samples.started_ns = time.perf_counter_ns()
+    if spec.rate is None:
+        concurrency = spec.concurrency or 1
+
+        def on_free(connection: _Connection) -> None:
+            if finished():
+                if not any(c.busy for c in run.connections) and not done.done():
+                    done.set_result(None)
+                return
+            run.samples.sent += 1
+            connection.send(run.request_bytes(), time.perf_counter_ns())
+
+        run.on_free = on_free
+        connections = await asyncio.gather(*(run.connect() for _ in range(concurrency)))
+        live = [c for c in connections if c is not None]
+        if not live:
+            raise ConnectionError(f"cannot connect to {target.host}:{target.port}")
+        for connection in live:
+            on_free(connection)
+    else:
+        await _open_loop(run, spec, done, finished)
+    ticker = asyncio.ensure_future(_tick(run, progress)) if progress else None
+    sweeper = asyncio.ensure_future(run.sweep_timeouts()) if spec.timeout_s else None
+    try:
+        await done
+    finally:
+        for task in (ticker, sweeper):
+            if task is not None:
+                task.cancel()
+        run.samples.ended_ns = time.perf_counter_ns()
+        await run.close()
+    return run.samples
+
+
+async def _open_loop(run: _Run, spec: LoadSpec, done: asyncio.Future, finished) -> None:
+    assert spec.rate is not None
+    interval_ns = 1e9 / spec.rate
+    idle: deque[_Connection] = deque()
+    backlog: deque[int] = deque()  # intended send times waiting for a free connection
+
+    def all_answered() -> bool:
+        return scheduler.done() and not backlog and not any(c.busy for c in run.connections)
+
+    def on_free(connection: _Connection) -> None:
+        if connection.transport is not None and not connection.transport.is_closing():
+            idle.append(connection)
+        _send_waiting()
+        if all_answered() and not done.done():
+            done.set_result(None)
+
+    def _send_waiting() -> None:
+        while backlog and idle:
+            connection = idle.popleft()
+            if connection.transport is None or connection.transport.is_closing():
+                continue
+            intended = backlog.popleft()
+            if time.perf_counter_ns() - intended > LATE_AFTER_NS:
+                run.samples.late_sends += 1
+            connection.send(run.request_bytes(), intended)
+
+    run.on_free = on_free
+    connections = await asyncio.gather(*(run.connect() for _ in range(spec.connections)))
+    idle.extend(c for c in connections if c is not None)
+    if not idle:
+        raise ConnectionError(f"cannot connect to {run.target.host}:{run.target.port}")
+    rng = random.Random(0)
+
+    async def schedule() -> None:
+        next_ns = float(time.perf_counter_ns())
+        while not finished():
+            now = time.perf_counter_ns()
+            if next_ns > now:
+                await asyncio.sleep((next_ns - now) / 1e9)
+                continue
+            while next_ns <= now and not finished():  # everything due by now goes in one wake-up
+                run.samples.sent += 1
+                backlog.append(int(next_ns))
+                next_ns += rng.expovariate(1.0) * interval_ns if spec.poisson else interval_ns
+            _send_waiting()
+
+    scheduler = asyncio.ensure_future(schedule())
+    await scheduler
+    if all_answered() and not done.done():
+        done.set_result(None)
+
+
+async def _tick(run: _Run, progress) -> None:
+    while True:
+        await asyncio.sleep(0.25)
+        progress(run.samples)
