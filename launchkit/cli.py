@@ -45,6 +45,7 @@ def main() -> None:
       launchkit run ... script.py    launch pinned, tuned instances of a program
       launchkit archive ...          make a model archive (.mar), like torch-model-archiver
       launchkit serve [MODEL.mar]    serve models with dynamic batching on pinned workers
+      launchkit bench [TARGET]       load-test a server, write a report, gate CI on regressions
     """
 
 
@@ -177,7 +178,9 @@ def serve(model_paths: tuple[str, ...], **params: Any) -> None:
     models = [item for entry in params["models"] for item in entry.split(",") if item]
     paths = list(model_paths)
     if not paths and not models and not config.load_models:
-        paths = [str(path) for path in _bundled_examples()]
+        from launchkit.examples_cache import ensure_examples
+
+        paths = [str(path) for path in ensure_examples()]
     request = ServeRequest(
         config=config,
         sources=tuple(resolve_sources(config, paths, models)),
@@ -186,25 +189,6 @@ def serve(model_paths: tuple[str, ...], **params: Any) -> None:
         topology_root=params["topology_root"],
     )
     sys.exit(run_server(request))
-
-
-def _bundled_examples() -> list[Path]:
-    """Build the example archives once into a cache (in a child: this process never imports torch)."""
-    import subprocess
-
-    from launchkit import __version__
-    from launchkit.examples_cache import cache_dir
-
-    folder = cache_dir(__version__)
-    wanted = [folder / "tiny.mar", folder / "resnet18.mar"]
-    if not all(path.exists() for path in wanted):
-        click.echo(f"launchkit serve: building the bundled examples into {folder} ...", err=True)
-        folder.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run([sys.executable, "-m", "launchkit.examples.build", "--export-path", str(folder)],
-                                capture_output=True, text=True)
-        if result.returncode != 0:
-            raise LaunchkitError(f"building the bundled examples failed:\n{result.stderr[-2000:]}")
-    return wanted
 
 
 @main.command(context_settings=CONTEXT)
@@ -254,6 +238,15 @@ def _print_plan(plan: RunPlan, as_json: bool) -> None:
 
         render_plan(plan)
 
+
+def _register() -> None:
+    from launchkit.cli_bench import bench, report
+
+    main.add_command(bench)
+    main.add_command(report)
+
+
+_register()
 
 if __name__ == "__main__":  # pragma: no cover
     main(prog_name=os.path.basename(sys.argv[0]))

@@ -1,12 +1,34 @@
-"""Where the bundled example archives are built (no torch import here)."""
+"""The bundled example archives, built once into a cache (in a child process: no torch here)."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
+
+from launchkit.errors import LaunchkitError
 
 
 def cache_dir(version: str) -> Path:
     base = os.environ.get("LAUNCHKIT_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or
                                                              os.path.expanduser("~/.cache"), "launchkit")
     return Path(base) / "examples" / version
+
+
+def ensure_examples(names: tuple[str, ...] = ("tiny", "resnet18")) -> list[Path]:
+    """Paths of the named example archives, building the missing ones (takes a few seconds once)."""
+    from launchkit import __version__
+
+    folder = cache_dir(__version__)
+    wanted = [folder / f"{name}.mar" for name in names]
+    missing = [path.stem for path in wanted if not path.exists()]
+    if missing:
+        print(f"launchkit: building the bundled example(s) {', '.join(missing)} into {folder} ...",
+              file=sys.stderr, flush=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run([sys.executable, "-m", "launchkit.examples.build", "--export-path", str(folder),
+                                 *missing], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise LaunchkitError(f"building the bundled examples failed:\n{result.stderr[-2000:]}")
+    return wanted

@@ -53,12 +53,39 @@ class InferenceApp:
             await _json(send, 200, b'{"status": "Healthy"}', request_id)
         elif path == "/v2/health/live" and method == "GET":
             await _json(send, 200, b'{"live": true}', request_id)
+        elif path.startswith("/v2/models/") and method == "GET":
+            await self._metadata(send, path, request_id)
         elif path == "/v2/health/ready" and method == "GET":
             ready = self.registry.all_ready()
             await _json(send, 200 if ready else 503, json.dumps({"ready": ready}).encode(), request_id)
         else:
             await _json(send, 404, error_body(404, "ResourceNotFoundException", f"no such endpoint: {method} {path}"),
                         request_id)
+
+    async def _metadata(self, send: Send, path: str, request_id: str) -> None:
+        """KServe v2 model metadata, plus the settings as applied (``launchkit`` key)."""
+        parts = path[len("/v2/models/"):].strip("/").split("/")
+        version = parts[2] if len(parts) == 3 and parts[1] == "versions" else None
+        try:
+            model = self.registry.find(parts[0], version)
+        except ModelNotFound as error:
+            await _json(send, 404, error_body(404, error.kind, str(error)), request_id)
+            return
+        settings = model.settings
+        body = {
+            "name": model.name, "versions": sorted(self.registry.models[model.name]), "platform": "launchkit",
+            "inputs": [], "outputs": [],
+            "launchkit": {
+                "version": model.version, "batch_size": settings.batch_size,
+                "max_batch_delay_ms": settings.max_batch_delay_ms, "job_queue_size": settings.job_queue_size,
+                "response_timeout_s": settings.response_timeout_s, "ready": model.ready,
+                "workers": [{"id": w.worker_id, "pid": w.pid, "state": w.state, "cpus": list(w.launch.cpus),
+                             "threads": w.launch.threads, "env": {k: v for k, v in w.launch.env.items()
+                                                                 if not k.startswith("LAUNCHKIT_")},
+                             **w.info} for w in model.workers],
+            },
+        }
+        await _json(send, 200, json.dumps(body).encode(), request_id)
 
     async def _predict(self, scope: dict[str, Any], receive: Receive, send: Send, path: str, request_id: str) -> None:
         parts = path[len("/predictions/"):].strip("/").split("/")

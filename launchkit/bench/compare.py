@@ -1,0 +1,120 @@
+"""The CI gate: compare a run's summary.json with a baseline and fail on regressions.
+
+``--fail-on throughput=-5%,p99=+10%`` fails when throughput drops by more than 5% or p99 grows
+by more than 10%, at any level present in both runs. Exit status 3 means "regressed" (2 stays
+"bad usage"), so a CI job can tell a slower build from a broken command.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from launchkit.errors import LaunchkitError, UsageError
+
+REGRESSION_EXIT_CODE = 3
+DEFAULT_FAIL_ON = "throughput=-5%,p99=+10%"
+
+
+class Regression(LaunchkitError):
+    exit_code = REGRESSION_EXIT_CODE
+
+
+@dataclass(frozen=True)
+class Threshold:
+    metric: str  # "throughput" or a latency key such as "p99"
+    limit_percent: float  # negative: may drop at most this much; positive: may grow at most this much
+
+
+@dataclass(frozen=True)
+class Comparison:
+    level: str
+    metric: str
+    baseline: float
+    current: float
+    change_percent: float
+    limit_percent: float | None
+    regressed: bool
+
+
+def parse_fail_on(text: str) -> list[Threshold]:
+    thresholds = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        match = re.fullmatch(r"([a-z0-9.]+)\s*=\s*([+-]?\d+(?:\.\d+)?)%", item)
+        if not match:
+            raise UsageError(f"--fail-on {item!r}: expected METRIC=+N% or METRIC=-N%, e.g. throughput=-5%,p99=+10%")
+        metric, limit = match.group(1), float(match.group(2))
+        if metric == "throughput" and limit > 0 or metric != "throughput" and limit < 0:
+            raise UsageError(f"--fail-on {item!r}: throughput limits are drops (-N%), latency limits are rises (+N%)")
+        thresholds.append(Threshold(metric, limit))
+    return thresholds
+
+
+def load_summary(path: str | Path) -> dict[str, Any]:
+    file = Path(path)
+    if file.is_dir():
+        file = file / "summary.json"
+    try:
+        data = json.loads(file.read_text())
+    except OSError as error:
+        raise UsageError(f"{path}: {error.strerror} (expected a summary.json or a report folder)") from None
+    except ValueError as error:
+        raise UsageError(f"{file}: not valid JSON ({error})") from None
+    if "levels" not in data:
+        raise UsageError(f"{file}: not a launchkit bench summary (no 'levels')")
+    return data
+
+
+def _value(level: dict[str, Any], metric: str) -> float | None:
+    if metric == "throughput":
+        return level.get("throughput")
+    return (level.get("latency_ms") or {}).get(metric)
+
+
+def compare(baseline: dict[str, Any], current: dict[str, Any], thresholds: list[Threshold]) -> list[Comparison]:
+    base_levels = {level["level"]: level for level in baseline["levels"]}
+    common = [level for level in current["levels"] if level["level"] in base_levels]
+    if not common:
+        raise UsageError("the two runs have no level in common (compare the same --concurrency/--rate levels)")
+    limits = {threshold.metric: threshold.limit_percent for threshold in thresholds}
+    metrics = ["throughput", "p50", "p99", *[m for m in limits if m not in ("throughput", "p50", "p99")]]
+    rows = []
+    for level in common:
+        for metric in metrics:
+            old, new = _value(base_levels[level["level"]], metric), _value(level, metric)
+            if old is None or new is None:
+                continue
+            change = (new - old) / old * 100 if old else 0.0
+            limit = limits.get(metric)
+            regressed = limit is not None and (change < limit if limit < 0 else change > limit)
+            rows.append(Comparison(level["level"], metric, old, new, round(change, 2), limit, regressed))
+    return rows
+
+
+def print_comparison(rows: list[Comparison]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="comparison with the baseline", title_justify="left")
+    for column in ("level", "metric", "baseline", "current", "change", "limit", "verdict"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        verdict = "[red]REGRESSED[/red]" if row.regressed else ("ok" if row.limit_percent is not None else "-")
+        limit = "-" if row.limit_percent is None else f"{row.limit_percent:+g}%"
+        table.add_row(row.level, row.metric, f"{row.baseline:.3f}", f"{row.current:.3f}", f"{row.change_percent:+.1f}%",
+                      limit, verdict)
+    Console(highlight=False).print(table)
+
+
+def gate(baseline: dict[str, Any], current: dict[str, Any], fail_on: str) -> list[Comparison]:
+    rows = compare(baseline, current, parse_fail_on(fail_on))
+    print_comparison(rows)
+    bad = [row for row in rows if row.regressed]
+    if bad:
+        worst = ", ".join(f"{row.level} {row.metric} {row.change_percent:+.1f}% (limit {row.limit_percent:+g}%)"
+                          for row in bad)
+        raise Regression(f"performance regressed beyond the thresholds: {worst}")
+    return rows

@@ -1,0 +1,257 @@
+"""A benchmark run: pick the target (start `launchkit serve` if asked), drive each level, collect.
+
+Targets: an http:// URL; a .mar (or file:// URL of one), served by a `launchkit serve` this run
+starts and stops; or nothing, which serves the bundled `tiny` example. The server's settings are
+read back from it (``GET /v2/models/{model}``) after start, so the report holds what was applied.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from launchkit.bench.loadgen import LoadSpec, Payload, Samples, Target, encode_requests, run_level
+from launchkit.bench.stats import DEFAULT_PERCENTILES, LevelResult, summarize, windows_agree
+from launchkit.errors import LaunchkitError, UsageError
+
+TINY_INPUTS = 64
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    target: str | None = None
+    concurrency: tuple[int, ...] = (1,)
+    rates: tuple[float, ...] = ()
+    poisson: bool = False
+    requests: int | None = None
+    duration_s: float | None = None
+    warmup_requests: int = 0
+    warmup_s: float = 0.0
+    timeout_s: float = 30.0
+    inputs: tuple[str, ...] = ()
+    content_type: str = "application/octet-stream"
+    percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
+    stability: bool = False
+    stability_tolerance: float = 0.10
+    max_windows: int = 10
+    trials: int = 1
+    connections: int = 64
+    # settings of the server this run starts (ignored for a URL target)
+    workers: int | None = None
+    batch_size: int | None = None
+    batch_delay_ms: float | None = None
+    cpu_launcher_args: str | None = None
+    name: str | None = None
+
+    def validate(self) -> None:
+        if self.requests is None and self.duration_s is None:
+            raise UsageError("give --requests N or --duration S")
+        if self.rates and any(rate <= 0 for rate in self.rates):
+            raise UsageError("--rate must be positive")
+        if any(level < 1 for level in self.concurrency):
+            raise UsageError("--concurrency must be at least 1")
+        if self.trials < 1:
+            raise UsageError("--trials must be at least 1")
+
+
+@dataclass
+class BenchResult:
+    config: BenchConfig
+    url: str
+    levels: list[LevelResult]
+    server: dict[str, Any] | None = None  # settings as applied, read back from the server
+    trials: list[list[LevelResult]] = field(default_factory=list)
+
+
+class ServerUnderTest:
+    """A `launchkit serve` child for the run; stopped (and killed if need be) by pid."""
+
+    def __init__(self, archive: Path, config: BenchConfig, log: Path) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        args = [sys.executable, "-m", "launchkit", "serve", str(archive),
+                "--inference-address", f"http://127.0.0.1:{self.port}"]
+        for flag, value in (("--workers", config.workers), ("--batch-size", config.batch_size),
+                            ("--max-batch-delay", config.batch_delay_ms),
+                            ("--cpu-launcher-args", config.cpu_launcher_args)):
+            if value is not None:
+                args += [flag, str(value)]
+        self.log = log
+        self.handle = open(log, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(args, stdout=self.handle, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, timeout: float = 180.0) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise LaunchkitError(f"the server exited with status {self.proc.returncode}:\n"
+                                     f"{self.log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/v2/health/ready", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise LaunchkitError(f"the server was not ready after {timeout:g} s; its log: {self.log}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.handle.close()
+
+
+def model_name_of(archive: Path) -> str:
+    from launchkit.serve.archive import MANIFEST, ArchiveError, Manifest
+
+    try:
+        if archive.is_dir():
+            data = json.loads((archive / MANIFEST).read_text())
+        else:
+            import zipfile
+
+            with zipfile.ZipFile(archive) as bundle:
+                data = json.loads(bundle.read(MANIFEST))
+        return Manifest.from_json(data, str(archive)).model_name
+    except (OSError, KeyError, ValueError, ArchiveError) as error:
+        raise UsageError(f"{archive}: not a model archive ({error})") from None
+
+
+def load_payloads(config: BenchConfig) -> list[Payload]:
+    if not config.inputs:
+        return [Payload(struct.pack(f"{TINY_INPUTS}f", *[i / TINY_INPUTS for i in range(TINY_INPUTS)]),
+                        "application/octet-stream")]
+    payloads = []
+    for path in config.inputs:
+        try:
+            payloads.append(Payload(Path(path).read_bytes(), config.content_type))
+        except OSError as error:
+            raise UsageError(f"--input {path}: {error.strerror}") from None
+    return payloads
+
+
+def read_server_settings(base_url: str, model: str) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(f"{base_url}/v2/models/{model}", timeout=5) as response:
+            return json.loads(response.read()).get("launchkit")
+    except (OSError, ValueError):
+        return None
+
+
+def _levels(config: BenchConfig) -> list[LoadSpec]:
+    base = LoadSpec(requests=config.requests, duration_s=config.duration_s, timeout_s=config.timeout_s,
+                    connections=config.connections, poisson=config.poisson)
+    if config.rates:
+        return [replace(base, rate=rate) for rate in config.rates]
+    return [replace(base, concurrency=level) for level in config.concurrency]
+
+
+def run_bench(config: BenchConfig, work: Path, progress: Callable[[str, Samples], None] | None = None,
+              run_async: Callable[[Any], Any] | None = None) -> BenchResult:
+    """Run every level (``trials`` times) and return the per-level medians."""
+    config.validate()
+    payloads = load_payloads(config)
+    server: ServerUnderTest | None = None
+    target_text = config.target
+    try:
+        if target_text is None or not target_text.startswith("http://"):
+            archive = _archive_for(target_text)
+            model = model_name_of(archive)
+            server = ServerUnderTest(archive, config, work / "server.log")
+            server.wait_ready()
+            url = f"http://127.0.0.1:{server.port}/predictions/{model}"
+        else:
+            url = target_text
+        target = Target.from_url(url)
+        requests = encode_requests(target, payloads)
+        base_url = f"http://{target.host}:{target.port}"
+        model_from_url = target.path.split("/predictions/")[-1].split("/")[0] if "/predictions/" in target.path else None
+        settings = read_server_settings(base_url, model_from_url) if model_from_url else None
+        runner = run_async or _default_runner
+        trials: list[list[LevelResult]] = []
+        for _trial in range(config.trials):
+            results = []
+            for spec in _levels(config):
+                if config.warmup_requests or config.warmup_s:
+                    warm = replace(spec, requests=config.warmup_requests or None,
+                                   duration_s=config.warmup_s or None)
+                    runner(run_level(target, requests, warm, record=False))
+                results.append(_measure(config, target, requests, spec, runner, progress))
+            trials.append(results)
+        return BenchResult(config, url, _median_levels(trials), settings, trials)
+    except (ConnectionError, ValueError) as error:
+        raise LaunchkitError(f"benchmark failed: {error}") from None
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _measure(config: BenchConfig, target: Target, requests: list[bytes], spec: LoadSpec, runner,
+             progress) -> LevelResult:
+    label = f"rate={spec.rate:g}/s" if spec.rate else f"c={spec.concurrency}"
+    report = (lambda samples: progress(label, samples)) if progress else None
+    if not config.stability:
+        samples = runner(run_level(target, requests, spec, progress=report))
+        return summarize(samples, spec.concurrency, spec.rate, config.percentiles)
+    windows: list[LevelResult] = []
+    while len(windows) < config.max_windows:
+        samples = runner(run_level(target, requests, spec, progress=report))
+        windows.append(summarize(samples, spec.concurrency, spec.rate, config.percentiles))
+        throughput = [w.throughput for w in windows]
+        p50 = [w.latency_ms.get("p50", 0.0) for w in windows]
+        if windows_agree(throughput, config.stability_tolerance) and windows_agree(p50, config.stability_tolerance):
+            return replace(windows[-1], stable=True)
+    return replace(windows[-1], stable=False)
+
+
+def _median_levels(trials: list[list[LevelResult]]) -> list[LevelResult]:
+    if len(trials) == 1:
+        return trials[0]
+    medians = []
+    for index in range(len(trials[0])):
+        runs = sorted((trial[index] for trial in trials), key=lambda r: r.throughput)
+        middle = runs[len(runs) // 2]
+        latency = {key: round(statistics.median(r.latency_ms.get(key, 0.0) for r in runs), 3)
+                   for key in middle.latency_ms}
+        medians.append(replace(middle, throughput=round(statistics.median(r.throughput for r in runs), 2),
+                               latency_ms=latency))
+    return medians
+
+
+def _archive_for(target: str | None) -> Path:
+    if target is None:
+        from launchkit.examples_cache import ensure_examples
+
+        return ensure_examples(("tiny",))[0]
+    path = Path(target[len("file://"):] if target.startswith("file://") else target)
+    if not path.exists():
+        raise UsageError(f"target {target}: no such file; give an http:// URL, a .mar, or nothing (bundled example)")
+    return path
+
+
+def _default_runner(coroutine: Any) -> Any:
+    try:
+        import uvloop
+
+        return uvloop.run(coroutine)
+    except ImportError:
+        import asyncio
+
+        return asyncio.run(coroutine)
