@@ -78,12 +78,12 @@ def _load_ab_config(path: str) -> dict[str, Any]:
 @option("--poisson", is_flag=True, help="Open loop with Poisson arrivals (default: constant spacing).")
 @click.option("-r", "--requests", type=click.IntRange(min=1), help="Requests per level (default 1000 unless --duration).")
 @option("--duration", type=click.FloatRange(min=0, min_open=True), metavar="S", help="Seconds per level.")
-@option("--warmup", metavar="N|Ns", default="100", show_default=True,
-        help="Warm-up per level, excluded from results: N requests or Ns seconds (0: none).")
-@option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True, metavar="S")
+@option("--warmup", metavar="N|Ns", help="Warm-up per level, excluded from results: N requests or Ns seconds "
+        "(default 100; 0: none).")
+@option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="S", help="Per request (default 30).")
 @click.option("-i", "--input", "inputs", multiple=True, metavar="FILE", help="Request body; repeat to rotate bodies.")
-@click.option("-ic", "--content-type", "--content_type", "content_type", default="application/octet-stream",
-              show_default=True)
+@click.option("-ic", "--content-type", "--content_type", "content_type",
+              help="Content-Type of the bodies (default application/octet-stream).")
 @option("--percentile", type=click.FloatRange(0, 100), multiple=True, help="Extra percentile to report, e.g. 99.99.")
 @option("--stability", is_flag=True, help="Repeat windows until the last 3 agree (perf_analyzer-like).")
 @option("--stability-percentage", type=click.FloatRange(min=0), default=10.0, show_default=True)
@@ -122,7 +122,7 @@ def bench(**params: Any) -> None:
     if params["ab_config"]:
         for key, value in _load_ab_config(params["ab_config"]).items():
             key = {"report_location": "report_dir", "input": "inputs"}.get(key, key)
-            if params.get(key) in (None, (), False):
+            if params.get(key) in (None, ()):
                 params[key] = tuple(value) if key == "inputs" and isinstance(value, list) else (
                     (value,) if key == "inputs" else value)
     target = params["target"] or params["url"]
@@ -136,7 +136,7 @@ def bench(**params: Any) -> None:
         if params["concurrency"] or params["concurrency_range"]:
             raise UsageError("choose closed loop (--concurrency) or open loop (--rate), not both")
         rates = parse_range(params["rate_range"], "--rate-range", float) if params["rate_range"] else (params["rate"],)
-    warmup_requests, warmup_s = parse_warmup(params["warmup"])
+    warmup_requests, warmup_s = parse_warmup(str(params["warmup"]) if params["warmup"] is not None else "100")
     requests = params["requests"]
     if requests is None and params["duration"] is None:
         requests = 1000
@@ -144,7 +144,8 @@ def bench(**params: Any) -> None:
     config = BenchConfig(
         target=target, concurrency=levels, rates=rates, poisson=params["poisson"], requests=requests,
         duration_s=params["duration"], warmup_requests=warmup_requests, warmup_s=warmup_s,
-        timeout_s=params["timeout"], inputs=tuple(params["inputs"]), content_type=params["content_type"],
+        timeout_s=params["timeout"] or 30.0, inputs=tuple(params["inputs"]),
+        content_type=params["content_type"] or "application/octet-stream",
         percentiles=percentiles, stability=params["stability"],
         stability_tolerance=params["stability_percentage"] / 100, max_windows=params["max_windows"],
         trials=params["trials"], workers=params["workers"], batch_size=params["batch_size"],

@@ -19,7 +19,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-LATE_AFTER_NS = 1_000_000  # a send more than 1 ms behind its schedule counts as late
 
 
 @dataclass(frozen=True)
@@ -277,17 +276,20 @@ async def _open_loop(run: _Run, spec: LoadSpec, done: asyncio.Future, finished) 
     def on_free(connection: _Connection) -> None:
         if connection.transport is not None and not connection.transport.is_closing():
             idle.append(connection)
-        _send_waiting()
+        _send_waiting(late=True)
         if all_answered() and not done.done():
             done.set_result(None)
 
-    def _send_waiting() -> None:
+    def _send_waiting(late: bool = False) -> None:
+        """Send what is due. ``late``: these requests waited for a connection to come free, i.e.
+        the server was not keeping up; timer jitter is not lateness (its delay is in the
+        corrected latency anyway)."""
         while backlog and idle:
             connection = idle.popleft()
             if connection.transport is None or connection.transport.is_closing():
                 continue
             intended = backlog.popleft()
-            if time.perf_counter_ns() - intended > LATE_AFTER_NS:
+            if late:
                 run.samples.late_sends += 1
             connection.send(run.request_bytes(), intended)
 

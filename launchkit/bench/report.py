@@ -185,7 +185,9 @@ def print_table(result: BenchResult) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(stderr=False, highlight=False)
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console = Console(highlight=False, width=160)  # logs and pipes: do not squeeze the table to 80 columns
     table = Table(title=f"launchkit bench: {result.url}", title_justify="left")
     keys = [key for key in (result.levels[0].latency_ms if result.levels else {}) if key.startswith("p")]
     for column in ("level", "req/s", *[f"{key} ms" for key in keys], "ok", "errors"):
