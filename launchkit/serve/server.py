@@ -244,6 +244,9 @@ def _keep_alive_protocol() -> type:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class KeepAliveHttpToolsProtocol(HttpToolsProtocol):
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(_CoalescingTransport(transport))
+
         def on_headers_complete(self) -> None:
             super().on_headers_complete()
             cycle = getattr(self, "cycle", None)
@@ -251,6 +254,46 @@ def _keep_alive_protocol() -> type:
                 cycle.keep_alive = True
 
     return KeepAliveHttpToolsProtocol
+
+
+class _CoalescingTransport:
+    """Joins uvicorn's two writes per response (head, then body) into one send.
+
+    uvicorn writes the status line and headers, then the body, as separate writes; on uvloop each
+    is its own send() and TCP segment, so a small response cost two syscalls here and two wake-ups
+    at the client. The head is held until the body follows (in the same turn of the event loop,
+    or flushed at the end of it).
+    """
+
+    __slots__ = ("_transport", "_pending", "_loop")
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self._pending: bytes | None = None
+        self._loop = asyncio.get_running_loop()
+
+    def write(self, data: bytes) -> None:
+        if self._pending is None:
+            if data.endswith(b"\r\n\r\n"):  # a head: wait for its body
+                self._pending = data
+                self._loop.call_soon(self.flush)
+            else:
+                self._transport.write(data)
+            return
+        pending, self._pending = self._pending, None
+        self._transport.write(pending + data)
+
+    def flush(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            self._transport.write(pending)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 class _ForegroundServer:
