@@ -11,7 +11,6 @@ p50 within 10%, CPU per request ≤ 2 × ab's. Writes results/<ts>-loadgen-vs-ab
 from __future__ import annotations
 
 import argparse
-import asyncio
 import re
 import resource
 import statistics

@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -32,6 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _report import markdown_table, results_dir, write  # noqa: E402
+
+from launchkit.bench.runner import ServerUnderTest  # noqa: E402
 
 PY = sys.executable
 TORCHSERVE = {  # recorded on the 2-core development machine, TorchServe 0.12.0, 1 worker, ab -k
@@ -52,48 +52,8 @@ TARGETS = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Served:
-    def __init__(self, archive: Path, *args: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.started = time.perf_counter()
-        self.proc = subprocess.Popen([PY, "-m", "launchkit", "serve", str(archive), "--inference-address", self.url,
-                                      *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     start_new_session=True)
-
-    def wait_ready(self, timeout: float = 120) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            try:
-                if urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=2).status == 200:
-                    return
-            except OSError:
-                pass
-            if self.proc.poll() is not None:
-                raise RuntimeError(self.proc.stderr.read().decode()[-2000:])
-            time.sleep(0.01)
-        raise RuntimeError("server not ready")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-
-    def __enter__(self) -> "Served":
-        self.wait_ready()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+def Served(archive: Path, *args: str) -> ServerUnderTest:  # noqa: N802 - reads like the class it returns
+    return ServerUnderTest(archive, list(args), Path(tempfile.mkstemp(prefix="lk-serve-", suffix=".log")[1]))
 
 
 def ab(url: str, body: Path, concurrency: int, requests: int = 0, seconds: float = 0) -> dict[str, float]:

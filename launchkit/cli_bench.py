@@ -116,7 +116,7 @@ def bench(**params: Any) -> None:
     """
     from launchkit.bench.compare import gate, load_summary
     from launchkit.bench.report import default_report_dir, print_table, write_report
-    from launchkit.bench.runner import BenchConfig, run_bench
+    from launchkit.bench.runner import BenchConfig
     from launchkit.bench.stats import DEFAULT_PERCENTILES
 
     if params["ab_config"]:

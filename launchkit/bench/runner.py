@@ -74,23 +74,37 @@ class BenchResult:
     trials: list[list[LevelResult]] = field(default_factory=list)
 
 
-class ServerUnderTest:
-    """A `launchkit serve` child for the run; stopped (and killed if need be) by pid."""
+def server_args(config: BenchConfig) -> list[str]:
+    """`launchkit serve` flags for the settings a bench run asks of the server it starts."""
+    args = []
+    for flag, value in (("--workers", config.workers), ("--batch-size", config.batch_size),
+                        ("--max-batch-delay", config.batch_delay_ms), ("--cpu-launcher-args", config.cpu_launcher_args)):
+        if value is not None:
+            args += [flag, str(value)]
+    return args
 
-    def __init__(self, archive: Path, config: BenchConfig, log: Path) -> None:
+
+class ServerUnderTest:
+    """A `launchkit serve` child on a free loopback port; stopped (and killed if need be) by pid."""
+
+    def __init__(self, archive: Path, args: list[str], log: Path) -> None:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
-        args = [sys.executable, "-m", "launchkit", "serve", str(archive),
-                "--inference-address", f"http://127.0.0.1:{self.port}"]
-        for flag, value in (("--workers", config.workers), ("--batch-size", config.batch_size),
-                            ("--max-batch-delay", config.batch_delay_ms),
-                            ("--cpu-launcher-args", config.cpu_launcher_args)):
-            if value is not None:
-                args += [flag, str(value)]
+        self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         self.handle = open(log, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(args, stdout=self.handle, stderr=subprocess.STDOUT, start_new_session=True)
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen([sys.executable, "-m", "launchkit", "serve", str(archive), "--inference-address",
+                                      self.url, *args], stdout=self.handle, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def __enter__(self) -> "ServerUnderTest":
+        self.wait_ready()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def wait_ready(self, timeout: float = 180.0) -> None:
         deadline = time.time() + timeout
@@ -174,7 +188,7 @@ def run_bench(config: BenchConfig, work: Path, progress: Callable[[str, Samples]
         if target_text is None or not target_text.startswith("http://"):
             archive = _archive_for(target_text)
             model = model_name_of(archive)
-            server = ServerUnderTest(archive, config, work / "server.log")
+            server = ServerUnderTest(archive, server_args(config), work / "server.log")
             server.wait_ready()
             url = f"http://127.0.0.1:{server.port}/predictions/{model}"
         else:

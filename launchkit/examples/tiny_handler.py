@@ -5,8 +5,6 @@ or {"data": [...]}. Output: the 10 logits as a JSON list. An item of the wrong s
 400; its batch-mates are still answered.
 """
 
-import json
-
 import torch
 from ts.torch_handler.base_handler import BaseHandler
 

@@ -8,7 +8,7 @@ from launchkit.cpulist import format_cpu_list
 from launchkit.isa import read_isa
 from launchkit.launch.launcher import numactl_for
 from launchkit.launch.libraries import find_libraries
-from launchkit.topology import Topology, read_topology
+from launchkit.topology import read_topology
 
 
 def machine_report(root: str | None = None) -> dict[str, Any]:

@@ -10,8 +10,7 @@ Rules (they are the documented behaviour of ``launchkit run``):
 * ``--core-list`` names exact CPUs (all of them are used, siblings grouped by core);
   ``--node-id`` confines the pool to those nodes; on hybrid parts only P-cores are used unless
   ``--core-types`` says otherwise.
-* Cores are ordered by socket, NUMA node, L3 domain, CPU id, and instances take contiguous runs,
-  so an instance stays inside one L3 domain / node whenever its size allows.
+* Cores are ordered by socket, NUMA node, L3 domain, CPU id; instances take contiguous runs.
 * Leftover policy, ``--ninstances N`` alone: ``spread`` (default) hands the remainder out one
   core each to the first instances, so no core idles; ``idle`` gives every instance the same
   size and leaves the rest unused. With ``--ncores-per-instance`` the remainder always idles.

@@ -28,7 +28,6 @@ from typing import Any
 from launchkit.errors import LaunchkitError, PlanError, UsageError
 from launchkit.launch.launcher import plan_run
 from launchkit.launch.options import parse_launcher_args
-from launchkit.launch.plan import CpuOptions
 from launchkit.launch.runplan import ProgramSpec
 from launchkit.serve.app import InferenceApp
 from launchkit.serve.archive import ArchiveError, extract_archive, read_manifest, read_model_config
