@@ -322,3 +322,11 @@ def test_info_for_recorded_machine_human_output():
     result = launchkit("info", "--topology-root", str(machine_root("restricted-v2")))
     assert result.returncode == 0
     assert "6-11" in result.stdout and "4 CPUs" in result.stdout
+
+
+def test_omp_wait_flag():
+    plan = json.loads(launchkit("run", "--omp-runtime", "gnu", "--omp-wait", "passive", "--dry-run", "--json",
+                                CHILD).stdout)
+    assert plan["instances"][0]["env"]["OMP_WAIT_POLICY"] == "PASSIVE"
+    plan = json.loads(launchkit("run", "--omp-runtime", "intel", "--dry-run", "--json", CHILD).stdout)
+    assert plan["instances"][0]["env"]["KMP_BLOCKTIME"] == "1"

@@ -25,7 +25,7 @@ class RunRequest:
     omp_runtime: str = "auto"
     binding: BindingOptions = field(default_factory=BindingOptions)
     topology_root: str | None = None
-    omp_wait: str = "spin"  # "passive" for server workers (see env.OMP_WAIT_POLICIES)
+    omp_wait: str = "auto"  # auto (spin for run, passive for server workers) | spin | passive
 
 
 def numactl_for(topology: Topology) -> NumactlStatus:
@@ -47,6 +47,6 @@ def plan_run(request: RunRequest, environ: Mapping[str, str] | None = None) -> t
         libraries=find_libraries(),
         numactl=numactl_for(topology) if request.binding.numactl else NumactlStatus(None, False, "disabled"),
         environ=dict(os.environ if environ is None else environ),
-        omp_wait=request.omp_wait,
+        omp_wait="spin" if request.omp_wait == "auto" else request.omp_wait,
     )
     return topology, plan

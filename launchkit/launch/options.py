@@ -93,6 +93,9 @@ def launch_options(function: Callable[..., Any]) -> Callable[..., Any]:
         option("--omp-runtime", type=click.Choice(["auto", "intel", "gnu", "default"]), default="auto",
                show_default=True, help="auto: Intel OpenMP (libiomp5) when found on x86, else GNU."),
         option("--disable-iomp", is_flag=True, help="Same as --omp-runtime gnu."),
+        option("--omp-wait", type=click.Choice(["auto", "spin", "passive"]), default="auto", show_default=True,
+               help="OpenMP threads between parallel regions: spin briefly (run's default) or sleep at once "
+                    "(serve's default: the frontend needs the CPU between batches)."),
         option("--mem-policy", type=click.Choice(["bind", "preferred", "interleave", "none"]), default="bind",
                show_default=True, help="numactl memory policy for each instance's NUMA nodes."),
         option("--disable-numactl", is_flag=True, help="Do not bind memory with numactl."),
@@ -183,6 +186,7 @@ def run_request(params: dict[str, Any], program: ProgramSpec) -> RunRequest:
         leftover=params["leftover"],
     )
     return RunRequest(
+        omp_wait=params["omp_wait"],
         program=program,
         cpu=cpu,
         allocator=_allocator(params),

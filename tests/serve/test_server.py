@@ -325,3 +325,22 @@ def test_response_over_max_response_size_is_a_500(tmp_path, archives):
     with Server([str(archives["echo"]), "--ts-config", str(config)], free_port()) as server:
         status, _, body = server.predict("echo", {"i": 1})
         assert status == 500 and "max_response_size=50" in body["message"]
+
+
+def test_wait_policy_follows_model_size_unless_told(tmp_path):
+    from types import SimpleNamespace
+
+    from launchkit.serve.server import SPIN_MODEL_BYTES, wait_policy
+
+    small, big = tmp_path / "small.pt", tmp_path / "big.pt"
+    small.write_bytes(b"x" * 1000)
+    with open(big, "wb") as handle:
+        handle.truncate(SPIN_MODEL_BYTES + 1)
+
+    def model(name):
+        return SimpleNamespace(model_dir=tmp_path, manifest=SimpleNamespace(serialized_file=name))
+
+    assert wait_policy(model("small.pt"), "auto") == "passive"
+    assert wait_policy(model("big.pt"), "auto") == "spin"
+    assert wait_policy(model(None), "auto") == "passive"
+    assert wait_policy(model("big.pt"), "passive") == "passive"
