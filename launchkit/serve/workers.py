@@ -49,6 +49,7 @@ class WorkerProcess:
     writer: asyncio.StreamWriter | None = None
     in_flight: dict[int, list[Job]] = field(default_factory=dict)
     timeout_handle: asyncio.TimerHandle | None = None
+    on_timeout: Any = None  # set by the pool: called with (worker, batch_id) when a batch overstays
 
     # -- the batcher's WorkerSlot -------------------------------------------------------------
 
@@ -59,17 +60,7 @@ class WorkerProcess:
         assert self.writer is not None
         self.writer.write(encode(("batch", batch_id, [job.request for job in jobs])))
         loop = asyncio.get_running_loop()
-        self.timeout_handle = loop.call_later(self.response_timeout_s, self._timed_out, batch_id)
-
-    def _timed_out(self, batch_id: int) -> None:
-        if batch_id in self.in_flight and self.pid:
-            self.last_error = f"no response within responseTimeout={self.response_timeout_s:g} s: worker killed"
-            self._fail_in_flight(500, "InternalServerException", f"worker {self.worker_id} did not respond in "
-                                 f"{self.response_timeout_s:g} s and was restarted")
-            try:
-                os.killpg(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        self.timeout_handle = loop.call_later(self.response_timeout_s, self.on_timeout, self, batch_id)
 
     def _fail_in_flight(self, status: int, kind: str, message: str) -> None:
         for jobs in self.in_flight.values():
@@ -86,6 +77,8 @@ class WorkerPool:
     def __init__(self, socket_path: str, workers: list[WorkerProcess]) -> None:
         self.socket_path = socket_path
         self.workers = {worker.worker_id: worker for worker in workers}
+        for worker in workers:
+            worker.on_timeout = self._timed_out
         self.stopping = False
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -100,6 +93,20 @@ class WorkerPool:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _timed_out(self, worker: WorkerProcess, batch_id: int) -> None:
+        """A batch overstayed responseTimeout: answer it, take the worker out of service, kill it."""
+        if batch_id not in worker.in_flight or not worker.pid:
+            return
+        worker.timeout_handle = None
+        worker.last_error = f"no response within responseTimeout={worker.response_timeout_s:g} s: worker killed"
+        worker._fail_in_flight(500, "InternalServerException", f"worker {worker.worker_id} did not respond in "
+                               f"{worker.response_timeout_s:g} s and was restarted")
+        self._disconnect(worker, worker.last_error)
+        try:
+            os.killpg(worker.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
     def _spawn(self, worker: WorkerProcess) -> None:
         self._track(self._run(worker))

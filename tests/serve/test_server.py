@@ -344,3 +344,20 @@ def test_wait_policy_follows_model_size_unless_told(tmp_path):
     assert wait_policy(model("big.pt"), "auto") == "spin"
     assert wait_policy(model(None), "auto") == "passive"
     assert wait_policy(model("big.pt"), "passive") == "passive"
+
+
+def test_response_timeout_kills_the_worker_and_answers_500(tmp_path, archives):
+    config = tmp_path / "config.properties"
+    config.write_text('models={"echo": {"1.0": {"responseTimeout": 1}}}\n')
+    with Server([str(archives["echo"]), "--ts-config", str(config)], free_port()) as server:
+        reply = server.predict("echo", {"i": 0})
+        assert reply[0] == 200, reply
+        first = reply[2]["pid"]
+        started = time.perf_counter()
+        status, _, body = server.predict("echo", {"sleep": 5})
+        assert status == 500 and "did not respond in 1 s" in body["message"]
+        assert time.perf_counter() - started < 4
+        assert server.request("GET", "/v2/health/ready")[0] == 503  # out of service at once
+        server.wait_ready(30)
+        status, _, body = server.predict("echo", {"i": 1})
+        assert status == 200 and body["pid"] != first
