@@ -87,7 +87,6 @@ class _Connection(asyncio.Protocol):
         self.intended_ns = 0
         self.sent_ns = 0
         self.busy = False
-        self.closed = asyncio.get_running_loop().create_future()
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -102,8 +101,6 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.busy:
             self._fail("reset", reconnect=False)
-        if not self.closed.done():
-            self.closed.set_result(None)
         self.run.lost(self)
 
     # httptools callback
