@@ -42,6 +42,8 @@ class ResNetHandler(BaseHandler):
         return (tensor - MEAN) / STD
 
     def preprocess(self, data):
+        # Each example handler is self-contained (it ships alone in its archive and also runs
+        # under TorchServe), so the small input-unwrapping loop is repeated in each on purpose.
         rows, self.errors = [], {}
         for index, row in enumerate(data):
             value = row.get("data", row.get("body"))

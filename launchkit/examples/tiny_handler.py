@@ -13,6 +13,8 @@ INPUTS = 64
 
 class TinyHandler(BaseHandler):
     def preprocess(self, data):
+        # Each example handler is self-contained (it ships alone in its archive and also runs
+        # under TorchServe), so the small input-unwrapping loop is repeated in each on purpose.
         rows, self.errors = [], {}
         for index, row in enumerate(data):
             value = row.get("data", row.get("body"))
