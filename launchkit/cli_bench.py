@@ -122,9 +122,10 @@ def bench(**params: Any) -> None:
     if params["ab_config"]:
         for key, value in _load_ab_config(params["ab_config"]).items():
             key = {"report_location": "report_dir", "input": "inputs"}.get(key, key)
-            if params.get(key) in (None, ()):
-                params[key] = tuple(value) if key == "inputs" and isinstance(value, list) else (
-                    (value,) if key == "inputs" else value)
+            if key == "inputs":  # one file or a list of files
+                value = tuple(value) if isinstance(value, list) else (value,)
+            if params.get(key) in (None, ()):  # flags on the command line win
+                params[key] = value
     target = params["target"] or params["url"]
     if params["target"] and params["url"] and params["target"] != params["url"]:
         raise UsageError("give the target once: as TARGET or as --url")

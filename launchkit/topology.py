@@ -167,12 +167,13 @@ class _Reader:
 
     def _list(self, path: Path) -> tuple[int, ...] | None:
         text = self._text(path)
-        if text is None:
-            return None
+        return None if text is None else self._parse(text, str(path))
+
+    def _parse(self, text: str, where: str) -> tuple[int, ...] | None:
         try:
-            return parse_cpu_list(text, what=str(path))
+            return parse_cpu_list(text, what=where)
         except CpuListError as error:
-            self.notes.append(f"ignored unreadable {path}: {error}")
+            self.notes.append(f"ignored unreadable {where}: {error}")
             return None
 
     def _int(self, path: Path) -> int | None:
@@ -295,7 +296,7 @@ class _Reader:
         if text is None:
             return None
         match = re.search(rf"^{name}:\s*(\S*)\s*$", text, re.MULTILINE)
-        return parse_cpu_list(match.group(1)) if match else None
+        return self._parse(match.group(1), f"proc/self/status {name}") if match else None
 
     def _cgroup_dirs(self) -> list[Path]:
         """The process's own cgroup directories, innermost first, then the hierarchy root."""

@@ -106,3 +106,12 @@ def test_live_machine_uses_sched_getaffinity():
     topo = read_topology("/")
     assert set(topo.allowed_cpus) == os.sched_getaffinity(0) & set(topo.online_cpus)
     assert topo.allowed_source == "sched_getaffinity"
+
+
+def test_garbled_status_file_is_a_note_not_a_crash(tmp_path):
+    root = tmp_path / "machine"
+    shutil.copytree(machine_root("desktop-4c-adjacent"), root)
+    (root / "proc/self/status").write_text("Cpus_allowed_list:\tzero-three\nMems_allowed_list:\t0\n")
+    topo = read_topology(root)
+    assert topo.allowed_cpus == tuple(range(8))
+    assert any("Cpus_allowed_list" in note for note in topo.notes)

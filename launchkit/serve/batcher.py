@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from launchkit.serve.http_errors import error_result
@@ -44,14 +44,6 @@ class WorkerSlot(Protocol):
     def send_batch(self, jobs: list[Job]) -> None: ...
 
 
-@dataclass
-class BatchStats:
-    batches: int = 0
-    items: int = 0
-    queue_wait_s: float = 0.0
-    last_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=1000))
-
-
 class ModelQueue:
     def __init__(self, name: str, batch_size: int, max_batch_delay_ms: float, capacity: int) -> None:
         self.name = name
@@ -62,7 +54,6 @@ class ModelQueue:
         self.idle: deque[WorkerSlot] = deque()
         self.ready_workers = 0
         self.last_error: str | None = None
-        self.stats = BatchStats()
         self._interval = 1.0  # EWMA of the time between arrivals, seconds
         self._last_arrival: float | None = None
         self._timer: asyncio.TimerHandle | None = None  # uvloop's handles have no when(): keep the due time
@@ -136,13 +127,7 @@ class ModelQueue:
             jobs = [job for job in jobs if not job.future.done()]  # client gone: do not run it
             if not jobs:
                 continue
-            slot = self.idle.popleft()
-            now = time.monotonic()
-            self.stats.batches += 1
-            self.stats.items += len(jobs)
-            self.stats.queue_wait_s += sum(now - job.arrival for job in jobs)
-            self.stats.last_sizes.append(len(jobs))
-            slot.send_batch(jobs)
+            self.idle.popleft().send_batch(jobs)
 
     def _wake_at(self, when: float) -> None:
         if self._timer is not None:
