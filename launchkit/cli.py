@@ -139,6 +139,9 @@ def run(ctx: click.Context, **params: Any) -> None:
         help="Models to load, as in TorchServe; repeatable or comma-separated.")
 @option("--ts-config", metavar="FILE", help="TorchServe config.properties.")
 @option("--inference-address", metavar="URL", help="Default http://127.0.0.1:8080.")
+@option("--management-address", metavar="URL",
+        help="Default http://127.0.0.1:8081. Beyond loopback it needs LAUNCHKIT_MANAGEMENT_TOKEN.")
+@option("--metrics-address", metavar="URL", help="Prometheus /metrics; default http://127.0.0.1:8082.")
 @option("--workers", type=click.IntRange(min=1), help="Workers per model (default 1; each gets its own cores).")
 @option("--batch-size", type=click.IntRange(min=1), help="Largest batch per model (default 1).")
 @option("--max-batch-delay", type=click.FloatRange(min=0), metavar="MS",
@@ -166,13 +169,15 @@ def serve(model_paths: tuple[str, ...], **params: Any) -> None:
     from dataclasses import replace
 
     from launchkit.serve.config import load_config, parse_address
-    from launchkit.serve.server import ServeRequest, SettingOverrides, resolve_sources, run_server
+    from launchkit.serve.loading import SettingOverrides, resolve_sources
+    from launchkit.serve.server import ServeRequest, run_server
 
     config = load_config(params["ts_config"])
     if params["model_store"]:
         config = replace(config, model_store=Path(params["model_store"]))
-    if params["inference_address"]:
-        config = replace(config, inference_address=parse_address(params["inference_address"], "--inference-address"))
+    for key in ("inference_address", "management_address", "metrics_address"):
+        if params[key]:
+            config = replace(config, **{key: parse_address(params[key], "--" + key.replace("_", "-"))})
     if params["cpu_launcher_args"] is not None:
         config = replace(config, cpu_launcher_args=params["cpu_launcher_args"])
     models = [item for entry in params["models"] for item in entry.split(",") if item]

@@ -88,16 +88,17 @@ class ServerUnderTest:
     """A `launchkit serve` child on a free loopback port; stopped (and killed if need be) by pid."""
 
     def __init__(self, archive: Path, args: list[str], log: Path) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
+        self.port, management, metrics = _free_ports(3)
         self.url = f"http://127.0.0.1:{self.port}"
+        self.management_url = f"http://127.0.0.1:{management}"
+        self.metrics_url = f"http://127.0.0.1:{metrics}/metrics"
         self.log = log
         self.handle = open(log, "w")  # noqa: SIM115 - closed in stop()
         self.started = time.perf_counter()
         self.proc = subprocess.Popen([sys.executable, "-m", "launchkit", "serve", str(archive), "--inference-address",
-                                      self.url, *args], stdout=self.handle, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                      self.url, "--management-address", self.management_url, "--metrics-address",
+                                      self.metrics_url.removesuffix("/metrics"), *args],
+                                     stdout=self.handle, stderr=subprocess.STDOUT, start_new_session=True)
 
     def __enter__(self) -> "ServerUnderTest":
         self.wait_ready()
@@ -130,6 +131,17 @@ class ServerUnderTest:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self.handle.close()
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def model_name_of(archive: Path) -> str:

@@ -9,6 +9,9 @@ Semantics (documented in the README):
   partial batch goes now. So a lone request at low load does not pay the delay, and under load
   batches fill.
 * A full queue (``job_queue_size``) and "no worker ready" are different 503s.
+* A retiring worker (scale-down, replacement, unregister) gets no new batches while the model has
+  an active worker; without one it keeps taking batches until the queue is empty, so requests
+  already accepted are served, never dropped. It is told ``drained()`` when it is no longer needed.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import asyncio
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 from launchkit.serve.http_errors import error_result
 from launchkit.serve.protocol import ItemRequest, ItemResult
@@ -43,9 +46,15 @@ class WorkerSlot(Protocol):
 
     def send_batch(self, jobs: list[Job]) -> None: ...
 
+    def drained(self) -> None: ...
+
+
+DispatchHook = Callable[[list[Job], float], None]
+
 
 class ModelQueue:
-    def __init__(self, name: str, batch_size: int, max_batch_delay_ms: float, capacity: int) -> None:
+    def __init__(self, name: str, batch_size: int, max_batch_delay_ms: float, capacity: int,
+                 on_dispatch: DispatchHook | None = None) -> None:
         self.name = name
         self.batch_size = batch_size
         self.delay = max_batch_delay_ms / 1000.0
@@ -53,6 +62,8 @@ class ModelQueue:
         self.queue: deque[Job] = deque()
         self.idle: deque[WorkerSlot] = deque()
         self.ready_workers = 0
+        self.retiring: set[WorkerSlot] = set()
+        self.on_dispatch = on_dispatch  # metrics: (jobs, now) for each batch sent
         self.last_error: str | None = None
         self._interval = 1.0  # EWMA of the time between arrivals, seconds
         self._last_arrival: float | None = None
@@ -92,14 +103,24 @@ class ModelQueue:
         self.idle.append(slot)
         self._dispatch()
 
-    def worker_gone(self, slot: WorkerSlot, was_ready: bool, error: str | None = None) -> None:
+    def retire(self, slot: WorkerSlot, was_ready: bool) -> None:
+        """Stop giving ``slot`` work once it is not needed; ``slot.drained()`` says when."""
+        if slot in self.retiring:
+            return
+        self.retiring.add(slot)
         if was_ready:
             self.ready_workers -= 1
+        self._dispatch()
+
+    def worker_gone(self, slot: WorkerSlot, was_ready: bool, error: str | None = None) -> None:
+        if was_ready and slot not in self.retiring:
+            self.ready_workers -= 1
+        self.retiring.discard(slot)
         if slot in self.idle:
             self.idle.remove(slot)
         if error:
             self.last_error = error
-        if self.ready_workers == 0:
+        if self.ready_workers == 0 and not self.retiring:
             self.fail_waiting(503, "ServiceUnavailableException",
                               f'model "{self.name}" lost its last worker; the request was not run')
 
@@ -112,6 +133,19 @@ class ModelQueue:
     # -- scheduling ----------------------------------------------------------------------------
 
     def _dispatch(self) -> None:
+        if self.retiring:
+            self._release_retiring()
+        self._send_batches()
+        if self.retiring:
+            self._release_retiring()
+
+    def _release_retiring(self) -> None:
+        if self.ready_workers > 0 or not self.queue:
+            for slot in [slot for slot in self.idle if slot in self.retiring]:
+                self.idle.remove(slot)
+                slot.drained()
+
+    def _send_batches(self) -> None:
         while self.queue and self.idle:
             queued = len(self.queue)
             if queued < self.batch_size and self.delay > 0:
@@ -127,7 +161,10 @@ class ModelQueue:
             jobs = [job for job in jobs if not job.future.done()]  # client gone: do not run it
             if not jobs:
                 continue
-            self.idle.popleft().send_batch(jobs)
+            slot = self.idle.popleft()
+            if self.on_dispatch is not None:
+                self.on_dispatch(jobs, time.monotonic())
+            slot.send_batch(jobs)
 
     def _wake_at(self, when: float) -> None:
         if self._timer is not None:

@@ -7,6 +7,7 @@ the archive's model-config.yaml < command-line flags. The server reads settings 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from dataclasses import asdict, dataclass, field, replace
@@ -22,15 +23,15 @@ DEFAULT_RESPONSE_TIMEOUT_S = 120.0
 SUPPORTED_KEYS = {
     "inference_address", "management_address", "metrics_address", "model_store", "load_models", "models",
     "job_queue_size", "default_workers_per_model", "max_request_size", "max_response_size", "ipex_enable",
-    "cpu_launcher_enable", "cpu_launcher_args", "default_response_timeout",
+    "cpu_launcher_enable", "cpu_launcher_args", "default_response_timeout", "management_token", "inference_token",
+    "allowed_urls", "enable_model_api", "enable_metrics_api", "unregister_model_timeout", "disable_token_authorization",
 }
 # TorchServe keys that mean nothing here (Java/Netty tuning, features of other issues): accepted quietly
 # would hide a typo, so each gets a one-line note instead of a warning.
 IGNORED_KEYS = {
     "number_of_netty_threads", "netty_client_threads", "vmargs", "async_logging", "prefer_direct_buffer",
-    "default_startup_timeout", "unregister_model_timeout", "initial_worker_port", "metrics_mode", "metrics_config",
-    "enable_envvars_config", "disable_token_authorization", "enable_model_api", "allowed_urls",
-    "install_py_dep_per_model", "decode_input_request", "limit_max_image_pixels", "enable_metrics_api",
+    "default_startup_timeout", "initial_worker_port", "metrics_mode", "metrics_config",
+    "enable_envvars_config", "install_py_dep_per_model", "decode_input_request", "limit_max_image_pixels",
     "model_metrics_auto_detect", "ts_open_inference_protocol", "use_env_allowed_urls", "blacklist_env_vars",
     "number_of_gpu", "workflow_store", "keep_alive", "max_workers",
 }
@@ -78,6 +79,12 @@ class ServerConfig:
     cpu_launcher_enable: bool | None = None  # None: not said; launchkit pins workers anyway
     cpu_launcher_args: str = ""
     default_response_timeout_s: float = DEFAULT_RESPONSE_TIMEOUT_S
+    management_token: str | None = None
+    inference_token: str | None = None
+    allowed_urls: tuple[str, ...] = ()  # regexes; empty: the model store only
+    enable_model_api: bool = True
+    enable_metrics_api: bool = True
+    unregister_model_timeout_s: float = 120.0
     source: str = "defaults"
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
@@ -87,9 +94,17 @@ class ServerConfig:
         for key in ("inference_address", "management_address", "metrics_address"):
             data[key] = str(getattr(self, key))
         data["model_store"] = str(self.model_store) if self.model_store else None
+        for key in ("management_token", "inference_token"):
+            data[key] = "(set)" if data[key] else None  # never print a secret
         data.pop("warnings")
         data.pop("notes")
         return data
+
+    def pinned_sha256(self, name: str, version: str) -> str | None:
+        """``"sha256"`` of a model in ``models={...}``: its archive must have this digest to load."""
+        per_model = self.models_json.get(name)
+        entry = per_model.get(version) if isinstance(per_model, dict) else None
+        return entry.get("sha256") if isinstance(entry, dict) else None
 
     def model_settings(self, name: str, version: str, archive_config: dict[str, Any]) -> ModelSettings:
         """Settings of one model: defaults < config.properties models={...} < model-config.yaml."""
@@ -210,7 +225,41 @@ def config_from_properties(entries: dict[str, str], source: str) -> ServerConfig
             values[key] = _boolean(entries[key], key, source)
     if "cpu_launcher_args" in entries:
         values["cpu_launcher_args"] = entries["cpu_launcher_args"]
+    for key in ("management_token", "inference_token"):
+        if entries.get(key):
+            values[key] = entries[key]
+    if entries.get("allowed_urls"):
+        values["allowed_urls"] = parse_allowed_urls(entries["allowed_urls"], source)
+    for key in ("enable_model_api", "enable_metrics_api"):
+        if key in entries:
+            values[key] = _boolean(entries[key], key, source)
+    if "unregister_model_timeout" in entries:
+        values["unregister_model_timeout_s"] = float(_positive_int(entries["unregister_model_timeout"],
+                                                                   "unregister_model_timeout", source))
+    if "disable_token_authorization" in entries:
+        notes.append(f"{source}: disable_token_authorization: launchkit asks for a token only where one is set "
+                     "(management_token / inference_token), and requires it when management is not on loopback")
     return ServerConfig(**values, warnings=tuple(warnings), notes=tuple(notes))
+
+
+def parse_allowed_urls(value: str, source: str) -> tuple[str, ...]:
+    """TorchServe's format: comma-separated regular expressions, each matched against the whole URL."""
+    patterns = tuple(item.strip() for item in value.split(",") if item.strip())
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise UsageError(f"{source}: allowed_urls: {pattern!r} is not a regular expression ({error})") from None
+    return patterns
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _positive_int(value: str, key: str, source: str) -> int:

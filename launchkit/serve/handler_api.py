@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import sys
+import time
 import types
 from pathlib import Path
 from typing import Any, Callable
@@ -42,6 +43,7 @@ class Context:
         self.request_ids: dict[int, str] = {}
         self.request_processor: list[dict[str, str]] = []
         self.metrics = None
+        self.stage_times: dict[str, float] = {}  # BaseHandler.handle fills it; the worker reports it
         self._statuses: dict[int, tuple[int, str]] = {}
         self._content_types: dict[int, str] = {}
         self._headers: dict[int, dict[str, str]] = {}
@@ -149,7 +151,15 @@ class BaseHandler:
 
     def handle(self, data: list[dict[str, Any]], context: Context) -> list[Any]:
         self.context = context
-        return self.postprocess(self.inference(self.preprocess(data)))
+        start = time.perf_counter()
+        batch = self.preprocess(data)
+        preprocessed = time.perf_counter()
+        outputs = self.inference(batch)
+        inferred = time.perf_counter()
+        results = self.postprocess(outputs)
+        context.stage_times = {"preprocess": preprocessed - start, "inference": inferred - preprocessed,
+                               "postprocess": time.perf_counter() - inferred}
+        return results
 
 
 def _load_eager(model_file: Path, weights: Path | None) -> Any:

@@ -7,7 +7,8 @@ also the cheapest encoding of a batch of raw request bodies (no copies of the by
 Messages:
   worker → frontend  ("ready", worker_id, pid, info)   model loaded; info: dict (optimization path, ...)
                      ("failed", worker_id, pid, message) model could not be loaded
-                     ("result", batch_id, [ItemResult...]) one per request of the batch, in order
+                     ("result", batch_id, [ItemResult...], timings) one result per request of the
+                                                        batch, in order; timings: handler seconds by stage
   frontend → worker  ("batch", batch_id, [ItemRequest...])
                      ("stop",)
 """

@@ -17,6 +17,10 @@ class ModelNotFound(Exception):
         self.kind = kind
 
 
+class DefaultVersionInUse(Exception):
+    pass
+
+
 @dataclass
 class ServedModel:
     name: str
@@ -27,6 +31,14 @@ class ServedModel:
     settings: ModelSettings
     queue: ModelQueue
     workers: list[Any] = field(default_factory=list)  # WorkerProcess
+    max_workers: int | None = None
+    loaded_at_startup: bool = True
+    url: str = ""  # what it was registered from
+    metrics: Any = None  # ModelMetrics, when the server keeps metrics
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}/{self.version}"
 
     @property
     def ready(self) -> bool:
@@ -37,6 +49,7 @@ class ServedModel:
 class Registry:
     models: dict[str, dict[str, ServedModel]] = field(default_factory=dict)
     defaults: dict[str, str] = field(default_factory=dict)
+    removed: list[ServedModel] = field(default_factory=list)  # unregistered, still draining
 
     def add(self, model: ServedModel) -> None:
         versions = self.models.setdefault(model.name, {})
@@ -58,6 +71,39 @@ class Registry:
                 "ModelVersionNotFoundException",
             )
         return versions[version]
+
+    def remove(self, name: str, version: str | None = None) -> ServedModel:
+        """Stop routing to a version. The default version goes last: set another default first."""
+        model = self.find(name, version)
+        versions = self.models[name]
+        if model.version == self.defaults[name] and len(versions) > 1:
+            others = ", ".join(sorted(v for v in versions if v != model.version))
+            raise DefaultVersionInUse(
+                f'version {model.version} is the default of model "{name}" and other versions are loaded '
+                f"({others}): make one of them the default first (PUT /models/{name}/VERSION/set-default)"
+            )
+        del versions[model.version]
+        if not versions:
+            del self.models[name]
+            del self.defaults[name]
+        self.removed.append(model)
+        return model
+
+    def discard(self, model: ServedModel) -> None:
+        """Undo an ``add`` whose workers could not be planned (nothing ran, nothing to drain)."""
+        versions = self.models.get(model.name, {})
+        if versions.get(model.version) is model:
+            del versions[model.version]
+            if not versions:
+                del self.models[model.name]
+                del self.defaults[model.name]
+            elif self.defaults[model.name] == model.version:
+                self.defaults[model.name] = next(iter(versions))
+
+    def set_default(self, name: str, version: str) -> ServedModel:
+        model = self.find(name, version)
+        self.defaults[name] = version
+        return model
 
     def all(self) -> list[ServedModel]:
         return [model for versions in self.models.values() for model in versions.values()]

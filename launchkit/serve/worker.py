@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import sys
+import time
 import traceback
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -103,7 +104,14 @@ class Worker:
                 info[key] = getattr(owner, key)
         return info
 
-    def run_batch(self, items: list[ItemRequest]) -> list[ItemResult]:
+    def run_batch(self, items: list[ItemRequest]) -> tuple[list[ItemResult], dict[str, float]]:
+        """Results, one per item, and the handler's timings (``handle`` and, if known, its stages)."""
+        self.context.stage_times = {}
+        start = time.perf_counter()
+        results = self._run_batch(items)
+        return results, {"handle": time.perf_counter() - start, **self.context.stage_times}
+
+    def _run_batch(self, items: list[ItemRequest]) -> list[ItemResult]:
         results: list[ItemResult | None] = [None] * len(items)
         data, positions = [], []
         for position, item in enumerate(items):
@@ -164,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if message[0] == "batch":
             _, batch_id, items = message
-            channel.send(("result", batch_id, worker.run_batch(items)))
+            results, timings = worker.run_batch(items)
+            channel.send(("result", batch_id, results, timings))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,10 @@ workers of different models never share cores. A worker connects back over a Uni
 says "ready" once its model is loaded. If it dies, the requests of its batch in flight get a
 500 at once, the others stay queued, and it is restarted after a backoff (0.1 s doubling to
 30 s; reset after a minute of good health).
+
+Workers come and go at run time (register, scale, unregister): a retired worker finishes its
+batch, helps drain its model's queue if no active worker is left (see the batcher), then is
+told to stop and is not restarted.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 HEALTHY_AFTER_S = 60.0
 
 
-@dataclass
+@dataclass(eq=False)  # identity: the batcher keeps workers in sets
 class WorkerProcess:
     """One worker: which model, which cores, its process and connection, its history."""
 
@@ -38,7 +42,7 @@ class WorkerProcess:
     launch: InstanceLaunch
     argv: list[str]
     response_timeout_s: float
-    state: str = "starting"  # starting | ready | busy | restarting | stopped | failed
+    state: str = "starting"  # starting | ready | busy | restarting | retiring | stopping | stopped
     pid: int | None = None
     started_at: float = 0.0
     restarts: int = 0
@@ -50,6 +54,10 @@ class WorkerProcess:
     in_flight: dict[int, list[Job]] = field(default_factory=dict)
     timeout_handle: asyncio.TimerHandle | None = None
     on_timeout: Any = None  # set by the pool: called with (worker, batch_id) when a batch overstays
+    on_batch_done: Any = None  # metrics: called with the handler's stage timings of each batch
+    retiring: bool = False
+    loaded: asyncio.Event = field(default_factory=asyncio.Event)  # ready once, or failed to load
+    exited: asyncio.Event = field(default_factory=asyncio.Event)  # retired and gone for good
 
     # -- the batcher's WorkerSlot -------------------------------------------------------------
 
@@ -61,6 +69,15 @@ class WorkerProcess:
         self.writer.write(encode(("batch", batch_id, [job.request for job in jobs])))
         loop = asyncio.get_running_loop()
         self.timeout_handle = loop.call_later(self.response_timeout_s, self.on_timeout, self, batch_id)
+
+    def drained(self) -> None:
+        """The batcher no longer needs this retiring worker: ask it to exit."""
+        self.state = "stopping"
+        if self.writer is not None:
+            try:
+                self.writer.write(encode(("stop",)))
+            except (ConnectionError, RuntimeError):
+                pass
 
     def _fail_in_flight(self, status: int, kind: str, message: str) -> None:
         for jobs in self.in_flight.values():
@@ -80,14 +97,44 @@ class WorkerPool:
         for worker in workers:
             worker.on_timeout = self._timed_out
         self.stopping = False
+        self.started = False
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_unix_server(self._on_connection, path=self.socket_path)
         os.chmod(self.socket_path, 0o600)
+        self.started = True
         for worker in self.workers.values():
             self._spawn(worker)
+
+    def add(self, worker: WorkerProcess) -> None:
+        worker.on_timeout = self._timed_out
+        self.workers[worker.worker_id] = worker
+        if self.started:
+            self._spawn(worker)
+
+    def retire(self, worker: WorkerProcess) -> None:
+        """Take a worker out of service without losing its work; ``worker.exited`` is set when it is gone."""
+        if worker.retiring:
+            return
+        worker.retiring = True
+        was_ready = worker.state in ("ready", "busy")
+        if worker.writer is None:  # still starting (or between restarts): nothing to drain
+            if worker.process is not None and worker.process.returncode is None:
+                worker.state = "stopping"
+                _kill(worker.process.pid, signal.SIGTERM)
+            else:
+                self._forget(worker)
+            return
+        worker.state = "retiring"
+        worker.queue.retire(worker, was_ready)
+
+    def _forget(self, worker: WorkerProcess) -> None:
+        worker.state = "stopped"
+        self.workers.pop(worker.worker_id, None)
+        worker.exited.set()
+        worker.loaded.set()
 
     def _track(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -103,10 +150,7 @@ class WorkerPool:
         worker._fail_in_flight(500, "InternalServerException", f"worker {worker.worker_id} did not respond in "
                                f"{worker.response_timeout_s:g} s and was restarted")
         self._disconnect(worker, worker.last_error)
-        try:
-            os.killpg(worker.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        _kill(worker.pid, signal.SIGKILL)
 
     def _spawn(self, worker: WorkerProcess) -> None:
         self._track(self._run(worker))
@@ -154,6 +198,9 @@ class WorkerPool:
         if self.stopping:
             worker.state = "stopped"
             return
+        if worker.retiring:
+            self._forget(worker)
+            return
         healthy = was_ready and time.time() - worker.started_at > HEALTHY_AFTER_S
         worker.consecutive_failures = 0 if healthy else worker.consecutive_failures + 1
         delay = BACKOFF_S[min(worker.consecutive_failures, len(BACKOFF_S) - 1)]
@@ -162,7 +209,9 @@ class WorkerPool:
         print(f"launchkit serve: worker {worker.worker_id} ({worker.queue.name}) {worker.last_error}; "
               f"restarting in {delay:g} s", file=sys.stderr, flush=True)
         await asyncio.sleep(delay)
-        if not self.stopping:
+        if worker.retiring:
+            self._forget(worker)
+        elif not self.stopping:
             self._spawn(worker)
 
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -177,12 +226,17 @@ class WorkerPool:
             if kind == "failed":
                 worker.last_error = f"model failed to load: {detail}"
                 worker.queue.last_error = worker.last_error
+                worker.loaded.set()
                 writer.close()
                 return
             worker.info = detail
             worker.writer = writer
-            worker.state = "ready"
-            worker.queue.worker_ready(worker)
+            worker.loaded.set()
+            if worker.retiring:  # retired while it was loading
+                worker.drained()
+            else:
+                worker.state = "ready"
+                worker.queue.worker_ready(worker)
             while True:
                 message = await _read_frame(reader)
                 if message is None:
@@ -206,8 +260,10 @@ class WorkerPool:
         for job, result in zip(jobs, results):
             if not job.future.done():
                 job.future.set_result(result)
+        if worker.on_batch_done is not None and len(message) > 3:
+            worker.on_batch_done(message[3])
         if not self.stopping:
-            worker.state = "ready"
+            worker.state = "retiring" if worker.retiring else "ready"
             worker.queue.worker_idle(worker)
 
     async def stop(self, timeout: float = 10.0) -> None:
@@ -224,10 +280,7 @@ class WorkerPool:
             done, pending = await asyncio.wait([asyncio.ensure_future(p.wait()) for p in processes], timeout=timeout)
             for process in processes:
                 if process.returncode is None:
-                    try:
-                        os.killpg(process.pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
+                    _kill(process.pid, signal.SIGKILL)
             if pending:
                 await asyncio.wait(pending, timeout=5)
         for task in list(self._tasks):
@@ -238,6 +291,13 @@ class WorkerPool:
             os.unlink(self.socket_path)
         except FileNotFoundError:
             pass
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 async def _read_frame(reader: asyncio.StreamReader) -> tuple[Any, ...] | None:

@@ -35,13 +35,21 @@ def make_archive(folder: Path, handler: str, name: str, version: str = "1.0", **
 class Server:
     """A `launchkit serve` child process; always stopped (and killed if need be) by pid."""
 
-    def __init__(self, args: list[str], port: int, wait_ready: bool = True, timeout: float = 90.0) -> None:
+    def __init__(self, args: list[str], port: int, wait_ready: bool = True, timeout: float = 90.0,
+                 env: dict[str, str] | None = None) -> None:
         self.port = port
+        self.management_port = free_port()
+        self.metrics_port = free_port()
         self.log_path = Path(f"/tmp/launchkit-test-serve-{port}.log")
         self.log = open(self.log_path, "w")  # noqa: SIM115
+        addresses = ["--inference-address", f"http://127.0.0.1:{port}"]
+        if "--management-address" not in args:
+            addresses += ["--management-address", f"http://127.0.0.1:{self.management_port}"]
+        if "--metrics-address" not in args:
+            addresses += ["--metrics-address", f"http://127.0.0.1:{self.metrics_port}"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "launchkit", "serve", "--inference-address", f"http://127.0.0.1:{port}", *args],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-m", "launchkit", "serve", *addresses, *args],
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **(env or {})},
         )
         self.wait_ready(timeout, path="/v2/health/ready" if wait_ready else "/ping")
 
@@ -63,8 +71,8 @@ class Server:
         return self.log_path.read_text()
 
     def request(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None,
-                timeout: float = 30.0) -> tuple[int, dict[str, str], bytes]:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+                timeout: float = 30.0, port: int | None = None) -> tuple[int, dict[str, str], bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", port or self.port, timeout=timeout)
         try:
             connection.request(method, path, body=body, headers=headers or {})
             response = connection.getresponse()
@@ -82,6 +90,21 @@ class Server:
             return status, response_headers, json.loads(data)
         except ValueError:
             return status, response_headers, data
+
+    def manage(self, method: str, path: str, headers: dict[str, str] | None = None,
+               timeout: float = 60.0) -> tuple[int, Any]:
+        """A management API call; the body parsed as JSON."""
+        status, _, data = self.request(method, path, headers=headers, timeout=timeout, port=self.management_port)
+        return status, json.loads(data) if data else None
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """Every sample of /metrics, parsed with prometheus_client's parser: (name, labels) → value."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        status, _, data = self.request("GET", "/metrics", port=self.metrics_port)
+        assert status == 200, data
+        return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+                for family in text_string_to_metric_families(data.decode()) for sample in family.samples}
 
     def worker_pids(self) -> list[int]:
         import psutil

@@ -1,0 +1,101 @@
+"""From an archive path to a ServedModel: extract, read the manifest, settle its settings.
+
+Used at start-up (archives the operator named) and by ``POST /models`` (after the URL policy in
+:mod:`launchkit.serve.sources` has allowed the archive).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from launchkit.errors import UsageError
+from launchkit.serve.archive import ArchiveError, extract_archive, read_manifest, read_model_config
+from launchkit.serve.batcher import ModelQueue
+from launchkit.serve.config import ModelSettings, ModelSource, ServerConfig
+from launchkit.serve.registry import Registry, ServedModel
+from launchkit.serve.sources import SourceError, check_sha256
+
+_folders = itertools.count()
+
+
+@dataclass(frozen=True)
+class SettingOverrides:
+    """Per-model settings that beat config files and archives (command-line flags, POST /models)."""
+
+    batch_size: int | None = None
+    max_batch_delay_ms: float | None = None
+    workers: int | None = None
+    response_timeout_s: float | None = None
+
+    def apply(self, settings: ModelSettings) -> ModelSettings:
+        changes = {key: value for key, value in vars(self).items() if value is not None}
+        return replace(settings, **changes)
+
+
+def resolve_sources(config: ServerConfig, paths: list[str], models: list[str]) -> list[ModelSource]:
+    """Archives from MODEL arguments, --models (or load_models), relative to the model store."""
+    sources = [ModelSource(Path(path)) for path in paths]
+    specs = models or list(config.load_models)
+    store = config.model_store
+    for spec in specs:
+        name, _, file = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        if file == "all":
+            if store is None:
+                raise UsageError("--models all needs --model-store (or model_store= in config.properties)")
+            sources += [ModelSource(path) for path in sorted(store.glob("*.mar"))]
+            continue
+        path = Path(file)
+        if not path.is_absolute() and store is not None and not path.exists():
+            path = store / file
+        sources.append(ModelSource(path, name or None))
+    return sources
+
+
+def open_model(archive: Path, workdir: Path, config: ServerConfig, overrides: SettingOverrides,
+               name: str | None = None, sha256: str | None = None, url: str = "",
+               metrics: Any = None) -> ServedModel:
+    """Extract and describe one archive; raises ArchiveError or SourceError (nothing is registered)."""
+    if sha256:
+        check_sha256(archive, sha256)
+    model_dir = extract_archive(archive, workdir / f"model-{next(_folders)}")
+    manifest = read_manifest(model_dir)
+    archive_config = read_model_config(model_dir, manifest)
+    name = name or manifest.model_name
+    pinned = config.pinned_sha256(name, manifest.version)
+    if pinned and not sha256:
+        check_sha256(archive, pinned)
+    settings = overrides.apply(config.model_settings(name, manifest.version, archive_config))
+    max_workers = archive_config.get("maxWorkers")
+    model = ServedModel(name, manifest.version, model_dir, archive, manifest, settings,
+                        ModelQueue(name, settings.batch_size, settings.max_batch_delay_ms, settings.job_queue_size),
+                        url=url or str(archive),
+                        max_workers=int(max_workers) if isinstance(max_workers, int) else None)
+    if metrics is not None:
+        attach_metrics(model, metrics)
+    return model
+
+
+def attach_metrics(model: ServedModel, metrics: Any) -> None:
+    model.metrics = metrics.for_model(model)
+    model_metrics = model.metrics
+    model.queue.on_dispatch = lambda jobs, now: model_metrics.batch_sent([now - job.arrival for job in jobs])
+
+
+def load_models(config: ServerConfig, sources: tuple[ModelSource, ...], overrides: SettingOverrides,
+                workdir: Path, metrics: Any = None) -> Registry:
+    registry = Registry()
+    for source in sources:
+        try:
+            model = open_model(source.path, workdir, config, overrides, source.name, metrics=metrics)
+        except (ArchiveError, SourceError) as error:
+            raise UsageError(f"cannot load {source.path}: {error}") from None
+        try:
+            registry.add(model)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    if not registry.models:
+        raise UsageError("no model to serve: give MODEL.mar paths, --models, or load_models= in --ts-config")
+    return registry
