@@ -211,8 +211,12 @@ class InferenceApp:
         futures: list[asyncio.Future[ItemResult]] = []
         try:
             request = parse_infer(await self._body(scope, receive))
-            for index, (body, content_type) in enumerate(request.rows):
-                futures.append(self._submit(model, ItemRequest(f"{request_id}.{index}", body, content_type, [])))
+            items = [ItemRequest(f"{request_id}.{index}", body, content_type, [])
+                     for index, (body, content_type) in enumerate(request.rows)]
+            try:
+                futures = model.queue.submit_many(items)
+            except (QueueFull, NoWorkerReady) as error:
+                raise _Refused(503, "ServiceUnavailableException", str(error)) from None
             results = await asyncio.gather(*futures)
             status, payload = build_response(model.name, model.version, request.request_id, request.output_name,
                                              list(results))

@@ -73,10 +73,14 @@ class ModelQueue:
     # -- requests ----------------------------------------------------------------------------
 
     def submit(self, request: ItemRequest) -> asyncio.Future[ItemResult]:
+        return self.submit_many([request])[0]
+
+    def submit_many(self, requests: list[ItemRequest]) -> list[asyncio.Future[ItemResult]]:
+        """Queue requests that arrived together (a v2 tensor's rows): they are dispatched as one burst."""
         if self.ready_workers == 0:
             detail = f" (last worker error: {self.last_error})" if self.last_error else " (workers are starting)"
             raise NoWorkerReady(f'model "{self.name}" has no worker ready to serve requests{detail}')
-        if len(self.queue) >= self.capacity:
+        if len(self.queue) + len(requests) > self.capacity:
             raise QueueFull(
                 f'model "{self.name}" queue is full ({self.capacity} requests waiting; job_queue_size); '
                 "retry later or add workers"
@@ -87,10 +91,14 @@ class ModelQueue:
             # After a pause longer than the delay a new burst starts: trust its first gap alone.
             self._interval = gap if gap > self.delay else 0.5 * self._interval + 0.5 * gap
         self._last_arrival = now
-        future: asyncio.Future[ItemResult] = asyncio.get_running_loop().create_future()
-        self.queue.append(Job(request, now, future))
+        loop = asyncio.get_running_loop()
+        futures = []
+        for request in requests:
+            future: asyncio.Future[ItemResult] = loop.create_future()
+            self.queue.append(Job(request, now, future))
+            futures.append(future)
         self._dispatch()
-        return future
+        return futures
 
     # -- workers -----------------------------------------------------------------------------
 

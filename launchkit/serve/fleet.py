@@ -16,6 +16,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from launchkit.cpulist import format_cpu_list
 from launchkit.errors import PlanError
 from launchkit.launch.launcher import RunRequest, plan_run
 from launchkit.launch.options import parse_launcher_args
@@ -111,10 +112,13 @@ class Fleet:
             index += count
         return PlannedLaunches(per_model, next(iter(plans.values())))
 
-    def apply(self) -> list[WorkerProcess]:
+    def apply(self, only: set[str] | None = None) -> list[WorkerProcess]:
         """Bring the running workers in line with the wanted counts; returns the workers started.
 
-        Raises PlanError (and changes nothing) when the counts do not fit the machine.
+        ``only``: start and retire workers of these models alone, leaving the others where they
+        are for now (a model being registered loads first; the others move once it is ready, so
+        a registration that fails moves nothing). Raises PlanError, changing nothing, when the
+        counts do not fit the machine.
         """
         planned = self.plan()
         if planned.plan is not None:
@@ -128,17 +132,29 @@ class Fleet:
         by_id = {w.worker_id: w for model in models.values() for w in model.workers}
         started = []
         for item in change.start:
+            if only is not None and item.model_key not in only:
+                continue
             worker = self._new_worker(models[item.model_key], launches[item.instance])
             started.append(worker)
+            cpus = format_cpu_list(worker.launch.cpus)
             if item.replaces is not None:
-                self._track(self._replace_when_ready(worker, by_id[item.replaces]))
+                old = by_id[item.replaces]
+                self.track(self._replace_when_ready(worker, old))
+                if self.pool.started:
+                    log(f"worker {worker.worker_id} starts on CPUs {cpus}; it replaces {old.worker_id} "
+                        f"(CPUs {format_cpu_list(old.launch.cpus)}) once ready")
+            elif self.pool.started:
+                log(f"worker {worker.worker_id} starts on CPUs {cpus}")
         for worker_id in change.retire:
+            if only is not None and by_id[worker_id].model_key not in only:
+                continue
+            log(f"worker {worker_id} retires (finishes its work first)")
             self.retire(by_id[worker_id])
         return started
 
     def retire(self, worker: WorkerProcess) -> None:
         self.pool.retire(worker)
-        self._track(self._forget_when_gone(worker))
+        self.track(self._forget_when_gone(worker))
 
     def retire_model(self, model: ServedModel) -> list[WorkerProcess]:
         workers = [w for w in model.workers if not w.retiring]
@@ -165,7 +181,8 @@ class Fleet:
             if new.writer is not None:
                 break
             new.loaded.clear()  # it failed to load and will be restarted: keep the old one serving
-        self.retire(old)
+        if not new.retiring:  # (a later change retired the successor: the old one's fate is that change's)
+            self.retire(old)
 
     async def _forget_when_gone(self, worker: WorkerProcess) -> None:
         await worker.exited.wait()
@@ -173,7 +190,11 @@ class Fleet:
             if worker in model.workers:
                 model.workers.remove(worker)
 
-    def _track(self, coroutine: Any) -> None:
+    def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+    def track(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

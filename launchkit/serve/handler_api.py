@@ -108,6 +108,7 @@ class BaseHandler:
         self.device = "cpu"
         self.map_location = "cpu"
         self.model_yaml_config: dict[str, Any] = {}
+        self.optimization = "none"  # which execution path runs: shown by the management API
 
     def initialize(self, context: Context) -> None:
         import torch
@@ -121,8 +122,10 @@ class BaseHandler:
         model_file = model.get("modelFile")
         if model_file:
             self.model = _load_eager(model_dir / model_file, model_dir / serialized if serialized else None)
+            self.optimization = "eager, fp32 (as written)"
         elif serialized:
             self.model = torch.jit.load(str(model_dir / serialized), map_location="cpu")
+            self.optimization = "TorchScript, fp32 (as archived)"
         else:
             raise RuntimeError("the manifest names neither serializedFile nor modelFile: nothing to load")
         self.model.eval()

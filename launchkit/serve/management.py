@@ -29,7 +29,7 @@ from urllib.parse import parse_qs
 from launchkit.errors import PlanError
 from launchkit.serve.archive import ArchiveError
 from launchkit.serve.config import ServerConfig
-from launchkit.serve.fleet import Fleet, wait_loaded
+from launchkit.serve.fleet import Fleet, log, wait_loaded
 from launchkit.serve.http_errors import HttpError, bearer_token_ok, send_json, unauthorized
 from launchkit.serve.loading import SettingOverrides, open_model
 from launchkit.serve.registry import DefaultVersionInUse, ModelNotFound, Registry, ServedModel
@@ -213,20 +213,34 @@ class ManagementApp:
                                 f'model "{model.name}" version {model.version} is already registered; unregister it '
                                 "first or register under another model_name") from None
             try:
-                started = self.fleet.apply()
+                started = self.fleet.apply(only={model.key})
             except PlanError as error:
                 self.registry.discard(model)
                 shutil.rmtree(model.model_dir, ignore_errors=True)
                 raise HttpError(400, "BadRequestException", str(error)) from None
+            log(f"registered {model.name} v{model.version} from {url} with {model.settings.workers} worker(s)")
         what = f'Model "{model.name}" Version: {model.version} registered with {model.settings.workers} initial workers'
         if not synchronous:
+            self.fleet.track(self._settle(model, started))
             return 202, {"status": f"{what}. Processing worker updates..."}
-        failures = await wait_loaded([w for w in started if w in model.workers], startup_timeout)
+        failures = await wait_loaded(started, startup_timeout)
         if failures:
             await self._remove(model)
             raise HttpError(500, "InternalServerException",
                             f'model "{model.name}" could not be started and was not registered: ' + "; ".join(failures))
+        await self._settle(model, [])
         return 200, {"status": what}
+
+    async def _settle(self, model: ServedModel, started: list[Any]) -> None:
+        """Once a new model's workers are up, move the other models' workers to their planned cores."""
+        while started and not all(w.writer is not None or w.retiring for w in started):
+            await asyncio.gather(*(w.loaded.wait() for w in started))
+            for worker in started:
+                if worker.writer is None:
+                    worker.loaded.clear()
+        async with self.fleet.lock:
+            if self.registry.models.get(model.name, {}).get(model.version) is model:
+                self.fleet.apply()
 
     async def _scale(self, model: ServedModel, query: Query) -> tuple[int, Any]:
         low = query.number("min_worker", int, 0)
@@ -245,6 +259,7 @@ class ManagementApp:
                 model.settings = previous
                 raise HttpError(400, "BadRequestException", str(error)) from None
             model.max_workers = high
+            log(f"{model.name} v{model.version}: scaled to {low} worker(s)")
         what = f"Workers scaled to {low} for model: {model.name}, version: {model.version}"
         if not query.flag("synchronous", False):
             return 202, {"status": f"Processing worker updates... ({what.lower()} once they are ready)"}
@@ -272,6 +287,7 @@ class ManagementApp:
         """Stop routing to the model, drain and stop its workers, give its cores back; True if drained in time."""
         async with self.fleet.lock:
             self.registry.remove(model.name, model.version)
+            log(f"unregistering {model.name} v{model.version}: draining {len(model.queue.queue)} queued request(s)")
             workers = self.fleet.retire_model(model)
             self.fleet.apply()
         try:
@@ -289,6 +305,7 @@ class ManagementApp:
             self.registry.set_default(name, version)
         except ModelNotFound as error:
             raise HttpError(404, error.kind, str(error)) from None
+        log(f"{name}: default version is now {version}")
         return 200, {"status": f'Default version of model "{name}" is now "{version}"'}
 
 

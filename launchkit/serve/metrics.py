@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, make_asgi_app
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, make_asgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -60,6 +60,7 @@ class ModelMetrics:
 
 class ServerMetrics:
     def __init__(self, models: Registry) -> None:
+        disable_created_metrics()  # *_created series double the output and say nothing here
         self.registry = CollectorRegistry()
         self.requests = Counter("launchkit_requests", "Inference requests answered, by model and HTTP status",
                                 ["model", "version", "code"], registry=self.registry)
@@ -109,18 +110,27 @@ class StateCollector(Collector):
     def __init__(self, models: Registry) -> None:
         self.models = models
 
+    @staticmethod
+    def _families() -> tuple[Any, ...]:
+        return (
+            GaugeMetricFamily("launchkit_workers", "Workers by state", labels=["model", "version", "state"]),
+            CounterMetricFamily("launchkit_worker_restarts", "Worker restarts after a crash or timeout",
+                                labels=["model", "version"]),
+            GaugeMetricFamily("launchkit_queue_depth", "Requests waiting for a worker", labels=["model", "version"]),
+            GaugeMetricFamily("launchkit_model_ready", "1 when the model has a worker ready",
+                              labels=["model", "version"]),
+            GaugeMetricFamily("launchkit_worker_rss_bytes", "Resident memory of each worker process",
+                              labels=["model", "version", "worker"]),
+        )
+
+    def describe(self) -> Iterator[Any]:
+        """The families without samples: lets ``/metrics?name[]=...`` find them."""
+        yield from self._families()
+
     def collect(self) -> Iterator[Any]:
         import psutil
 
-        workers = GaugeMetricFamily("launchkit_workers", "Workers by state", labels=["model", "version", "state"])
-        restarts = CounterMetricFamily("launchkit_worker_restarts", "Worker restarts after a crash or timeout",
-                                       labels=["model", "version"])
-        depth = GaugeMetricFamily("launchkit_queue_depth", "Requests waiting for a worker",
-                                  labels=["model", "version"])
-        ready = GaugeMetricFamily("launchkit_model_ready", "1 when the model has a worker ready",
-                                  labels=["model", "version"])
-        memory = GaugeMetricFamily("launchkit_worker_rss_bytes", "Resident memory of each worker process",
-                                   labels=["model", "version", "worker"])
+        workers, restarts, depth, ready, memory = self._families()
         for model in self.models.all():
             labels = [model.name, model.version]
             states: dict[str, int] = {}

@@ -109,6 +109,7 @@ async def _serve(request: ServeRequest) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="launchkit-serve-"))
     os.chmod(workdir, 0o700)
     pool: WorkerPool | None = None
+    fleet: Fleet | None = None
     try:
         registry = load_models(config, request.sources, request.overrides, workdir)
         metrics = ServerMetrics(registry)
@@ -137,6 +138,8 @@ async def _serve(request: ServeRequest) -> int:
         print("launchkit serve: stopped accepting; stopping workers", file=sys.stderr, flush=True)
         return 0
     finally:
+        if fleet is not None:
+            fleet.close()
         if pool is not None:
             await pool.stop()
         shutil.rmtree(workdir, ignore_errors=True)
