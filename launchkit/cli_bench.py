@@ -93,6 +93,10 @@ def _load_ab_config(path: str) -> dict[str, Any]:
 @click.option("-bs", "--batch-size", "--batch_size", "batch_size", type=click.IntRange(min=1))
 @click.option("-bd", "--batch-delay", "--batch_delay", "batch_delay", type=click.FloatRange(min=0), metavar="MS")
 @option("--cpu-launcher-args", metavar="ARGS", help="launchkit run flags for the server's workers.")
+@option("--management-url", metavar="URL",
+        help="A URL target's management API, for the settings as applied (default: its host, port 8081).")
+@option("--metrics-url", metavar="URL",
+        help="A URL target's /metrics, for the server-side view (default: its host, port 8082, /metrics).")
 @click.option("-rl", "--report-dir", "--report_location", "report_dir", metavar="DIR",
               help="Report folder (default results/<timestamp>-<name>/).")
 @option("--name", help="Name of the run (report folder suffix).")
@@ -151,6 +155,7 @@ def bench(**params: Any) -> None:
         stability_tolerance=params["stability_percentage"] / 100, max_windows=params["max_windows"],
         trials=params["trials"], workers=params["workers"], batch_size=params["batch_size"],
         batch_delay_ms=params["batch_delay"], cpu_launcher_args=params["cpu_launcher_args"], name=params["name"],
+        management_url=params["management_url"], metrics_url=params["metrics_url"],
     )
     baseline = load_summary(params["compare"]) if params["compare"] else None
     folder = Path(params["report_dir"]) if params["report_dir"] else default_report_dir(params["name"])

@@ -84,6 +84,26 @@ def long_rows(levels: list[LevelResult]) -> list[dict[str, Any]]:
     return rows
 
 
+SERVER_VIEW_HEADERS = ["level", "server p50/p99 ms", "queue wait mean/p99 ms", "batch size mean",
+                       "handler ms (inference)", "server statuses"]
+
+
+def server_view_row(level: LevelResult) -> list[str]:
+    view = level.server_view or {}
+
+    def pair(key: str, first: str, second: str) -> str:
+        part = view.get(key) or {}
+        return f"{part.get(first, '-')} / {part.get(second, '-')}"
+
+    handler = view.get("handler_ms", {})
+    inference = handler.get("inference", {}).get("mean")
+    handle = handler.get("handle", {}).get("mean", "-")
+    statuses = ", ".join(f"{code}: {count}" for code, count in sorted(view.get("requests_by_status", {}).items()))
+    return [level.level, pair("latency_ms", "p50", "p99"), pair("queue_wait_ms", "mean", "p99"),
+            str((view.get("batch_size") or {}).get("mean", "-")),
+            f"{handle} ({inference})" if inference is not None else str(handle), statuses]
+
+
 def markdown(result: BenchResult, summary: dict[str, Any]) -> str:
     percentile_keys = [key for key in (result.levels[0].latency_ms if result.levels else {}) if key.startswith("p")]
     headers = ["level", "req/s", *[f"{key} ms" for key in percentile_keys], "ok", "errors", "stable"]
@@ -105,11 +125,18 @@ def markdown(result: BenchResult, summary: dict[str, Any]) -> str:
         for level in rate_levels:
             lines.append(f"| {level.level} | {level.achieved_rate} | {level.late_sends} | "
                          f"{level.latency_ms.get('p99', 0):.3f} | {(level.uncorrected_latency_ms or {}).get('p99', 0):.3f} |")
+    viewed = [level for level in result.levels if level.server_view]
+    if viewed:
+        lines += ["", "Server-side view (the server's /metrics over each level; p50/p99 estimated from histogram "
+                  "buckets, means exact):", "", "| " + " | ".join(SERVER_VIEW_HEADERS) + " |",
+                  "|" + "---|" * len(SERVER_VIEW_HEADERS)]
+        lines += ["| " + " | ".join(server_view_row(level)) + " |" for level in viewed]
     if result.server:
         lines += ["", "Server settings as applied: " + json.dumps({k: v for k, v in result.server.items()
                                                                   if k != "workers"})]
         for worker in result.server.get("workers", []):
-            lines.append(f"- worker {worker.get('id')}: CPUs {worker.get('cpus')}, threads {worker.get('threads')}")
+            lines.append(f"- worker {worker.get('id')}: CPUs {worker.get('cores')}, threads {worker.get('threads')}, "
+                         f"OpenMP wait {worker.get('ompWaitPolicy')}")
     lines += ["", "Plots: latency.png, latency_over_time.png" + (", sweep.png" if len(result.levels) > 1 else "")]
     return "\n".join(lines) + "\n"
 
@@ -197,3 +224,11 @@ def print_table(result: BenchResult) -> None:
         table.add_row(level.level, f"{level.throughput:.1f}", *[f"{level.latency_ms.get(k, 0):.3f}" for k in keys],
                       str(level.requests_ok), f"[red]{errors}[/red]" if errors else "0")
     console.print(table)
+    if any(level.server_view for level in result.levels):
+        inside = Table(title="server-side view (from its /metrics)", title_justify="left")
+        for column in SERVER_VIEW_HEADERS:
+            inside.add_column(column, justify="right", no_wrap=column == "level")
+        for level in result.levels:
+            if level.server_view:
+                inside.add_row(*server_view_row(level))
+        console.print(inside)

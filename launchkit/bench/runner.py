@@ -2,7 +2,8 @@
 
 Targets: an http:// URL; a .mar (or file:// URL of one), served by a `launchkit serve` this run
 starts and stops; or nothing, which serves the bundled `tiny` example. The server's settings are
-read back from it (``GET /v2/models/{model}``) after start, so the report holds what was applied.
+read back from its management API (``GET /models/{model}``) after start, so the report holds
+what was applied, and its /metrics give each level's server-side view (see serverview.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from launchkit.bench.loadgen import LoadSpec, Payload, Samples, Target, encode_requests, run_level
+from launchkit.bench.serverview import read_model_description, scrape, server_view
 from launchkit.bench.stats import DEFAULT_PERCENTILES, LevelResult, summarize, windows_agree
 from launchkit.errors import LaunchkitError, UsageError
 
@@ -53,6 +55,9 @@ class BenchConfig:
     batch_delay_ms: float | None = None
     cpu_launcher_args: str | None = None
     name: str | None = None
+    # a URL target's management API and /metrics (default: the same host on ports 8081 and 8082)
+    management_url: str | None = None
+    metrics_url: str | None = None
 
     def validate(self) -> None:
         if self.requests is None and self.duration_s is None:
@@ -173,12 +178,14 @@ def load_payloads(config: BenchConfig) -> list[Payload]:
     return payloads
 
 
-def read_server_settings(base_url: str, model: str) -> dict[str, Any] | None:
-    try:
-        with urllib.request.urlopen(f"{base_url}/v2/models/{model}", timeout=5) as response:
-            return json.loads(response.read()).get("launchkit")
-    except (OSError, ValueError):
-        return None
+def model_of(path: str) -> tuple[str | None, str | None]:
+    """(model, version) named by a /predictions or KServe v2 infer path."""
+    parts = [part for part in path.split("?")[0].split("/") if part]
+    if len(parts) >= 2 and parts[0] == "predictions":
+        return parts[1], parts[2] if len(parts) > 2 else None
+    if len(parts) >= 3 and parts[:2] == ["v2", "models"]:
+        return parts[2], parts[4] if len(parts) > 4 and parts[3] == "versions" else None
+    return None, None
 
 
 def _levels(config: BenchConfig) -> list[LoadSpec]:
@@ -207,9 +214,11 @@ def run_bench(config: BenchConfig, work: Path, progress: Callable[[str, Samples]
             url = target_text
         target = Target.from_url(url)
         requests = encode_requests(target, payloads)
-        base_url = f"http://{target.host}:{target.port}"
-        model_from_url = target.path.split("/predictions/")[-1].split("/")[0] if "/predictions/" in target.path else None
-        settings = read_server_settings(base_url, model_from_url) if model_from_url else None
+        management_url = server.management_url if server else config.management_url or f"http://{target.host}:8081"
+        metrics_url = server.metrics_url if server else config.metrics_url or f"http://{target.host}:8082/metrics"
+        model, version = model_of(target.path)
+        settings = read_model_description(management_url, model, version) if model else None
+        view = _ServerView(metrics_url, model, version) if model else None
         runner = run_async or _default_runner
         trials: list[list[LevelResult]] = []
         for _trial in range(config.trials):
@@ -219,7 +228,7 @@ def run_bench(config: BenchConfig, work: Path, progress: Callable[[str, Samples]
                     warm = replace(spec, requests=config.warmup_requests or None,
                                    duration_s=config.warmup_s or None)
                     runner(run_level(target, requests, warm, record=False))
-                results.append(_measure(config, target, requests, spec, runner, progress))
+                results.append(_measure(config, target, requests, spec, runner, progress, view))
             trials.append(results)
         return BenchResult(config, url, _median_levels(trials), settings, trials)
     except (ConnectionError, ValueError) as error:
@@ -229,17 +238,38 @@ def run_bench(config: BenchConfig, work: Path, progress: Callable[[str, Samples]
             server.stop()
 
 
+class _ServerView:
+    """Scrapes around each measured window; gives up quietly if the target has no launchkit metrics."""
+
+    def __init__(self, metrics_url: str, model: str, version: str | None) -> None:
+        self.metrics_url, self.model, self.version = metrics_url, model, version
+        self.available = True
+
+    def start(self) -> Any:
+        return scrape(self.metrics_url) if self.available else None
+
+    def finish(self, before: Any) -> dict[str, Any] | None:
+        result = server_view(before, scrape(self.metrics_url), self.model, self.version) if before else None
+        self.available = result is not None
+        return result
+
+
 def _measure(config: BenchConfig, target: Target, requests: list[bytes], spec: LoadSpec, runner,
-             progress) -> LevelResult:
+             progress, view: _ServerView | None = None) -> LevelResult:
     label = f"rate={spec.rate:g}/s" if spec.rate else f"c={spec.concurrency}"
     report = (lambda samples: progress(label, samples)) if progress else None
-    if not config.stability:
+
+    def window() -> LevelResult:
+        before = view.start() if view else None
         samples = runner(run_level(target, requests, spec, progress=report))
-        return summarize(samples, spec.concurrency, spec.rate, config.percentiles)
+        result = summarize(samples, spec.concurrency, spec.rate, config.percentiles)
+        return replace(result, server_view=view.finish(before)) if view and before else result
+
+    if not config.stability:
+        return window()
     windows: list[LevelResult] = []
     while len(windows) < config.max_windows:
-        samples = runner(run_level(target, requests, spec, progress=report))
-        windows.append(summarize(samples, spec.concurrency, spec.rate, config.percentiles))
+        windows.append(window())
         throughput = [w.throughput for w in windows]
         p50 = [w.latency_ms.get("p50", 0.0) for w in windows]
         if windows_agree(throughput, config.stability_tolerance) and windows_agree(p50, config.stability_tolerance):

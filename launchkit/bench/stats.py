@@ -35,6 +35,7 @@ class LevelResult:
     achieved_rate: float | None = None  # rate mode: sends per second actually made
     timeline: list[tuple[float, float]] = field(default_factory=list)  # (seconds since start, p50 ms) per window
     stable: bool | None = None
+    server_view: dict[str, Any] | None = None  # a launchkit target's own view, from its /metrics
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -112,8 +112,8 @@ async def _serve(request: ServeRequest) -> int:
     fleet: Fleet | None = None
     try:
         registry = load_models(config, request.sources, request.overrides, workdir)
-        metrics = ServerMetrics(registry)
-        for model in registry.all():
+        metrics = ServerMetrics(registry) if config.enable_metrics_api else None
+        for model in registry.all() if metrics else ():
             attach_metrics(model, metrics)
         socket_path = str(workdir / "workers.sock")
         run_request, warnings = base_run_request(config, request.topology_root)
@@ -124,7 +124,7 @@ async def _serve(request: ServeRequest) -> int:
                                    config.inference_token), bind(config.inference_address))]
         listeners.append((ManagementApp(registry, fleet, config, workdir, metrics),
                           bind(config.management_address, "management_address", "--management-address")))
-        if config.enable_metrics_api:
+        if metrics is not None:
             listeners.append((metrics.asgi_app(), bind(config.metrics_address, "metrics_address", "--metrics-address")))
         print(startup_report(config, registry, fleet), file=sys.stderr, flush=True)
         await pool.start()

@@ -108,8 +108,13 @@ def test_bench_starts_the_server_and_records_applied_settings(tmp_path):
                        str(body), "-ic", "application/json", "--quiet", "-rl", str(tmp_path / "r"))
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
-    assert summary["server"]["batch_size"] == 4 and summary["server"]["max_batch_delay_ms"] == 5
+    assert summary["server"]["batchSize"] == 4 and summary["server"]["maxBatchDelay"] == 5
     assert len(summary["server"]["workers"]) == 1 and summary["levels"][0]["requests_ok"] == 200
+    view = summary["levels"][0]["server_view"]  # the server's own account of the same 200 requests
+    assert view["requests_by_status"] == {"200": 200}
+    assert 1 <= view["batch_size"]["mean"] <= 4 and view["queue_wait_ms"]["count"] == 200
+    assert view["handler_ms"]["handle"]["count"] == view["batch_size"]["count"]
+    assert "Server-side view" in (tmp_path / "r" / "report.md").read_text()
 
 
 def test_stability_mode_always_writes_a_result(status_server, tmp_path):
