@@ -87,27 +87,42 @@ class _Connection(asyncio.Protocol):
         self.intended_ns = 0
         self.sent_ns = 0
         self.busy = False
+        self.closing = False  # the server said Connection: close (or HTTP/1.0 without keep-alive)
+        self.answering = False  # bytes of the answer to the request in flight have arrived
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        self.answering = True
         try:
             self.parser.feed_data(data)
         except Exception:  # noqa: BLE001 - httptools raises its own error types
             self._fail("protocol")
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.busy:
+        status = self.parser.get_status_code() if self.busy and self.answering and exc is None else 0
+        if status and not self.parser.should_keep_alive():
+            # a body without a length ends with the connection (httptools cannot be told of EOF)
+            self.closing = True
+            self.busy = False
+            self.run.completed(self, status, time.perf_counter_ns())
+        elif self.busy:
             self._fail("reset", reconnect=False)
         self.run.lost(self)
 
     # httptools callback
     def on_message_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status < 200:
+            return  # an interim answer (100 Continue): the real one follows
         now = time.perf_counter_ns()
         self.busy = False
-        self.run.completed(self, self.parser.get_status_code(), now)
+        self.answering = False
+        if not self.parser.should_keep_alive():
+            self.closing = True
+        self.run.completed(self, status, now)
 
     def send(self, request: bytes, intended_ns: int) -> None:
         # Timeouts are found by _Run's sweep, not a timer per request: a TimerHandle per
@@ -162,6 +177,12 @@ class _Run:
                 samples.latency_ns.append(now - connection.intended_ns)
                 samples.uncorrected_ns.append(now - connection.sent_ns)
                 samples.completed_at_ns.append(now)
+        if connection.closing:  # not reusable: a fresh connection takes its place
+            if connection.transport is not None:
+                connection.transport.close()
+            if self.on_free is not None and not self.stopping:
+                self._replace(connection)
+            return
         on_free = self.on_free
         if on_free is not None:
             on_free(connection)

@@ -69,3 +69,10 @@ def test_stability_rule():
     assert windows_agree([10, 100, 101, 99], 0.05)
     assert not windows_agree([100, 150, 90], 0.1)
     assert not windows_agree([100, 100], 0.1)
+
+
+def test_closed_loop_handles_every_response_framing(status_server):
+    for path in ("/chunked", "/close", "/until-close", "/continue"):
+        samples = drive(f"{status_server}{path}", LoadSpec(concurrency=2, requests=60))
+        assert samples.statuses == {200: 60} and not samples.errors, (path, samples.errors)
+
