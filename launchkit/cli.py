@@ -147,6 +147,10 @@ def run(ctx: click.Context, **params: Any) -> None:
 @option("--max-batch-delay", type=click.FloatRange(min=0), metavar="MS",
         help="Longest a request waits for batch-mates, from its arrival (default 100 ms).")
 @option("--cpu-launcher-args", metavar="ARGS", help="launchkit run flags for the workers, e.g. '--use-logical-core'.")
+@option("--optimization", metavar="SPEC",
+        help="How workers run every model: e.g. 'bf16,channels_last,torchscript' (dtype fp32|bf16|int8, "
+             "channels_last, graph torchscript|compile|none). Beats model-config.yaml; check accuracy with "
+             "launchkit optimize first.")
 @option("--graceful-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
         help="Seconds to let requests in flight finish on SIGINT/SIGTERM.")
 @option("--topology-root", metavar="DIR", envvar="LAUNCHKIT_TOPOLOGY_ROOT", hidden=True)
@@ -189,11 +193,23 @@ def serve(model_paths: tuple[str, ...], **params: Any) -> None:
     request = ServeRequest(
         config=config,
         sources=tuple(resolve_sources(config, paths, models)),
-        overrides=SettingOverrides(params["batch_size"], params["max_batch_delay"], params["workers"]),
+        overrides=SettingOverrides(params["batch_size"], params["max_batch_delay"], params["workers"],
+                                   optimization=_optimization(params["optimization"])),
         graceful_timeout_s=params["graceful_timeout"],
         topology_root=params["topology_root"],
     )
     sys.exit(run_server(request))
+
+
+def _optimization(value: str | None) -> Any:
+    if value is None:
+        return None
+    from launchkit.optimize.spec import SpecError, parse_spec
+
+    try:
+        return parse_spec(value, "--optimization")
+    except SpecError as error:
+        raise UsageError(str(error)) from None
 
 
 @main.command(context_settings=CONTEXT)

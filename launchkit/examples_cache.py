@@ -16,11 +16,21 @@ def cache_dir(version: str) -> Path:
     return Path(base) / "examples" / version
 
 
+def sources_digest() -> str:
+    """A digest of the examples' sources: a cache built from other sources is not reused."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted((Path(__file__).parent / "examples").glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def ensure_examples(names: tuple[str, ...] = ("tiny", "resnet18")) -> list[Path]:
     """Paths of the named example archives, building the missing ones (takes a few seconds once)."""
     from launchkit import __version__
 
-    folder = cache_dir(__version__)
+    folder = cache_dir(f"{__version__}-{sources_digest()}")
     wanted = [folder / f"{name}.mar" for name in names]
     missing = [path.stem for path in wanted if not path.exists()]
     if missing:

@@ -2,7 +2,11 @@
 
     python -m launchkit.examples.build --export-path DIR [NAME ...]
 
-Models are saved as frozen TorchScript (traced), so the archive needs no model.py and loads fast.
+tiny is saved as frozen TorchScript (traced): no model.py, fast to load. resnet18 ships as an eager
+model (resnet.py + state dict) with a model-config.yaml asking for the lossless fp32 optimization
+(channels-last, traced and frozen at load): an eager model is what bf16 needs (it is traced under
+autocast), so `launchkit serve --optimization bf16,channels_last,torchscript` or `launchkit
+optimize` can take it further.
 """
 
 from __future__ import annotations
@@ -39,8 +43,18 @@ def build_example(name: str, export_path: str, force: bool = True) -> Path:
             labels = folder / "index_to_name.json"
             labels.write_text(json.dumps({str(i): f"class_{i}" for i in range(1000)}))
             extra = (str(labels),)
-        # Traced and frozen (BatchNorm folded into convolutions, weights as constants): what a
-        # careful user ships, and what TorchServe's examples recommend for CPU inference.
+        if name == "resnet18":
+            weights = folder / "resnet18.pth"
+            torch.save(model.state_dict(), str(weights))
+            config = folder / "model-config.yaml"
+            config.write_text("# launchkit: how workers run the model (see launchkit optimize)\n"
+                              "optimization:\n  dtype: fp32\n  channels_last: true\n  graph: torchscript\n")
+            return create_archive(ArchiveRequest(
+                model_name=name, version="1.0", handler=str(handler), serialized_file=str(weights),
+                model_file=str(HERE / "resnet.py"), extra_files=extra, config_file=str(config),
+                export_path=export_path, force=force,
+            ))
+        # Traced and frozen (weights as constants): what a careful user ships for a small model.
         with torch.no_grad():
             traced = torch.jit.freeze(torch.jit.trace(model, example))
         serialized = folder / f"{name}.pt"

@@ -21,6 +21,7 @@ IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
 
 class ResNetHandler(BaseHandler):
     topk = 5
+    example_input_shape = (3, SIZE, SIZE)  # lets launchkit trace an optimized graph at load time
 
     def initialize(self, context):
         super().initialize(context)

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from launchkit.errors import UsageError
+from launchkit.optimize.spec import OptimizationSpec, SpecError, parse_spec
 
 DEFAULT_BATCH_DELAY_MS = 100.0
 DEFAULT_RESPONSE_TIMEOUT_S = 120.0
@@ -53,6 +54,7 @@ class ModelSettings:
     workers: int = 1
     response_timeout_s: float = DEFAULT_RESPONSE_TIMEOUT_S
     job_queue_size: int = 100
+    optimization: OptimizationSpec = OptimizationSpec()
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,9 @@ class ServerConfig:
             workers=self.default_workers_per_model or 1,
             response_timeout_s=self.default_response_timeout_s,
             job_queue_size=self.job_queue_size,
+            # ipex_enable=true: IPEX when importable, else the native equivalent of ipex.optimize
+            optimization=OptimizationSpec(channels_last=True, graph="torchscript", ipex=True) if self.ipex_enable
+            else OptimizationSpec(),
         )
         per_model = self.models_json.get(name, {})
         if isinstance(per_model, dict):
@@ -131,6 +136,12 @@ _MODEL_KEYS = {
 
 def _apply(settings: ModelSettings, values: dict[str, Any], where: str) -> ModelSettings:
     changes: dict[str, Any] = {}
+    if values.get("optimization") is not None:
+        try:
+            spec = parse_spec(values["optimization"], f"{where}: optimization")
+        except SpecError as error:
+            raise UsageError(str(error)) from None
+        changes["optimization"] = replace(spec, ipex=settings.optimization.ipex)
     for key, value in values.items():
         if key not in _MODEL_KEYS:
             continue

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import shlex
 import sys
 from collections.abc import Hashable
@@ -168,6 +169,7 @@ class Fleet:
         argv = launch.argv + ["--socket", self.socket_path, "--model-dir", str(model.model_dir),
                               "--model-name", model.name, "--batch-size", str(model.settings.batch_size),
                               "--worker-id", worker_id]
+        argv += ["--optimization", json.dumps(model.settings.optimization.to_dict())]  # the server decides
         worker = WorkerProcess(worker_id, model.key, model.queue, launch, argv, model.settings.response_timeout_s)
         if model.metrics is not None:
             worker.on_batch_done = model.metrics.batch_done

@@ -43,6 +43,7 @@ class Context:
         self.request_ids: dict[int, str] = {}
         self.request_processor: list[dict[str, str]] = []
         self.metrics = None
+        self.optimization: dict[str, Any] | None = None  # the server's OptimizationSpec, as a dict
         self.stage_times: dict[str, float] = {}  # BaseHandler.handle fills it; the worker reports it
         self._statuses: dict[int, tuple[int, str]] = {}
         self._content_types: dict[int, str] = {}
@@ -129,7 +130,35 @@ class BaseHandler:
         else:
             raise RuntimeError("the manifest names neither serializedFile nor modelFile: nothing to load")
         self.model.eval()
+        self._optimize(context)
         self.initialized = True
+
+    # Handlers whose input has a fixed shape set this (without the batch dimension), so a graph
+    # mode is built at load time rather than on the first request; or override example_inputs().
+    example_input_shape: tuple[int, ...] | None = None
+
+    def example_inputs(self, batch_size: int) -> tuple[Any, ...] | None:
+        import torch
+
+        if self.example_input_shape is None:
+            return None
+        return (torch.zeros(batch_size, *self.example_input_shape),)
+
+    def _optimize(self, context: Context) -> None:
+        """Apply the model's optimization (model-config.yaml, config.properties or the management API)."""
+        from launchkit.optimize.spec import parse_spec
+        from launchkit.optimize.transform import optimize_model
+
+        # the server passes its settled spec (archive < config.properties < command line < API);
+        # a handler run some other way reads the archive's model-config.yaml itself
+        given = context.optimization if context.optimization is not None else self.model_yaml_config.get("optimization")
+        spec = parse_spec(given)
+        if spec.is_identity:
+            return
+        batch = max(1, int(context.system_properties.get("batch_size") or 1))
+        example = self.example_inputs(batch)
+        self.model = optimize_model(self.model, spec, (lambda: example) if example is not None else None)
+        self.optimization = self.model.description
 
     def preprocess(self, data: list[dict[str, Any]]) -> Any:
         import torch

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from launchkit.errors import UsageError
+from launchkit.optimize.spec import OptimizationSpec
 from launchkit.serve.archive import ArchiveError, extract_archive, read_manifest, read_model_config
 from launchkit.serve.batcher import ModelQueue
 from launchkit.serve.config import ModelSettings, ModelSource, ServerConfig
@@ -29,9 +30,12 @@ class SettingOverrides:
     max_batch_delay_ms: float | None = None
     workers: int | None = None
     response_timeout_s: float | None = None
+    optimization: OptimizationSpec | None = None
 
     def apply(self, settings: ModelSettings) -> ModelSettings:
         changes = {key: value for key, value in vars(self).items() if value is not None}
+        if self.optimization is not None:  # ipex_enable (server-wide) survives a per-model choice
+            changes["optimization"] = replace(self.optimization, ipex=settings.optimization.ipex)
         return replace(settings, **changes)
 
 

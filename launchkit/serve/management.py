@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from launchkit.errors import PlanError
+from launchkit.optimize.spec import OptimizationSpec, SpecError, parse_spec
 from launchkit.serve.archive import ArchiveError
 from launchkit.serve.config import ServerConfig
 from launchkit.serve.fleet import Fleet, log, wait_loaded
@@ -36,7 +37,7 @@ from launchkit.serve.registry import DefaultVersionInUse, ModelNotFound, Registr
 from launchkit.serve.sources import SourceError, SourcePolicy, SourceRefused, fetch, resolve
 
 REGISTER_PARAMS = {"url", "model_name", "batch_size", "max_batch_delay", "initial_workers", "synchronous",
-                   "response_timeout", "startup_timeout", "sha256", "runtime", "s3_sse_kms"}
+                   "response_timeout", "startup_timeout", "sha256", "runtime", "s3_sse_kms", "optimization"}
 SCALE_PARAMS = {"min_worker", "max_worker", "synchronous", "timeout"}
 STARTUP_TIMEOUT_S = 120.0
 
@@ -170,7 +171,8 @@ class ManagementApp:
             "responseTimeout": settings.response_timeout_s, "loadedAtStartup": model.loaded_at_startup,
             "jobQueueStatus": {"remainingCapacity": max(0, settings.job_queue_size - len(model.queue.queue)),
                                "pendingRequests": len(model.queue.queue)},
-            "optimization": ready[0].info.get("optimization") if ready else None,
+            "optimization": ready[0].info.get("optimization") if ready else None,  # the path that runs
+            "optimizationRequested": settings.optimization.to_dict(),
             "workers": [_describe_worker(worker) for worker in model.workers],
         }
 
@@ -190,6 +192,7 @@ class ManagementApp:
             max_batch_delay_ms=query.number("max_batch_delay", float, 0),
             workers=query.number("initial_workers", int, 0),
             response_timeout_s=query.number("response_timeout", float, 1),
+            optimization=_optimization(query.text("optimization")),
         )
         startup_timeout = query.number("startup_timeout", float, 1) or STARTUP_TIMEOUT_S
         try:
@@ -327,6 +330,15 @@ def _describe_worker(worker: Any) -> dict[str, Any]:
         or worker.launch.env.get("KMP_BLOCKTIME") == "0" else "spin",
         "handler": worker.info.get("handler"),
     }
+
+
+def _optimization(value: str | None) -> OptimizationSpec | None:
+    if not value:
+        return None
+    try:
+        return parse_spec(value, "optimization")
+    except SpecError as error:
+        raise HttpError(400, "BadRequestException", str(error)) from None
 
 
 def _method_not_allowed(method: str, path: str, allowed: str) -> HttpError:

@@ -83,12 +83,13 @@ def _jsonable(value: Any) -> Any:
 
 
 class Worker:
-    def __init__(self, model_dir: Path, model_name: str, batch_size: int) -> None:
+    def __init__(self, model_dir: Path, model_name: str, batch_size: int, optimization: dict[str, Any] | None = None) -> None:
         install_ts_shim()
         self.manifest_obj = read_manifest(model_dir)
         manifest = json.loads((model_dir / "MAR-INF/MANIFEST.json").read_text())
         self.context = Context(model_name, str(model_dir), manifest, batch_size,
                                read_model_config(model_dir, self.manifest_obj))
+        self.context.optimization = optimization
         os.chdir(model_dir)
         self.handle, initialize = load_entry(model_dir, self.manifest_obj.handler)
         initialize(self.context)
@@ -155,17 +156,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-name", required=True)
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--worker-id", required=True)
+    parser.add_argument("--optimization", help="JSON of the OptimizationSpec the server settled on")
     args = parser.parse_args(argv)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(args.socket)
     channel = BlockingChannel(sock)
     try:
-        worker = Worker(Path(args.model_dir), args.model_name, args.batch_size)
+        worker = Worker(Path(args.model_dir), args.model_name, args.batch_size,
+                        json.loads(args.optimization) if args.optimization else None)
     except Exception as error:  # noqa: BLE001 - report any load failure to the frontend
         traceback.print_exc()
         channel.send(("failed", args.worker_id, os.getpid(), f"{type(error).__name__}: {error}"))
         return 1
-    channel.send(("ready", args.worker_id, os.getpid(), worker.info()))
+    info = worker.info()
+    if info.get("optimization"):
+        print(f"launchkit worker {args.worker_id}: {info['optimization']}", file=sys.stderr, flush=True)
+    channel.send(("ready", args.worker_id, os.getpid(), info))
     while True:
         message = channel.receive()
         if message is None or message[0] == "stop":

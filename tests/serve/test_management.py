@@ -40,6 +40,16 @@ def wait_for(condition, timeout: float = 30.0) -> None:
     raise AssertionError("condition not met in time")
 
 
+def settled(server) -> bool:
+    """Every model has exactly its workers, all ready: no replacement or retirement under way."""
+    for entry in server.manage("GET", "/models")[1]["models"]:
+        for model in server.manage("GET", f"/models/{entry['modelName']}/all")[1]:
+            states = [worker["status"] for worker in model["workers"]]
+            if len(states) != model["minWorkers"] or set(states) - {"READY"}:
+                return False
+    return True
+
+
 def test_register_versions_describe_list_and_unregister(tmp_path, store):
     args = ["--model-store", str(store), "--models", "echo=echo.mar", *unpinned(tmp_path)]
     with Server(args, free_port()) as server:
@@ -53,6 +63,7 @@ def test_register_versions_describe_list_and_unregister(tmp_path, store):
         status, body = server.manage("POST", "/models?url=echo-v2.mar&synchronous=false")
         assert status == 202 and "Processing worker updates" in body["status"]
         wait_for(lambda: server.request("GET", "/v2/models/echo/versions/2.0/ready")[0] == 200)
+        wait_for(lambda: settled(server))  # the other workers moved to their new cores
 
         status, page = server.manage("GET", "/models?limit=1")
         assert page["models"][0]["modelName"] == "echo" and page["nextPageToken"] == "1"
