@@ -57,7 +57,11 @@ class OptimizedModel:
             if self.is_script:
                 self.notes.append("int8 needs an eager model (TorchScript cannot be quantized here): kept fp32")
             else:
-                model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+                import warnings
+
+                with warnings.catch_warnings():  # torch.ao's deprecation notice (torchao is its successor)
+                    warnings.simplefilter("ignore")
+                    model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         if self.spec.channels_last and not self.is_script:
             model = model.to(memory_format=torch.channels_last)
         if self.is_script and self.spec.graph == "torchscript":

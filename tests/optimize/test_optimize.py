@@ -1,0 +1,170 @@
+"""Optimization: the spec, the native transforms, `launchkit optimize`, serving optimized, minilm."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+
+import pytest
+import torch
+
+from launchkit.optimize.spec import OptimizationSpec, SpecError, parse_spec
+from launchkit.optimize.transform import optimize_model
+
+# --- the spec (pure) ------------------------------------------------------------------------------
+
+
+def test_spec_spellings_agree():
+    expected = OptimizationSpec("bf16", True, "torchscript")
+    assert parse_spec({"dtype": "bf16", "channels_last": True, "graph": "torchscript"}) == expected
+    assert parse_spec("dtype=bf16,channels_last=true,graph=torchscript") == expected
+    assert parse_spec("bf16,channels-last,jit") == expected
+    assert parse_spec(None).is_identity and parse_spec("").is_identity
+    assert parse_spec({"dtype": "bfloat16"}).dtype == "bf16"
+    assert "channels-last" in expected.describe() and "TorchScript" in expected.describe()
+
+
+@pytest.mark.parametrize("value,message", [
+    ({"dtype": "fp16"}, "dtype='fp16'"), ({"graph": "xla"}, "graph='xla'"), ({"speed": 1}, "unknown key"),
+    ("bf16,turbo", "'turbo'"), ({"channels_last": "maybe"}, "true or false"), (42, "expected a mapping"),
+])
+def test_bad_specs_say_what_is_wrong(value, message):
+    with pytest.raises(SpecError, match=message):
+        parse_spec(value)
+
+
+# --- the transforms -------------------------------------------------------------------------------
+
+
+def test_bf16_channels_last_torchscript_keeps_resnet_top1():
+    from launchkit.examples.resnet import resnet18
+
+    inputs = torch.randn(4, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    reference = resnet18()(inputs).detach()
+    optimized = optimize_model(resnet18(), parse_spec("bf16,channels_last,torchscript"), lambda: (inputs[:2],))
+    assert optimized.traced is not None and optimized.notes == []
+    output = optimized(inputs)
+    assert output.dtype == torch.float32
+    assert torch.equal(output.argmax(1), reference.argmax(1))
+    assert torch.nn.functional.cosine_similarity(output, reference).min() > 0.999
+    assert optimized.description.startswith("bf16")
+
+
+def test_int8_quantizes_linear_layers_and_torchscript_is_not_retraced():
+    from launchkit.examples.tiny import tiny_mlp
+
+    quantized = optimize_model(tiny_mlp(), parse_spec("int8"))
+    assert any("quantized" in type(module).__module__ for module in quantized.model.modules())
+    assert quantized(torch.randn(3, 64)).shape == (3, 10)
+    scripted = torch.jit.trace(tiny_mlp(), torch.zeros(1, 64))
+    kept = optimize_model(scripted, parse_spec("int8,torchscript"))
+    assert any("int8 needs an eager model" in note for note in kept.notes)
+    assert any("not re-traced" in note for note in kept.notes)
+    assert kept(torch.randn(2, 64)).shape == (2, 10)
+
+
+# --- launchkit optimize ---------------------------------------------------------------------------
+
+
+def launchkit(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "launchkit", *args], capture_output=True, text=True, timeout=600,
+                          cwd=cwd)
+
+
+def test_optimize_writes_an_archive_that_serves_optimized(tmp_path):
+    from tests.serve.conftest import Server, free_port
+
+    output = tmp_path / "tiny-bf16.mar"
+    result = launchkit("optimize", "--example", "tiny", "--dtype", "bf16", "--graph", "none", "--batch-sizes", "1,4",
+                       "--seconds", "0.3", "--samples", "64", "-o", str(output), "--report-dir", str(tmp_path / "r"))
+    assert result.returncode == 0, result.stderr
+    assert "speed-up" in result.stdout and f"written: {output}" in result.stdout
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["accepted"] and summary["agreement"]["samples"] == 64 and len(summary["throughput"]) == 2
+    with zipfile.ZipFile(output) as bundle:
+        manifest = json.loads(bundle.read("MAR-INF/MANIFEST.json"))
+        config = bundle.read(manifest["model"]["configFile"]).decode()
+    assert "dtype: bf16" in config
+    with Server([str(output)], free_port()) as server:
+        assert server.predict("tiny", [0.5] * 64)[0] == 200
+        described = server.manage("GET", "/models/tiny")[1][0]
+        assert described["optimizationRequested"]["dtype"] == "bf16"
+        assert described["optimization"].startswith("bf16")
+        status, body = server.manage("POST", "/models?url=x.mar&optimization=fp8")
+        assert status == 400 and "dtype" in body["message"]
+
+
+def test_optimize_refuses_below_the_threshold_and_writes_nothing(tmp_path):
+    output = tmp_path / "never.mar"
+    result = launchkit("optimize", "--example", "tiny", "--dtype", "bf16", "--graph", "none", "--batch-sizes", "2",
+                       "--seconds", "0.2", "--samples", "32", "--task", "embedding", "--min-cosine", "1.0",
+                       "-o", str(output), "--report-dir", str(tmp_path / "r"))
+    assert result.returncode == 4, result.stderr
+    assert "below --min-cosine" in result.stderr and not output.exists()
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["accepted"] is False
+    forced = launchkit("optimize", "--example", "tiny", "--dtype", "bf16", "--graph", "none", "--batch-sizes", "2",
+                       "--seconds", "0.2", "--samples", "32", "--task", "embedding", "--min-cosine", "1.0", "--force",
+                       "-o", str(output), "--report-dir", str(tmp_path / "r2"))
+    assert forced.returncode == 0 and output.exists() and "forced" in forced.stdout
+
+
+def test_optimize_bad_input_is_a_usage_error(tmp_path):
+    assert launchkit("optimize").returncode == 2
+    weights = tmp_path / "m.pt"
+    torch.jit.trace(torch.nn.Linear(4, 2), torch.zeros(1, 4)).save(str(weights))
+    result = launchkit("optimize", str(weights), "--seconds", "0.2")
+    assert result.returncode == 2 and "--input-shape" in result.stderr
+    assert launchkit("optimize", str(tmp_path / "nope.mar")).returncode == 2
+    result = launchkit("optimize", str(weights), "--input-shape", "4", "--batch-sizes", "2", "--seconds", "0.2",
+                       "--samples", "8", "--graph", "none", "-o", str(tmp_path / "out.pt"),
+                       "--report-dir", str(tmp_path / "r"))
+    assert result.returncode == 2 and "--graph torchscript" in result.stderr
+
+
+# --- minilm, with its real weights ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def minilm_parts():
+    from launchkit.examples.minilm import minilm, tokenizer, weights_folder
+
+    return minilm(), tokenizer(weights_folder() / "tokenizer.json")
+
+
+def test_minilm_knows_similar_from_unrelated_and_bf16_agrees(minilm_parts):
+    from launchkit.examples.minilm import encode
+
+    model, tok = minilm_parts
+    texts = ["A man is playing a guitar.", "A man plays the guitar on stage.", "The stock market fell sharply today.",
+             "Share prices dropped on Monday.", "A woman is slicing an onion."]
+    ids, mask = encode(tok, texts)
+    with torch.inference_mode():
+        embeddings = model(ids, mask)
+    assert embeddings.shape == (5, 384)
+    assert torch.allclose(embeddings.norm(dim=1), torch.ones(5), atol=1e-5)
+    similarity = embeddings @ embeddings.T
+    assert similarity[0, 1] > similarity[0, 2] + 0.3 and similarity[0, 1] > similarity[0, 4] + 0.3
+    assert similarity[2, 3] > similarity[2, 0] + 0.3
+    bf16 = optimize_model(model, parse_spec("bf16"))
+    cosine = torch.nn.functional.cosine_similarity(bf16(ids, mask), embeddings)
+    assert cosine.min() >= 0.999
+
+
+def test_minilm_served_embeds_batches_of_sentences(tmp_path):
+    from launchkit.examples.build import build_example
+    from tests.serve.conftest import Server, free_port
+
+    archive = build_example("minilm", str(tmp_path))
+    with Server([str(archive), "--batch-size", "4", "--max-batch-delay", "5", "--optimization", "bf16"],
+                free_port()) as server:
+        status, _, embeddings = server.predict("minilm", ["A man is playing a guitar.", "Someone plays an instrument.",
+                                                          "The stock market crashed."])
+        assert status == 200 and len(embeddings) == 3 and len(embeddings[0]) == 384
+        dot = lambda a, b: sum(x * y for x, y in zip(a, b))  # noqa: E731
+        assert dot(embeddings[0], embeddings[1]) > dot(embeddings[0], embeddings[2]) + 0.3
+        status, _, single = server.request("POST", "/predictions/minilm", b"hello world", {"content-type": "text/plain"})
+        assert status == 200 and len(json.loads(single)) == 384
+        assert server.predict("minilm", {"nothing": 1})[0] == 400
+        assert server.manage("GET", "/models/minilm")[1][0]["optimization"].startswith("bf16")
