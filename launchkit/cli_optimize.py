@@ -80,7 +80,7 @@ def optimize(model: str | None, **params: Any) -> None:
     )
     console = Console(stderr=True, highlight=False)
     result = run_optimize(request, progress=lambda message: console.print(f"[dim]launchkit optimize: {message}[/dim]"))
-    table = Table(title=f"launchkit optimize: {result.name} → {result.path}", title_justify="left")
+    table = Table(title=f"launchkit optimize: {result.name}\n{result.path}", title_justify="left")
     for column in ("batch", "original /s", "optimized /s", "speed-up"):
         table.add_column(column, justify="right")
     for row in result.throughput:
@@ -96,6 +96,9 @@ def optimize(model: str | None, **params: Any) -> None:
     click.echo(f"report: {folder}/")
     if result.artifact:
         click.echo(f"written: {result.artifact}" + ("" if result.accepted else f" (forced: {result.reason})"))
+    if result.throughput and max(row["speedup"] for row in result.throughput) < 1.05:
+        click.echo("note: the optimized model is not measurably faster here; serving the original is as good",
+                   err=True)
     if not result.accepted and not request.force:
         raise AccuracyRefused(f"not written: {result.reason}. Try --dtype fp32 or bf16 (int8 is the usual culprit), "
                               "or --force to write it anyway.")
