@@ -75,8 +75,14 @@ def _build_minilm(folder: Path, export_path: str, force: bool) -> Path:
 
     from launchkit.examples.minilm import load_state_dict, weights_folder
 
+    from launchkit.errors import LaunchkitError
+
+    try:
+        state = load_state_dict()
+    except RuntimeError as error:  # the weights package is missing: say how to install it
+        raise LaunchkitError(str(error)) from None
     weights = folder / "minilm.pth"
-    torch.save(load_state_dict(), str(weights))
+    torch.save(state, str(weights))
     tokenizer = folder / "tokenizer.json"
     shutil.copyfile(weights_folder() / "tokenizer.json", tokenizer)
     config = folder / "model-config.yaml"

@@ -115,6 +115,7 @@ def test_bench_starts_the_server_and_records_applied_settings(tmp_path):
     assert 1 <= view["batch_size"]["mean"] <= 4 and view["queue_wait_ms"]["count"] == 200
     assert view["handler_ms"]["handle"]["count"] == view["batch_size"]["count"]
     assert "Server-side view" in (tmp_path / "r" / "report.md").read_text()
+    assert summary["server"]["optimizationRequested"]["dtype"] == "fp32"  # the applied optimization is recorded
 
 
 def test_stability_mode_always_writes_a_result(status_server, tmp_path):
