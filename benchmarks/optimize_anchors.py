@@ -42,11 +42,14 @@ def optimize(work: Path, example: str, *args: str) -> dict:
     return json.loads((report / "summary.json").read_text())
 
 
+CONCURRENCY = 8
+
+
 def served(archive: Path, body: Path, content_type: str, seconds: float, *args: str) -> dict:
     with Served(archive, "--batch-size", "8", "--max-batch-delay", "10", *args) as server:
         url = f"{server.url}/predictions/{archive.stem.split('-')[0]}"
-        ab(url, body, 8, 200)  # warm-up
-        return ab(url, body, 8, seconds=seconds) | {"content_type": content_type}
+        ab(url, body, CONCURRENCY, 200)  # warm-up
+        return ab(url, body, CONCURRENCY, seconds=seconds) | {"content_type": content_type}
 
 
 def main() -> None:
@@ -54,10 +57,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--only", nargs="*")
+    parser.add_argument("--workers", type=int, default=2, help="workers of the multi-worker resnet rows")
+    parser.add_argument("--concurrency", type=int, default=8, help="ab -c (the issue's figures: 8)")
     args = parser.parse_args()
+    global CONCURRENCY
+    CONCURRENCY = args.concurrency
     wanted = lambda name: not args.only or name in args.only  # noqa: E731
     work = Path(tempfile.mkdtemp(prefix="lk-opt-bench-"))
-    subprocess.run([PY, "-m", "launchkit.examples.build", "--export-path", str(work), "resnet18", "minilm"],
+    names = ["resnet18"] + (["minilm"] if wanted("minilm") or wanted("int8") else [])
+    subprocess.run([PY, "-m", "launchkit.examples.build", "--export-path", str(work), *names],
                    check=True, capture_output=True)
     tables, data = [], {}
 
@@ -68,22 +76,22 @@ def main() -> None:
         body.write_bytes(struct.pack(f"{3 * 224 * 224}f", *([0.5] * (3 * 224 * 224))))
         # Two workers of one core each: what TorchServe runs here by default (a worker per logical
         # CPU), and what lets one batch compute while the next one's 600 KB bodies arrive.
-        two = ("--workers", "2")
+        two = ("--workers", str(args.workers))
         runs = {
-            "eager fp32 (as written; what TorchServe runs), 2 workers": served(
+            "eager fp32 (as written; what TorchServe runs), {args.workers} workers": served(
                 work / "resnet18.mar", body, "", args.seconds, "--optimization", "fp32", *two),
-            "fp32 + channels-last + TorchScript (example default), 2 workers": served(
+            "fp32 + channels-last + TorchScript (example default), {args.workers} workers": served(
                 work / "resnet18.mar", body, "", args.seconds, *two),
             "bf16 + channels-last + TorchScript (launchkit optimize), 1 worker": served(
                 work / "resnet18-bf16.mar", body, "", args.seconds),
-            "bf16 + channels-last + TorchScript (launchkit optimize), 2 workers": served(
+            "bf16 + channels-last + TorchScript (launchkit optimize), {args.workers} workers": served(
                 work / "resnet18-bf16.mar", body, "", args.seconds, *two),
         }
         rows = [[name, f"{run['req/s']:.1f}", f"{run['p50 ms']:.1f}", f"{run['p99 ms']:.1f}",
                  f"{run['req/s'] / TORCHSERVE_RESNET[1]:.2f}× – {run['req/s'] / TORCHSERVE_RESNET[0]:.2f}×",
                  run["non2xx"]] for name, run in runs.items()]
         agreement = summary["agreement"]
-        tables.append(markdown_table(["resnet18 served, batch 8 / 10 ms, c=8", "req/s", "p50 ms", "p99 ms",
+        tables.append(markdown_table([f"resnet18 served, batch 8 / 10 ms, c={args.concurrency}", "req/s", "p50 ms", "p99 ms",
                                       "÷ TorchServe fp32 (41–45 req/s)", "non-2xx"], rows)
                       + f"\n\nbf16 top-1 agreement with fp32 on {agreement['samples']} random inputs: "
                         f"{agreement['top1_agreement']:.2%} (cosine min {agreement['min_cosine']}); in-process "
