@@ -78,13 +78,13 @@ def main() -> None:
         # CPU), and what lets one batch compute while the next one's 600 KB bodies arrive.
         two = ("--workers", str(args.workers))
         runs = {
-            "eager fp32 (as written; what TorchServe runs), {args.workers} workers": served(
+            f"eager fp32 (as written; what TorchServe runs), {args.workers} workers": served(
                 work / "resnet18.mar", body, "", args.seconds, "--optimization", "fp32", *two),
-            "fp32 + channels-last + TorchScript (example default), {args.workers} workers": served(
+            f"fp32 + channels-last + TorchScript (example default), {args.workers} workers": served(
                 work / "resnet18.mar", body, "", args.seconds, *two),
             "bf16 + channels-last + TorchScript (launchkit optimize), 1 worker": served(
                 work / "resnet18-bf16.mar", body, "", args.seconds),
-            "bf16 + channels-last + TorchScript (launchkit optimize), {args.workers} workers": served(
+            f"bf16 + channels-last + TorchScript (launchkit optimize), {args.workers} workers": served(
                 work / "resnet18-bf16.mar", body, "", args.seconds, *two),
         }
         rows = [[name, f"{run['req/s']:.1f}", f"{run['p50 ms']:.1f}", f"{run['p99 ms']:.1f}",
