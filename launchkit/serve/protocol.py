@@ -1,8 +1,13 @@
 """Frames between the frontend and its workers, over a Unix socket.
 
-A frame is a 4-byte big-endian length and a pickle (protocol 5) of a tuple. Pickle is safe here:
-both ends are our own processes and the socket lives in a 0700 directory of the server's. It is
-also the cheapest encoding of a batch of raw request bodies (no copies of the bytes, no base64).
+A frame: a 4-byte big-endian pickle length, a 4-byte count of out-of-band buffers, an 8-byte
+length per buffer, the pickle (protocol 5) of a tuple, then the buffers. Pickle is safe here:
+both ends are our own processes and the socket lives in a 0700 directory of the server's.
+
+Request bodies of 64 KiB or more travel out-of-band (pickle's PickleBuffer): the frontend hands
+them to one vectored write instead of copying them into the pickle and then again behind the
+header. For resnet18 (600 KB float32 bodies), that copying was a third of the frontend's busy
+time. In the worker they arrive as bytearrays (TorchServe hands bodies over as bytearrays, too).
 
 Messages:
   worker → frontend  ("ready", worker_id, pid, info)   model loaded; info: dict (optimization path, ...)
@@ -20,7 +25,9 @@ import socket
 import struct
 from typing import Any, NamedTuple
 
-HEADER = struct.Struct("!I")
+HEADER = struct.Struct("!II")  # pickle length, number of out-of-band buffers
+BUFFER_LENGTH = struct.Struct("!Q")
+OUT_OF_BAND = 64 * 1024
 MAX_FRAME = 1 << 31
 
 
@@ -38,13 +45,17 @@ class ItemResult(NamedTuple):
     headers: list[tuple[str, str]]
 
 
-def encode(message: tuple[Any, ...]) -> bytes:
-    payload = pickle.dumps(message, protocol=5)
-    return HEADER.pack(len(payload)) + payload
+def encode(message: tuple[Any, ...]) -> list[Any]:
+    """The frame as a list of byte-like parts, for one vectored write."""
+    buffers: list[pickle.PickleBuffer] = []
+    payload = pickle.dumps(message, protocol=5, buffer_callback=buffers.append)
+    raws = [buffer.raw() for buffer in buffers]
+    head = HEADER.pack(len(payload), len(raws)) + b"".join(BUFFER_LENGTH.pack(raw.nbytes) for raw in raws)
+    return [head, payload, *raws]
 
 
-def decode(payload: bytes) -> tuple[Any, ...]:
-    return pickle.loads(payload)
+def decode(payload: bytes, buffers: list[Any] = ()) -> tuple[Any, ...]:  # type: ignore[assignment]
+    return pickle.loads(payload, buffers=buffers)
 
 
 class BlockingChannel:
@@ -54,17 +65,27 @@ class BlockingChannel:
         self.sock = sock
 
     def send(self, message: tuple[Any, ...]) -> None:
-        self.sock.sendall(encode(message))
+        self.sock.sendall(b"".join(encode(message)))  # worker → frontend frames are small
 
     def receive(self) -> tuple[Any, ...] | None:
         header = self._exactly(HEADER.size)
         if header is None:
             return None
-        (length,) = HEADER.unpack(header)
+        length, count = HEADER.unpack(header)
+        lengths = self._exactly(BUFFER_LENGTH.size * count) if count else b""
         payload = self._exactly(length)
-        return None if payload is None else decode(payload)
+        if payload is None or lengths is None:
+            return None
+        buffers = []
+        for index in range(count):
+            (size,) = BUFFER_LENGTH.unpack_from(lengths, index * BUFFER_LENGTH.size)
+            buffer = self._exactly(size)
+            if buffer is None:
+                return None
+            buffers.append(buffer)
+        return decode(bytes(payload), buffers)
 
-    def _exactly(self, count: int) -> bytes | None:
+    def _exactly(self, count: int) -> bytearray | None:
         buffer = bytearray(count)
         view = memoryview(buffer)
         received = 0
@@ -73,4 +94,4 @@ class BlockingChannel:
             if got == 0:
                 return None
             received += got
-        return bytes(buffer)
+        return buffer

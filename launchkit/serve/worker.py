@@ -149,6 +149,15 @@ class Worker:
         return [result for result in results if result is not None]
 
 
+def _whole(body: Any) -> Any:
+    """An out-of-band body arrives as a read-only view of the bytearray it was read into: hand the
+    handler that bytearray (what TorchServe hands over too), not the view."""
+    if isinstance(body, memoryview):
+        owner = body.obj
+        return owner if isinstance(owner, bytearray) and len(owner) == body.nbytes else bytes(body)
+    return body
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="launchkit.serve.worker")
     parser.add_argument("--socket", required=True)
@@ -178,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if message[0] == "batch":
             _, batch_id, items = message
+            items = [item._replace(body=_whole(item.body)) for item in items]
             results, timings = worker.run_batch(items)
             channel.send(("result", batch_id, results, timings))
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import pickle
 import signal
 import sys
 import time
@@ -26,7 +27,7 @@ from launchkit.launch.runplan import InstanceLaunch
 from launchkit.launch.supervise import child_setup
 from launchkit.serve.batcher import Job, ModelQueue
 from launchkit.serve.http_errors import error_result
-from launchkit.serve.protocol import HEADER, ItemResult, decode, encode
+from launchkit.serve.protocol import BUFFER_LENGTH, HEADER, OUT_OF_BAND, ItemResult, decode, encode
 
 BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 HEALTHY_AFTER_S = 60.0
@@ -66,7 +67,9 @@ class WorkerProcess:
         self.in_flight[batch_id] = jobs
         self.state = "busy"
         assert self.writer is not None
-        self.writer.write(encode(("batch", batch_id, [job.request for job in jobs])))
+        requests = [job.request if len(job.request.body) < OUT_OF_BAND else
+                    job.request._replace(body=pickle.PickleBuffer(job.request.body)) for job in jobs]
+        self.writer.writelines(encode(("batch", batch_id, requests)))
         loop = asyncio.get_running_loop()
         self.timeout_handle = loop.call_later(self.response_timeout_s, self.on_timeout, self, batch_id)
 
@@ -75,7 +78,7 @@ class WorkerProcess:
         self.state = "stopping"
         if self.writer is not None:
             try:
-                self.writer.write(encode(("stop",)))
+                self.writer.writelines(encode(("stop",)))
             except (ConnectionError, RuntimeError):
                 pass
 
@@ -272,7 +275,7 @@ class WorkerPool:
         for worker in self.workers.values():
             if worker.writer is not None:
                 try:
-                    worker.writer.write(encode(("stop",)))
+                    worker.writer.writelines(encode(("stop",)))
                 except (ConnectionError, RuntimeError):
                     pass
         processes = [w.process for w in self.workers.values() if w.process and w.process.returncode is None]
@@ -302,8 +305,11 @@ def _kill(pid: int, sig: int) -> None:
 
 async def _read_frame(reader: asyncio.StreamReader) -> tuple[Any, ...] | None:
     try:
-        header = await reader.readexactly(HEADER.size)
-        (length,) = HEADER.unpack(header)
-        return decode(await reader.readexactly(length))
+        length, count = HEADER.unpack(await reader.readexactly(HEADER.size))
+        lengths = await reader.readexactly(BUFFER_LENGTH.size * count) if count else b""
+        payload = await reader.readexactly(length)
+        buffers = [await reader.readexactly(BUFFER_LENGTH.unpack_from(lengths, i * BUFFER_LENGTH.size)[0])
+                   for i in range(count)]
+        return decode(payload, buffers)
     except asyncio.IncompleteReadError:
         return None

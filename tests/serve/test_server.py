@@ -361,3 +361,20 @@ def test_response_timeout_kills_the_worker_and_answers_500(tmp_path, archives):
         server.wait_ready(30)
         status, _, body = server.predict("echo", {"i": 1})
         assert status == 200 and body["pid"] != first
+
+
+def test_large_bodies_travel_out_of_band_intact(archives):
+    """Bodies of 64 KiB and more skip the pickle (protocol 5 buffers): they must arrive byte for byte."""
+    with Server([str(archives["echo"]), "--batch-size", "2", "--max-batch-delay", "20"], free_port()) as server:
+        raw = bytes(range(256)) * 800  # 200 KiB
+        big_json = {"values": list(range(20000))}
+
+        def call(i):
+            return server.predict("echo", raw) if i % 2 else server.predict("echo", big_json)
+
+        for i, (status, _, body) in enumerate(parallel(4, call)):
+            assert status == 200
+            if i % 2:
+                assert body["echo"].encode("latin-1") == raw
+            else:
+                assert body["echo"] == big_json
