@@ -105,6 +105,8 @@ class OptimizedModel:
                 for _ in range(2):  # the profiling executor specialises after a couple of runs
                     traced(*inputs)
             self.traced = traced
+            if self.spec.graph == "torchscript":
+                self.model = traced  # the frozen graph holds the weights: let the eager copy go
         except Exception as error:  # noqa: BLE001 - tracing / compiling can fail in many ways
             self.notes.append(f"{self.spec.graph} failed ({type(error).__name__}: {str(error)[:200]}): eager path")
 

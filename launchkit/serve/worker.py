@@ -149,6 +149,23 @@ class Worker:
         return [result for result in results if result is not None]
 
 
+def release_free_memory() -> None:
+    """Give the allocator's free pages back to the OS after loading. Loading and tracing (state
+    dict, eager copy, activations) leave tens of MiB free but resident, and the eager model is
+    only freed by the cycle collector (resnet18: 356 → 303 MiB). tcmalloc's
+    MallocExtension_ReleaseFreeMemory when it is preloaded, glibc's malloc_trim otherwise."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    process = ctypes.CDLL(None)
+    for name, args in (("MallocExtension_ReleaseFreeMemory", ()), ("malloc_trim", (0,))):
+        function = getattr(process, name, None)
+        if function is not None:
+            function(*args)
+            return
+
+
 def _whole(body: Any) -> Any:
     """An out-of-band body arrives as a read-only view of the bytearray it was read into: hand the
     handler that bytearray (what TorchServe hands over too), not the view."""
@@ -177,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         channel.send(("failed", args.worker_id, os.getpid(), f"{type(error).__name__}: {error}"))
         return 1
+    release_free_memory()
     info = worker.info()
     if info.get("optimization"):
         print(f"launchkit worker {args.worker_id}: {info['optimization']}", file=sys.stderr, flush=True)
