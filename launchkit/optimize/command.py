@@ -89,7 +89,7 @@ def load_source(request: OptimizeRequest, workdir: Path) -> Source:
     if archive.suffix == ".pt":
         shape = request.input_shape
         return Source(archive.stem, lambda: torch.jit.load(str(archive), map_location="cpu").eval(),
-                      _input_maker(request, shape, archive.name))
+                      _input_maker(request, shape, archive.name), archive=None)
     from launchkit.serve.archive import ArchiveError, extract_archive, read_manifest, read_model_config
     from launchkit.serve.handler_api import load_model_files
 
@@ -146,6 +146,7 @@ def run_optimize(request: OptimizeRequest, progress: Callable[[str], None] = lam
         torch.set_num_threads(request.threads)
     with tempfile.TemporaryDirectory(prefix="launchkit-optimize-") as scratch:
         source = load_source(request, Path(scratch))
+        output = output_path(request, source)
         largest = max(request.batch_sizes)
         original = optimize_model(source.load(), OptimizationSpec())  # the fp32 model as it is
         optimized = optimize_model(source.load(), request.spec, lambda: source.make_inputs(largest, 1))
@@ -168,8 +169,8 @@ def run_optimize(request: OptimizeRequest, progress: Callable[[str], None] = lam
             task = "embedding" if normalised or rows.shape[1] == 1 else "classifier"
         result.task = task
         result.accepted, result.reason = _gate(request, task, measured)
-        if result.accepted or request.force:
-            result.artifact = str(write_artifact(request, source, optimized))
+        if output is not None and (result.accepted or request.force):
+            result.artifact = str(write_artifact(request, source, optimized, output))
     return result
 
 
@@ -189,16 +190,29 @@ def default_output(request: OptimizeRequest, source_name: str, is_pt: bool) -> P
     return Path(f"{source_name}-{tag}{'.pt' if is_pt else '.mar'}")
 
 
-def write_artifact(request: OptimizeRequest, source: Source, optimized: Any) -> Path:
-    wants_pt = (request.output or "").endswith(".pt") or (source.archive is None and not request.output)
-    output = Path(request.output) if request.output else default_output(request, source.name, wants_pt)
-    if wants_pt:
-        if optimized.traced is None or request.spec.graph != "torchscript":
-            raise UsageError("a .pt artifact is the traced graph: use --graph torchscript, or write a .mar")
+def output_path(request: OptimizeRequest, source: Source) -> Path | None:
+    """Where the artifact goes (None: measure only); checked before anything is measured."""
+    if source.archive is None:  # a TorchScript .pt: it cannot be traced again, nor archived from here
+        if request.output:
+            raise UsageError("a TorchScript model cannot be traced again, so there is no artifact to write: launchkit "
+                             "optimize measures it (drop --output), or give an eager model in a .mar")
+        return None
+    from_archive = source.archive.suffix == ".mar"
+    wants_pt = (request.output or "").endswith(".pt") or (not from_archive and not request.output)
+    if wants_pt and request.spec.graph != "torchscript":
+        raise UsageError("a .pt artifact is the traced graph: use --graph torchscript, or write a .mar")
+    if not wants_pt and not from_archive:
+        raise UsageError("a .mar artifact needs a .mar (or --example) to start from; write a .pt instead (-o NAME.pt)")
+    return Path(request.output) if request.output else default_output(request, source.name, wants_pt)
+
+
+def write_artifact(request: OptimizeRequest, source: Source, optimized: Any, output: Path) -> Path:
+    if output.suffix == ".pt":
+        if optimized.traced is None:
+            raise LaunchkitError(f"tracing failed, so there is no graph to write: {optimized.description}")
         optimized.traced.save(str(output))
         return output
-    if source.archive is None or source.archive.suffix != ".mar":
-        raise UsageError("a .mar artifact needs a .mar (or --example) to start from; write a .pt instead")
+    assert source.archive is not None
     rewrite_archive(source.archive, output, request.spec)
     return output
 

@@ -85,10 +85,10 @@ class Fleet:
         self._numbers: dict[str, itertools.count[int]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    def plan(self, counts: dict[str, int] | None = None) -> PlannedLaunches:
-        """Launches for every model's wanted worker count (``counts`` overrides, for what-ifs)."""
+    def plan(self) -> PlannedLaunches:
+        """Launches for every model's wanted worker count."""
         models = self.registry.all()
-        wanted = [(model, (counts or {}).get(model.key, model.settings.workers)) for model in models]
+        wanted = [(model, model.settings.workers) for model in models]
         total = sum(count for _, count in wanted)
         if total == 0:
             return PlannedLaunches({model.key: [] for model in models}, self.last_plan)

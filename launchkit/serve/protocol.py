@@ -28,7 +28,6 @@ from typing import Any, NamedTuple
 HEADER = struct.Struct("!II")  # pickle length, number of out-of-band buffers
 BUFFER_LENGTH = struct.Struct("!Q")
 OUT_OF_BAND = 64 * 1024
-MAX_FRAME = 1 << 31
 
 
 class ItemRequest(NamedTuple):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import shutil
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -148,8 +147,3 @@ def check_sha256(path: Path, expected: str) -> None:
         raise SourceError(f"{path.name}: sha256 is {digest.hexdigest()}, but the archive was pinned to {wanted}; "
                           "refusing to load it (a different or altered archive)")
 
-
-def copy_into(path: Path, folder: Path) -> Path:
-    target = folder / path.name
-    shutil.copyfile(path, target)
-    return target

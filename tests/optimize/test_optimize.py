@@ -117,9 +117,7 @@ def test_optimize_bad_input_is_a_usage_error(tmp_path):
     result = launchkit("optimize", str(weights), "--seconds", "0.2")
     assert result.returncode == 2 and "--input-shape" in result.stderr
     assert launchkit("optimize", str(tmp_path / "nope.mar")).returncode == 2
-    result = launchkit("optimize", str(weights), "--input-shape", "4", "--batch-sizes", "2", "--seconds", "0.2",
-                       "--samples", "8", "--graph", "none", "-o", str(tmp_path / "out.pt"),
-                       "--report-dir", str(tmp_path / "r"))
+    result = launchkit("optimize", "--example", "tiny", "--graph", "none", "-o", str(tmp_path / "out.pt"))
     assert result.returncode == 2 and "--graph torchscript" in result.stderr
 
 
@@ -168,3 +166,35 @@ def test_minilm_served_embeds_batches_of_sentences(tmp_path):
         assert status == 200 and len(json.loads(single)) == 384
         assert server.predict("minilm", {"nothing": 1})[0] == 400
         assert server.manage("GET", "/models/minilm")[1][0]["optimization"].startswith("bf16")
+
+
+def test_ipex_enable_without_ipex_runs_the_native_path_and_says_so():
+    from launchkit.examples.tiny import tiny_mlp
+    from launchkit.serve.config import config_from_properties
+
+    settings = config_from_properties({"ipex_enable": "true"}, "test").model_settings("m", "1.0", {})
+    assert settings.optimization == OptimizationSpec("fp32", True, "torchscript", ipex=True)
+    optimized = optimize_model(tiny_mlp(), settings.optimization, lambda: (torch.zeros(2, 64),))
+    assert any("not importable" in note for note in optimized.notes) or any("IPEX" in n for n in optimized.notes)
+    assert optimized.traced is not None and optimized(torch.zeros(3, 64)).shape == (3, 10)
+    # an archive's own choice keeps the server-wide ipex flag
+    chosen = config_from_properties({"ipex_enable": "true"}, "test").model_settings(
+        "m", "1.0", {"optimization": {"dtype": "bf16"}})
+    assert chosen.optimization.dtype == "bf16" and chosen.optimization.ipex
+
+
+def test_optimize_measures_real_inputs_from_a_file(tmp_path):
+    weights = tmp_path / "m.pt"
+    torch.jit.trace(torch.nn.Linear(4, 3), torch.zeros(1, 4)).save(str(weights))
+    inputs = tmp_path / "inputs.pt"
+    torch.save(torch.randn(5, 4), str(inputs))
+    common = ["--inputs", str(inputs), "--dtype", "bf16", "--batch-sizes", "2", "--seconds", "0.2", "--samples", "12"]
+    # a TorchScript .pt cannot be traced again nor archived: asking for an artifact is refused at once
+    refused = launchkit("optimize", str(weights), *common, "-o", str(tmp_path / "o.mar"))
+    assert refused.returncode == 2 and "cannot be traced again" in refused.stderr
+    measured = launchkit("optimize", str(weights), *common, "--task", "embedding", "--min-cosine", "0.99",
+                         "--report-dir", str(tmp_path / "r"))
+    assert measured.returncode == 0, measured.stderr
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["agreement"]["samples"] == 12 and summary["artifact"] is None
+    assert "TorchScript as archived" in summary["path"]

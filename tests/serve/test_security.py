@@ -106,14 +106,18 @@ def test_allowed_urls_redirect_check_and_sha256_pin(tmp_path, store, archive_sit
         assert server.predict("function", {"x": 1})[0] == 200
 
 
-def test_model_api_can_be_turned_off(tmp_path, store):
+def test_model_api_and_metrics_can_be_turned_off(tmp_path, store):
     config = tmp_path / "config.properties"
-    config.write_text("enable_model_api=false\n")
+    config.write_text("enable_model_api=false\nenable_metrics_api=false\n")
     with Server(["--model-store", str(store), "--models", "echo=echo.mar", "--ts-config", str(config)],
                 free_port()) as server:
         assert server.manage("POST", "/models?url=function.mar")[0] == 405
         assert server.manage("DELETE", "/models/echo")[0] == 405
         assert server.manage("GET", "/models/echo")[0] == 200
+        assert server.predict("echo", {"a": 1})[0] == 200
+        with pytest.raises(ConnectionRefusedError):  # no metrics listener at all
+            server.request("GET", "/metrics", port=server.metrics_port)
+        assert "metrics off" in server.output()
 
 
 def test_management_beyond_loopback_needs_a_token(store):
