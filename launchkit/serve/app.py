@@ -150,13 +150,16 @@ class InferenceApp:
                               request_id: str) -> int:
         """Queue the request, await its result, send it; returns the status sent."""
         content_type = ""
+        declared = b""
         headers: list[tuple[str, str]] = []
         for name, value in scope["headers"]:
             if name == b"content-type":
                 content_type = value.decode("latin-1")
+            elif name == b"content-length":
+                declared = value
             headers.append((name.decode("latin-1"), value.decode("latin-1")))
         try:
-            body = await self._body(scope, receive)
+            body = await self._body(declared, receive)
             future = self._submit(model, ItemRequest(request_id, body, content_type, headers))
         except _Refused as refusal:
             await _json(send, refusal.status, error_body(refusal.status, refusal.kind, refusal.message), request_id,
@@ -184,10 +187,10 @@ class InferenceApp:
         await send({"type": "http.response.body", "body": result.body})
         return result.status
 
-    async def _body(self, scope: dict[str, Any], receive: Receive) -> bytes:
-        for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_request_size:
-                raise self._too_large()
+    async def _body(self, declared: bytes, receive: Receive) -> bytes:
+        """The request body (``declared``: its content-length header, b"" if none), within max_request_size."""
+        if declared.isdigit() and int(declared) > self.max_request_size:
+            raise self._too_large()
         try:
             return await _read_body(receive, self.max_request_size)
         except BodyTooLarge:
@@ -210,7 +213,8 @@ class InferenceApp:
         started = time.perf_counter()
         futures: list[asyncio.Future[ItemResult]] = []
         try:
-            request = parse_infer(await self._body(scope, receive))
+            declared = next((value for name, value in scope["headers"] if name == b"content-length"), b"")
+            request = parse_infer(await self._body(declared, receive))
             items = [ItemRequest(f"{request_id}.{index}", body, content_type, [])
                      for index, (body, content_type) in enumerate(request.rows)]
             try:

@@ -203,6 +203,13 @@ def test_port_in_use_is_a_clear_error(archives):
                                  "--inference-address", f"http://127.0.0.1:{port}"],
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode != 0 and "cannot listen on" in result.stderr and "Traceback" not in result.stderr
+        # the management port taken: the error names that setting and its flag
+        result = subprocess.run([sys.executable, "-m", "launchkit", "serve", str(archives["echo"]),
+                                 "--inference-address", f"http://127.0.0.1:{free_port()}",
+                                 "--management-address", f"http://127.0.0.1:{port}"],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode != 0 and "management_address" in result.stderr
+        assert "--management-address" in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("args, message", [
