@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _report import markdown_table, results_dir, write  # noqa: E402
 
-from launchkit.bench.runner import ServerUnderTest  # noqa: E402
+from launchkit.bench.server import ServerUnderTest  # noqa: E402
 
 PY = sys.executable
 TORCHSERVE = {  # recorded on the 2-core development machine, TorchServe 0.12.0, 1 worker, ab -k
@@ -80,8 +80,8 @@ def in_process_rate(threads: int, seconds: float) -> float:
     code = (f"import sys, time, torch; sys.path.insert(0, {str(Path(__file__).parent.parent)!r})\n"
             f"torch.set_num_threads({threads})\n"
             "from launchkit.examples.resnet import resnet18\n"
-            "from launchkit.optimize.spec import parse_spec\n"
-            "from launchkit.optimize.transform import optimize_model\n"
+            "from launchkit.model.spec import parse_spec\n"
+            "from launchkit.model.transform import optimize_model\n"
             "x = torch.randn(1, 3, 224, 224)\n"
             "m = optimize_model(resnet18(), parse_spec('fp32,channels_last,torchscript'), lambda: (x,))\n"
             "[m(x) for _ in range(10)]\n"

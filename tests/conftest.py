@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from launchkit.topology import Topology, read_topology
+from launchkit.core.topology import Topology, read_topology
 
 MACHINES = Path(__file__).parent / "fixtures" / "machines"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from launchkit.cpulist import format_cpu_list
+from launchkit.core.cpulist import format_cpu_list
 from tests.conftest import machine_root
 
 CHILD = str(Path(__file__).parent / "fixtures" / "child.py")

@@ -26,5 +26,5 @@ def test_cli_layers_do_not_import_torch():
     import sys
 
     code = ("import sys, launchkit.cli, launchkit.launch.supervise, launchkit.launch.machine, launchkit.serve.server, "
-            "launchkit.serve.app, launchkit.serve.workers; print('torch' in sys.modules)")
+            "launchkit.serve.api.inference, launchkit.serve.fleet.process, launchkit.bench.runner; print('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

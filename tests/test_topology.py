@@ -5,7 +5,8 @@ import shutil
 
 import pytest
 
-from launchkit.topology import TopologyError, read_topology
+from launchkit.core.errors import TopologyError
+from launchkit.core.topology import read_topology
 from tests.conftest import machine_root
 
 

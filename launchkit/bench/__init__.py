@@ -1,1 +1,4 @@
-"""The load generator and reports (see DESIGN.md; not built yet)."""
+"""`launchkit bench`: the load generator (``loadgen``: closed and open loop on keep-alive
+connections), exact statistics (``stats``), a run's levels, trials and target (``runner``), the
+`launchkit serve` a run starts (``server``), the server's own view from its /metrics
+(``serverview``), report files and plots (``report``) and the CI gate (``compare``). No torch."""

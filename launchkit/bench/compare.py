@@ -13,14 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launchkit.errors import LaunchkitError, UsageError
+from launchkit.core.errors import Regression, UsageError
 
-REGRESSION_EXIT_CODE = 3
 DEFAULT_FAIL_ON = "throughput=-5%,p99=+10%"
-
-
-class Regression(LaunchkitError):
-    exit_code = REGRESSION_EXIT_CODE
 
 
 @dataclass(frozen=True)
@@ -94,27 +89,10 @@ def compare(baseline: dict[str, Any], current: dict[str, Any], thresholds: list[
     return rows
 
 
-def print_comparison(rows: list[Comparison]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="comparison with the baseline", title_justify="left")
-    for column in ("level", "metric", "baseline", "current", "change", "limit", "verdict"):
-        table.add_column(column, justify="right")
-    for row in rows:
-        verdict = "[red]REGRESSED[/red]" if row.regressed else ("ok" if row.limit_percent is not None else "-")
-        limit = "-" if row.limit_percent is None else f"{row.limit_percent:+g}%"
-        table.add_row(row.level, row.metric, f"{row.baseline:.3f}", f"{row.current:.3f}", f"{row.change_percent:+.1f}%",
-                      limit, verdict)
-    Console(highlight=False).print(table)
-
-
-def gate(baseline: dict[str, Any], current: dict[str, Any], fail_on: str) -> list[Comparison]:
-    rows = compare(baseline, current, parse_fail_on(fail_on))
-    print_comparison(rows)
+def raise_on_regression(rows: list[Comparison]) -> None:
+    """Regression (the CLI's exit status 3) when any row regressed beyond its threshold."""
     bad = [row for row in rows if row.regressed]
     if bad:
         worst = ", ".join(f"{row.level} {row.metric} {row.change_percent:+.1f}% (limit {row.limit_percent:+g}%)"
                           for row in bad)
         raise Regression(f"performance regressed beyond the thresholds: {worst}")
-    return rows

@@ -21,11 +21,6 @@ from launchkit.bench.runner import BenchResult
 from launchkit.bench.stats import LevelResult
 
 
-def default_report_dir(name: str | None, base: str = "results") -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path(base) / f"{stamp}-{name or 'bench'}"
-
-
 def _git_revision() -> str | None:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
@@ -206,29 +201,3 @@ def write_report(result: BenchResult, folder: Path, argv: list[str] | None = Non
     (folder / "report.md").write_text(markdown(result, summary))
     plot(result, folder)
     return summary
-
-
-def print_table(result: BenchResult) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(highlight=False)
-    if not console.is_terminal:
-        console = Console(highlight=False, width=160)  # logs and pipes: do not squeeze the table to 80 columns
-    table = Table(title=f"launchkit bench: {result.url}", title_justify="left")
-    keys = [key for key in (result.levels[0].latency_ms if result.levels else {}) if key.startswith("p")]
-    for column in ("level", "req/s", *[f"{key} ms" for key in keys], "ok", "errors"):
-        table.add_column(column, justify="right", no_wrap=column == "level")
-    for level in result.levels:
-        errors = level.requests_failed
-        table.add_row(level.level, f"{level.throughput:.1f}", *[f"{level.latency_ms.get(k, 0):.3f}" for k in keys],
-                      str(level.requests_ok), f"[red]{errors}[/red]" if errors else "0")
-    console.print(table)
-    if any(level.server_view for level in result.levels):
-        inside = Table(title="server-side view (from its /metrics)", title_justify="left")
-        for column in SERVER_VIEW_HEADERS:
-            inside.add_column(column, justify="right", no_wrap=column == "level")
-        for level in result.levels:
-            if level.server_view:
-                inside.add_row(*server_view_row(level))
-        console.print(inside)

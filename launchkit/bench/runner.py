@@ -8,24 +8,18 @@ what was applied, and its /metrics give each level's server-side view (see serve
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import socket
 import statistics
 import struct
-import subprocess
-import sys
-import time
-import urllib.request
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from launchkit.archive.manifest import read_manifest
 from launchkit.bench.loadgen import LoadSpec, Payload, Samples, Target, encode_requests, run_level
+from launchkit.bench.server import ServerUnderTest
 from launchkit.bench.serverview import read_model_description, scrape, server_view
 from launchkit.bench.stats import DEFAULT_PERCENTILES, LevelResult, summarize, windows_agree
-from launchkit.errors import LaunchkitError, UsageError
+from launchkit.core.errors import LaunchkitError, UsageError
 
 TINY_INPUTS = 64
 
@@ -89,82 +83,6 @@ def server_args(config: BenchConfig) -> list[str]:
     return args
 
 
-class ServerUnderTest:
-    """A `launchkit serve` child on a free loopback port; stopped (and killed if need be) by pid."""
-
-    def __init__(self, archive: Path, args: list[str], log: Path) -> None:
-        self.port, management, metrics = _free_ports(3)
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.management_url = f"http://127.0.0.1:{management}"
-        self.metrics_url = f"http://127.0.0.1:{metrics}/metrics"
-        self.log = log
-        self.handle = open(log, "w")  # noqa: SIM115 - closed in stop()
-        self.started = time.perf_counter()
-        self.proc = subprocess.Popen([sys.executable, "-m", "launchkit", "serve", str(archive), "--inference-address",
-                                      self.url, "--management-address", self.management_url, "--metrics-address",
-                                      self.metrics_url.removesuffix("/metrics"), *args],
-                                     stdout=self.handle, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def __enter__(self) -> "ServerUnderTest":
-        self.wait_ready()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def wait_ready(self, timeout: float = 180.0) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise LaunchkitError(f"the server exited with status {self.proc.returncode}:\n"
-                                     f"{self.log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/v2/health/ready", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise LaunchkitError(f"the server was not ready after {timeout:g} s; its log: {self.log}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.handle.close()
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def model_name_of(archive: Path) -> str:
-    from launchkit.serve.archive import MANIFEST, ArchiveError, Manifest
-
-    try:
-        if archive.is_dir():
-            data = json.loads((archive / MANIFEST).read_text())
-        else:
-            import zipfile
-
-            with zipfile.ZipFile(archive) as bundle:
-                data = json.loads(bundle.read(MANIFEST))
-        return Manifest.from_json(data, str(archive)).model_name
-    except (OSError, KeyError, ValueError, ArchiveError) as error:
-        raise UsageError(f"{archive}: not a model archive ({error})") from None
-
-
 def load_payloads(config: BenchConfig) -> list[Payload]:
     if not config.inputs:
         return [Payload(struct.pack(f"{TINY_INPUTS}f", *[i / TINY_INPUTS for i in range(TINY_INPUTS)]),
@@ -206,7 +124,7 @@ def run_bench(config: BenchConfig, work: Path, progress: Callable[[str, Samples]
     try:
         if target_text is None or not target_text.startswith("http://"):
             archive = _archive_for(target_text)
-            model = model_name_of(archive)
+            model = read_manifest(archive).model_name
             server = ServerUnderTest(archive, server_args(config), work / "server.log")
             server.wait_ready()
             url = f"http://127.0.0.1:{server.port}/predictions/{model}"
@@ -293,7 +211,7 @@ def _median_levels(trials: list[list[LevelResult]]) -> list[LevelResult]:
 
 def _archive_for(target: str | None) -> Path:
     if target is None:
-        from launchkit.examples_cache import ensure_examples
+        from launchkit.examples.cache import ensure_examples
 
         return ensure_examples(("tiny",))[0]
     path = Path(target[len("file://"):] if target.startswith("file://") else target)

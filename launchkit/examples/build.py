@@ -16,7 +16,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from launchkit.serve.archive import ArchiveRequest, create_archive
+from launchkit.archive.writing import ArchiveRequest, create_archive
 
 HERE = Path(__file__).parent
 EXAMPLES = ("tiny", "resnet18", "minilm")
@@ -26,7 +26,7 @@ def build_example(name: str, export_path: str, force: bool = True) -> Path:
     import torch
 
     if name not in EXAMPLES:
-        from launchkit.errors import UsageError
+        from launchkit.core.errors import UsageError
 
         raise UsageError(f"unknown example {name!r}; bundled examples: {', '.join(EXAMPLES)}")
     with tempfile.TemporaryDirectory() as scratch:
@@ -73,9 +73,8 @@ def _build_minilm(folder: Path, export_path: str, force: bool) -> Path:
 
     import torch
 
+    from launchkit.core.errors import LaunchkitError
     from launchkit.examples.minilm import load_state_dict, weights_folder
-
-    from launchkit.errors import LaunchkitError
 
     try:
         state = load_state_dict()

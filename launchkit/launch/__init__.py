@@ -1,1 +1,9 @@
-"""Plan instances on CPUs, build their environment, supervise their processes."""
+"""Launching pinned, tuned processes (`launchkit run`, and the server's workers).
+
+Pure planning: ``plan`` (which CPUs and memory nodes each instance gets), ``env`` (its
+environment), ``runplan`` (the whole launch as data), ``flags`` (the launcher's flags as data →
+a request). Effects: ``libraries`` (finding tcmalloc/jemalloc/libiomp5, probing numactl),
+``request`` (reads the live machine and builds the plan), ``spawn`` (starting and stopping one
+child the one way), ``supervise`` (running a plan: signals, logs, exit status), ``machine``
+(`launchkit info`'s report). No torch.
+"""

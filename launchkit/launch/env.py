@@ -16,8 +16,8 @@ import platform
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from launchkit.cpulist import format_cpu_list
-from launchkit.errors import UsageError
+from launchkit.core.cpulist import format_cpu_list
+from launchkit.core.errors import UsageError
 from launchkit.launch.libraries import FoundLibrary, library_family
 from launchkit.launch.plan import InstancePlan
 

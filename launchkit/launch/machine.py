@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from launchkit.cpulist import format_cpu_list
-from launchkit.isa import read_isa
-from launchkit.launch.launcher import numactl_for
+from launchkit.core.cpulist import format_cpu_list
+from launchkit.core.isa import read_isa
+from launchkit.launch.request import numactl_for
 from launchkit.launch.libraries import find_libraries
-from launchkit.topology import read_topology
+from launchkit.core.topology import read_topology
 
 
 def machine_report(root: str | None = None) -> dict[str, Any]:

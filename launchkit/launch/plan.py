@@ -24,9 +24,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from launchkit.cpulist import format_cpu_list
-from launchkit.errors import PlanError
-from launchkit.topology import PhysicalCore, Topology
+from launchkit.core.cpulist import format_cpu_list
+from launchkit.core.errors import PlanError
+from launchkit.core.topology import PhysicalCore, Topology
 
 LATENCY_CORES_PER_INSTANCE = 4
 

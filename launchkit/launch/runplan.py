@@ -13,12 +13,12 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from launchkit.cpulist import format_cpu_list
-from launchkit.errors import UsageError
+from launchkit.core.cpulist import format_cpu_list
+from launchkit.core.errors import UsageError
 from launchkit.launch.env import RuntimeChoice, choose_runtime, instance_env
 from launchkit.launch.libraries import FoundLibrary, NumactlStatus
 from launchkit.launch.plan import CpuOptions, plan_cpus
-from launchkit.topology import Topology
+from launchkit.core.topology import Topology
 
 MEM_POLICIES = ("bind", "preferred", "interleave", "none")
 

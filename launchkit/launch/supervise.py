@@ -1,11 +1,9 @@
 """Run a RunPlan: start, pin, forward signals, collect output, reap, report.
 
 What the anchors got wrong and this does instead:
-* argv lists, never ``sh -c``;
-* CPU affinity is set in the child before exec (no numactl/taskset needed, and the plan never
-  holds a CPU outside the caller's mask, so nothing widens);
-* each instance runs in its own session and gets ``PR_SET_PDEATHSIG=SIGKILL``, so a SIGKILLed
-  launcher leaves no orphan instance;
+* instances are started by :func:`launchkit.launch.spawn.spawn` (argv lists, never ``sh -c``;
+  CPU affinity set before exec; own session; ``PR_SET_PDEATHSIG=SIGKILL``, so a SIGKILLed
+  launcher leaves no orphan instance);
 * SIGINT/SIGTERM/SIGHUP are forwarded to every instance, SIGKILL follows after a grace period,
   a second Ctrl-C kills at once;
 * the exit status is 0 only if every instance exited 0.
@@ -13,8 +11,8 @@ What the anchors got wrong and this does instead:
 
 from __future__ import annotations
 
-import ctypes
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -25,12 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, BinaryIO
 
-from launchkit.cpulist import format_cpu_list
-from launchkit.errors import UsageError
+from launchkit.core.cpulist import format_cpu_list
+from launchkit.core.errors import UsageError
 from launchkit.launch.runplan import InstanceLaunch, RunPlan
+from launchkit.launch.spawn import signal_group, spawn
 
+logger = logging.getLogger(__name__)
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-_PR_SET_PDEATHSIG = 1
 
 
 class _WakeUp(Exception):
@@ -172,14 +171,13 @@ class _Supervisor:
             stdout_log, stderr_log = f"{stem}.out.log", f"{stem}.err.log"
         pipe = subprocess.PIPE if self.capture else None
         try:
-            proc = subprocess.Popen(
+            proc = spawn(
                 instance.argv,
                 env=env,
+                cpus=instance.cpus if instance.bind_cpus else None,
                 stdin=subprocess.DEVNULL if len(self.plan.instances) > 1 else None,
                 stdout=pipe,
                 stderr=pipe,
-                start_new_session=True,
-                preexec_fn=child_setup(instance.cpus if instance.bind_cpus else None),
             )
         except OSError as error:
             self._terminate_all(signal.SIGTERM)
@@ -260,18 +258,12 @@ class _Supervisor:
     def _terminate_all(self, signum: int) -> None:
         for pid, result in self.results.items():
             if result.returncode is None:
-                try:
-                    os.killpg(pid, signum)
-                except (ProcessLookupError, PermissionError):
-                    pass
+                signal_group(pid, signum)
 
     def _kill_leftover_groups(self) -> None:
         """An instance's own children (its process group) do not outlive the run."""
         for pid in self.results:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+            signal_group(pid, signal.SIGKILL)
 
     # -- output ----------------------------------------------------------------------------------
 
@@ -298,7 +290,7 @@ class _Supervisor:
 
     def _warn(self, message: str) -> None:
         with self.console_lock:
-            print(f"launchkit: {message}", file=sys.stderr, flush=True)
+            logger.warning(message)
 
     def _exit_code(self) -> int:
         if self.signal_received is not None:
@@ -320,19 +312,3 @@ class _Supervisor:
         path = self.log_dir / f"{self.options.log_prefix}.summary.json"
         path.write_text(json.dumps(summary, indent=2) + "\n")
 
-
-def child_setup(cpus: tuple[int, ...] | None):  # noqa: ANN202 - returns a preexec callable
-    """Build the function the child runs between fork and exec (prepared before fork)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    prctl = libc.prctl
-    parent = os.getpid()
-    cpu_set = set(cpus) if cpus is not None else None
-
-    def setup() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:  # the launcher died before prctl took effect
-            os._exit(1)
-        if cpu_set is not None:
-            os.sched_setaffinity(0, cpu_set)
-
-    return setup

@@ -1,1 +1,3 @@
-"""Optimized CPU inference without IPEX: dtype (bf16 / int8), channels-last, graph mode."""
+"""`launchkit optimize`: load a model (an archive, a TorchScript file, a bundled example), optimize
+it with ``launchkit.model.transform``, measure it against the original (``measure``), gate on
+accuracy and write the artifact (``command``). Imports torch."""

@@ -10,24 +10,16 @@ thresholds, unless ``--force``.
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 import time
-import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from launchkit.errors import LaunchkitError, UsageError
-from launchkit.optimize.spec import OptimizationSpec
+from launchkit.core.errors import LaunchkitError, UsageError
+from launchkit.model.spec import OptimizationSpec
 
 EXAMPLE_SHAPES = {"tiny": (64,), "resnet18": (3, 224, 224)}
-
-
-class AccuracyRefused(LaunchkitError):
-    """The optimized model is too far from the original: documented exit status 4."""
-
-    exit_code = 4
 
 
 @dataclass(frozen=True)
@@ -77,7 +69,7 @@ def load_source(request: OptimizeRequest, workdir: Path) -> Source:
     import torch
 
     if request.example:
-        from launchkit.examples_cache import ensure_examples
+        from launchkit.examples.cache import ensure_examples
 
         archive = ensure_examples((request.example,))[0]
     elif request.target:
@@ -90,15 +82,13 @@ def load_source(request: OptimizeRequest, workdir: Path) -> Source:
         shape = request.input_shape
         return Source(archive.stem, lambda: torch.jit.load(str(archive), map_location="cpu").eval(),
                       _input_maker(request, shape, archive.name), archive=None)
-    from launchkit.serve.archive import ArchiveError, extract_archive, read_manifest, read_model_config
-    from launchkit.serve.handler_api import load_model_files
+    from launchkit.archive.manifest import read_manifest
+    from launchkit.archive.reading import extract_archive, read_model_config
+    from launchkit.model.loading import load_archived_model
 
-    try:
-        model_dir = extract_archive(archive, workdir / "model")
-        manifest = read_manifest(model_dir)
-        config = read_model_config(model_dir, manifest)
-    except ArchiveError as error:
-        raise UsageError(f"{archive}: {error}") from None
+    model_dir = extract_archive(archive, workdir / "model")
+    manifest = read_manifest(model_dir)
+    config = read_model_config(model_dir, manifest)
     inputs = config.get("optimize_inputs") or {}
     if inputs.get("kind") == "text":
         from launchkit.examples.minilm import text_inputs
@@ -110,7 +100,7 @@ def load_source(request: OptimizeRequest, workdir: Path) -> Source:
         shape = request.input_shape or (tuple(inputs["shape"]) if "shape" in inputs else
                                          EXAMPLE_SHAPES.get(manifest.model_name))
         maker, task = _input_maker(request, shape, archive.name), "auto"
-    return Source(manifest.model_name, lambda: load_model_files(model_dir, manifest), maker, archive, task)
+    return Source(manifest.model_name, lambda: load_archived_model(model_dir, manifest), maker, archive, task)
 
 
 def _input_maker(request: OptimizeRequest, shape: tuple[int, ...] | None, what: str) -> Callable[[int, int], tuple[Any, ...]]:
@@ -139,8 +129,8 @@ def _input_maker(request: OptimizeRequest, shape: tuple[int, ...] | None, what: 
 def run_optimize(request: OptimizeRequest, progress: Callable[[str], None] = lambda message: None) -> OptimizeResult:
     import torch
 
+    from launchkit.model.transform import optimize_model
     from launchkit.optimize.measure import agreement, compare_throughput
-    from launchkit.optimize.transform import optimize_model
 
     if request.threads:
         torch.set_num_threads(request.threads)
@@ -212,31 +202,13 @@ def write_artifact(request: OptimizeRequest, source: Source, optimized: Any, out
             raise LaunchkitError(f"tracing failed, so there is no graph to write: {optimized.description}")
         optimized.traced.save(str(output))
         return output
+    from launchkit.archive.writing import copy_with_config
+
     assert source.archive is not None
-    rewrite_archive(source.archive, output, request.spec)
-    return output
-
-
-def rewrite_archive(archive: Path, output: Path, spec: OptimizationSpec) -> None:
-    """Copy ``archive`` to ``output`` with ``optimization:`` set in its model-config.yaml."""
-    import yaml
-
-    with zipfile.ZipFile(archive) as bundle:
-        manifest = json.loads(bundle.read("MAR-INF/MANIFEST.json"))
-        config_name = manifest.setdefault("model", {}).get("configFile") or "model-config.yaml"
-        manifest["model"]["configFile"] = config_name
-        config = yaml.safe_load(bundle.read(config_name)) if config_name in bundle.namelist() else {}
-        config = config or {}
-        config["optimization"] = {"dtype": spec.dtype, "channels_last": spec.channels_last, "graph": spec.graph}
-        temporary = output.with_suffix(".partial")
-        with zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as out:
-            for item in bundle.infolist():
-                if item.filename in (config_name, "MAR-INF/MANIFEST.json"):
-                    continue
-                out.writestr(item, bundle.read(item.filename))
-            out.writestr(config_name, yaml.safe_dump(config, sort_keys=False))
-            out.writestr("MAR-INF/MANIFEST.json", json.dumps(manifest, indent=2))
-    shutil.move(str(temporary), output)
+    spec = request.spec
+    return copy_with_config(source.archive, output, {"optimization": {"dtype": spec.dtype,
+                                                                      "channels_last": spec.channels_last,
+                                                                      "graph": spec.graph}})
 
 
 def write_report(result: OptimizeResult, folder: Path, argv: list[str]) -> None:

@@ -7,36 +7,18 @@ Used at start-up (archives the operator named) and by ``POST /models`` (after th
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from launchkit.errors import UsageError
-from launchkit.optimize.spec import OptimizationSpec
-from launchkit.serve.archive import ArchiveError, extract_archive, read_manifest, read_model_config
-from launchkit.serve.batcher import ModelQueue
-from launchkit.serve.config import ModelSettings, ModelSource, ServerConfig
-from launchkit.serve.registry import Registry, ServedModel
-from launchkit.serve.sources import SourceError, check_sha256
+from launchkit.archive.manifest import read_manifest
+from launchkit.archive.reading import extract_archive, read_model_config
+from launchkit.core.errors import Conflict, UsageError
+from launchkit.serve.scheduling.batcher import ModelQueue
+from launchkit.serve.scheduling.registry import Registry, ServedModel
+from launchkit.serve.settings import ModelOverrides, ModelSource, ServerConfig, model_settings
+from launchkit.serve.sources import check_sha256
 
 _folders = itertools.count()
-
-
-@dataclass(frozen=True)
-class SettingOverrides:
-    """Per-model settings that beat config files and archives (command-line flags, POST /models)."""
-
-    batch_size: int | None = None
-    max_batch_delay_ms: float | None = None
-    workers: int | None = None
-    response_timeout_s: float | None = None
-    optimization: OptimizationSpec | None = None
-
-    def apply(self, settings: ModelSettings) -> ModelSettings:
-        changes = {key: value for key, value in vars(self).items() if value is not None}
-        if self.optimization is not None:  # ipex_enable (server-wide) survives a per-model choice
-            changes["optimization"] = replace(self.optimization, ipex=settings.optimization.ipex)
-        return replace(settings, **changes)
 
 
 def resolve_sources(config: ServerConfig, paths: list[str], models: list[str]) -> list[ModelSource]:
@@ -58,10 +40,12 @@ def resolve_sources(config: ServerConfig, paths: list[str], models: list[str]) -
     return sources
 
 
-def open_model(archive: Path, workdir: Path, config: ServerConfig, overrides: SettingOverrides,
+def open_model(archive: Path, workdir: Path, config: ServerConfig, overrides: tuple[ModelOverrides, ...] = (),
                name: str | None = None, sha256: str | None = None, url: str = "",
                metrics: Any = None) -> ServedModel:
-    """Extract and describe one archive; raises ArchiveError or SourceError (nothing is registered)."""
+    """Extract and describe one archive; raises ArchiveError or SourceError (nothing is registered).
+
+    ``overrides``: the command line's settings, then the management API's (see serve.settings)."""
     if sha256:
         check_sha256(archive, sha256)
     model_dir = extract_archive(archive, workdir / f"model-{next(_folders)}")
@@ -71,7 +55,7 @@ def open_model(archive: Path, workdir: Path, config: ServerConfig, overrides: Se
     pinned = config.pinned_sha256(name, manifest.version)
     if pinned and not sha256:
         check_sha256(archive, pinned)
-    settings = overrides.apply(config.model_settings(name, manifest.version, archive_config))
+    settings = model_settings(config, name, manifest.version, archive_config, overrides)
     max_workers = archive_config.get("maxWorkers")
     model = ServedModel(name, manifest.version, model_dir, archive, manifest, settings,
                         ModelQueue(name, settings.batch_size, settings.max_batch_delay_ms, settings.job_queue_size),
@@ -88,17 +72,17 @@ def attach_metrics(model: ServedModel, metrics: Any) -> None:
     model.queue.on_dispatch = lambda jobs, now: model_metrics.batch_sent([now - job.arrival for job in jobs])
 
 
-def load_models(config: ServerConfig, sources: tuple[ModelSource, ...], overrides: SettingOverrides,
-                workdir: Path, metrics: Any = None) -> Registry:
+def load_models(config: ServerConfig, sources: tuple[ModelSource, ...], overrides: ModelOverrides,
+                workdir: Path) -> Registry:
     registry = Registry()
     for source in sources:
         try:
-            model = open_model(source.path, workdir, config, overrides, source.name, metrics=metrics)
-        except (ArchiveError, SourceError) as error:
+            model = open_model(source.path, workdir, config, (overrides,), source.name)
+        except UsageError as error:
             raise UsageError(f"cannot load {source.path}: {error}") from None
         try:
             registry.add(model)
-        except ValueError as error:
+        except Conflict as error:
             raise UsageError(str(error)) from None
     if not registry.models:
         raise UsageError("no model to serve: give MODEL.mar paths, --models, or load_models= in --ts-config")

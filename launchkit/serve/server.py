@@ -1,8 +1,8 @@
 """`launchkit serve`: load archives, plan and start workers, serve three APIs until told to stop.
 
-* inference (default 127.0.0.1:8080): /predictions and KServe v2, see :mod:`.app`;
-* management (127.0.0.1:8081): register, scale, describe, unregister, see :mod:`.management`;
-* metrics (127.0.0.1:8082): Prometheus text, see :mod:`.metrics`.
+* inference (default 127.0.0.1:8080): /predictions and KServe v2, see :mod:`.api.inference`;
+* management (127.0.0.1:8081): register, scale, describe, unregister, see :mod:`.api.management`;
+* metrics (127.0.0.1:8082): Prometheus text, see :mod:`.api.metrics`.
 
 Management and metrics stay on loopback unless told otherwise; management beyond loopback needs a
 token (refusing to start without one). Shutdown (SIGINT/SIGTERM): stop accepting, let requests
@@ -13,57 +13,39 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import shutil
 import signal
-import sys
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launchkit.errors import UsageError
-from launchkit.serve.app import InferenceApp
-from launchkit.serve.config import ModelSource, ServerConfig, is_loopback
-from launchkit.serve.fleet import Fleet, base_run_request
-from launchkit.serve.httpserver import ForegroundServer, bind, keep_alive_protocol
-from launchkit.serve.loading import SettingOverrides, attach_metrics, load_models
-from launchkit.serve.management import ManagementApp
-from launchkit.serve.metrics import ServerMetrics
-from launchkit.serve.registry import Registry
-from launchkit.serve.workers import WorkerPool
+from launchkit.serve.api.http import ForegroundServer, bind, keep_alive_protocol
+from launchkit.serve.api.inference import InferenceApp
+from launchkit.serve.api.management import ManagementApp
+from launchkit.serve.api.metrics import ServerMetrics
+from launchkit.serve.fleet.fleet import Fleet, base_run_request
+from launchkit.serve.fleet.process import WorkerPool
+from launchkit.serve.loading import attach_metrics, load_models
+from launchkit.serve.scheduling.registry import Registry
+from launchkit.serve.settings import ModelOverrides, ModelSource, ServerConfig
 
-TOKEN_VARIABLES = {"management_token": "LAUNCHKIT_MANAGEMENT_TOKEN", "inference_token": "LAUNCHKIT_INFERENCE_TOKEN"}
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class ServeRequest:
-    config: ServerConfig
+    config: ServerConfig  # settled: see launchkit.serve.settings.server_config
     sources: tuple[ModelSource, ...]
-    overrides: SettingOverrides = SettingOverrides()
+    overrides: ModelOverrides = ModelOverrides()  # the command line's per-model settings
     graceful_timeout_s: float = 30.0
     topology_root: str | None = None
 
 
-def secure_config(config: ServerConfig, environ: dict[str, str] | os._Environ[str] = os.environ) -> ServerConfig:
-    """Tokens from the environment (they beat config.properties), and the refusal to expose management."""
-    tokens = {key: environ[variable] for key, variable in TOKEN_VARIABLES.items() if environ.get(variable)}
-    config = replace(config, **tokens)
-    address = config.management_address
-    if not is_loopback(address.host) and not config.management_token:
-        raise UsageError(
-            f"management_address {address} is reachable from other machines, and whoever reaches it can load code "
-            "(a .mar runs its handler). Set a token: export LAUNCHKIT_MANAGEMENT_TOKEN=$(openssl rand -hex 32) "
-            "(or management_token= in config.properties), or keep management on 127.0.0.1."
-        )
-    if config.enable_metrics_api and not is_loopback(config.metrics_address.host):
-        config = replace(config, warnings=config.warnings + (
-            f"metrics_address {config.metrics_address} is reachable from other machines (metrics need no token)",))
-    return config
-
-
 def startup_report(config: ServerConfig, registry: Registry, fleet: Fleet) -> str:
-    lines = ["launchkit serve: effective configuration " + json.dumps(config.effective(), sort_keys=True)]
+    lines = ["effective configuration " + json.dumps(config.effective(), sort_keys=True)]
     for model in registry.all():
         settings = model.settings
         lines.append(f"  model {model.name} v{model.version} ({model.archive}): batch_size={settings.batch_size} "
@@ -105,7 +87,7 @@ def run_server(request: ServeRequest) -> int:
 
 
 async def _serve(request: ServeRequest) -> int:
-    config = secure_config(request.config)
+    config = request.config
     workdir = Path(tempfile.mkdtemp(prefix="launchkit-serve-"))
     os.chmod(workdir, 0o700)
     pool: WorkerPool | None = None
@@ -126,7 +108,7 @@ async def _serve(request: ServeRequest) -> int:
                           bind(config.management_address, "management_address", "--management-address")))
         if metrics is not None:
             listeners.append((metrics.asgi_app(), bind(config.metrics_address, "metrics_address", "--metrics-address")))
-        print(startup_report(config, registry, fleet), file=sys.stderr, flush=True)
+        logger.info("%s", startup_report(config, registry, fleet))
         await pool.start()
         servers = [(_http_server(app, request.graceful_timeout_s), sock) for app, sock in listeners]
         loop = asyncio.get_running_loop()
@@ -135,7 +117,7 @@ async def _serve(request: ServeRequest) -> int:
         ready_task = asyncio.ensure_future(_announce_ready(registry, config))
         await asyncio.gather(*(server.serve(sockets=[sock]) for server, sock in servers))
         ready_task.cancel()
-        print("launchkit serve: stopped accepting; stopping workers", file=sys.stderr, flush=True)
+        logger.info("stopped accepting; stopping workers")
         return 0
     finally:
         if fleet is not None:
@@ -158,5 +140,4 @@ async def _announce_ready(registry: Registry, config: ServerConfig) -> None:
     while not registry.all_ready():
         await asyncio.sleep(0.05)
     names = ", ".join(f"{m.name}" for m in registry.all())
-    print(f"launchkit serve: ready on {config.inference_address} ({names}); management on "
-          f"{config.management_address}", file=sys.stderr, flush=True)
+    logger.info("ready on %s (%s); management on %s", config.inference_address, names, config.management_address)

@@ -24,20 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from launchkit.core.errors import SourceError, SourceMissing, SourceRefused
+
 MAX_DOWNLOAD_BYTES = 4 * 2**30
 DOWNLOAD_TIMEOUT_S = 60.0
-
-
-class SourceRefused(Exception):
-    """The URL is not allowed by the policy (HTTP 403)."""
-
-
-class SourceError(Exception):
-    """The URL is malformed, missing or unreadable (HTTP 400, or 404 when ``missing``)."""
-
-    def __init__(self, message: str, missing: bool = False) -> None:
-        super().__init__(message)
-        self.missing = missing
 
 
 @dataclass(frozen=True)
@@ -95,7 +85,7 @@ def _local(path: Path, url: str, policy: SourcePolicy) -> ResolvedSource:
             "regular expressions) matches the path's file:// URL"
         )
     if not real.is_file():
-        raise SourceError(f"url={url}: no such archive ({real})", missing=True)
+        raise SourceMissing(f"url={url}: no such archive ({real})")
     return ResolvedSource("file", path=real, url=url)
 
 

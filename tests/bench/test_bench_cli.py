@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from launchkit.cli_bench import parse_range, parse_warmup
-from launchkit.errors import UsageError
+from launchkit.cli.bench import parse_range, parse_warmup
+from launchkit.core.errors import UsageError
 
 
 def launchkit(*args: str, timeout: float = 180):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from launchkit.errors import UsageError
+from launchkit.core.errors import UsageError
 from launchkit.launch.env import JEMALLOC_CONF, RuntimeChoice, choose_runtime, instance_env
 from launchkit.launch.libraries import FoundLibrary
 from launchkit.launch.plan import InstancePlan

@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from launchkit.errors import PlanError
+from launchkit.core.errors import PlanError
 from launchkit.launch.plan import CpuOptions, plan_cpus
 from tests.conftest import MACHINES
 
@@ -126,7 +126,7 @@ def test_node_id_errors_say_what_exists(machine):
 def test_node_with_no_allowed_cpu(tmp_path):
     import shutil
 
-    from launchkit.topology import read_topology
+    from launchkit.core.topology import read_topology
     from tests.conftest import machine_root
 
     root = tmp_path / "m"

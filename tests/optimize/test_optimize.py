@@ -10,8 +10,9 @@ import zipfile
 import pytest
 import torch
 
-from launchkit.optimize.spec import OptimizationSpec, SpecError, parse_spec
-from launchkit.optimize.transform import optimize_model
+from launchkit.core.errors import SpecError
+from launchkit.model.spec import OptimizationSpec, parse_spec
+from launchkit.model.transform import optimize_model
 
 # --- the spec (pure) ------------------------------------------------------------------------------
 
@@ -170,15 +171,15 @@ def test_minilm_served_embeds_batches_of_sentences(tmp_path):
 
 def test_ipex_enable_without_ipex_runs_the_native_path_and_says_so():
     from launchkit.examples.tiny import tiny_mlp
-    from launchkit.serve.config import config_from_properties
+    from launchkit.serve.settings import config_from_properties, model_settings
 
-    settings = config_from_properties({"ipex_enable": "true"}, "test").model_settings("m", "1.0", {})
+    settings = model_settings(config_from_properties({"ipex_enable": "true"}, "test"), "m", "1.0", {})
     assert settings.optimization == OptimizationSpec("fp32", True, "torchscript", ipex=True)
     optimized = optimize_model(tiny_mlp(), settings.optimization, lambda: (torch.zeros(2, 64),))
     assert any("not importable" in note for note in optimized.notes) or any("IPEX" in n for n in optimized.notes)
     assert optimized.traced is not None and optimized(torch.zeros(3, 64)).shape == (3, 10)
     # an archive's own choice keeps the server-wide ipex flag
-    chosen = config_from_properties({"ipex_enable": "true"}, "test").model_settings(
+    chosen = model_settings(config_from_properties({"ipex_enable": "true"}, "test"),
         "m", "1.0", {"optimization": {"dtype": "bf16"}})
     assert chosen.optimization.dtype == "bf16" and chosen.optimization.ipex
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from launchkit.serve.archive import ArchiveRequest, create_archive
+from launchkit.archive.writing import ArchiveRequest, create_archive
 
 HANDLERS = Path(__file__).parent.parent / "fixtures" / "handlers"
 

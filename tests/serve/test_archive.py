@@ -8,9 +8,10 @@ import zipfile
 
 import pytest
 
-from launchkit.errors import UsageError
-from launchkit.serve.archive import (MANIFEST, ArchiveError, ArchiveRequest, create_archive, extract_archive,
-                                     read_manifest)
+from launchkit.archive.manifest import MANIFEST, read_manifest
+from launchkit.archive.reading import extract_archive
+from launchkit.archive.writing import ArchiveRequest, create_archive
+from launchkit.core.errors import ArchiveError, UsageError
 from tests.serve.conftest import HANDLERS
 
 

@@ -7,11 +7,14 @@ import time
 
 import pytest
 
-from launchkit.serve.batcher import ModelQueue, NoWorkerReady, QueueFull
-from launchkit.serve.protocol import ItemRequest, ItemResult
+from launchkit.core.errors import NoWorkerReady, QueueFull
+from launchkit.serve.scheduling.batcher import ModelQueue
+from launchkit.serve.wire import ItemRequest, ItemResult
 
 
 class Slot:
+    ready = True
+
     def __init__(self) -> None:
         self.batches: list[tuple[float, list]] = []
 
@@ -34,7 +37,7 @@ def test_no_worker_and_full_queue_are_different_errors():
         queue = ModelQueue("m", 4, 10, capacity=2)
         with pytest.raises(NoWorkerReady, match="no worker ready"):
             queue.submit(request(0))
-        queue.ready_workers = 1  # ready but busy: nothing idle, so requests wait
+        queue.members.append(Slot())  # ready but busy: nothing idle, so requests wait
         queue.submit(request(1))
         queue.submit(request(2))
         with pytest.raises(QueueFull, match="queue is full"):
@@ -47,7 +50,7 @@ def test_full_batch_goes_at_once_and_delay_counts_from_oldest_arrival():
     async def scenario():
         queue = ModelQueue("m", 4, 200, capacity=100)
         slot = Slot()
-        queue.ready_workers = 1
+        queue.members.append(slot)
         futures = [queue.submit(request(i)) for i in range(6)]  # worker busy: all wait
         queue.idle.append(slot)
         await asyncio.sleep(0)
@@ -108,9 +111,9 @@ def test_lost_last_worker_fails_waiting_requests_with_503():
     async def scenario():
         queue = ModelQueue("m", 4, 10, capacity=10)
         slot = Slot()
-        queue.ready_workers = 1
+        queue.members.append(slot)
         future = queue.submit(request(1))
-        queue.worker_gone(slot, was_ready=True, error="boom")
+        queue.worker_gone(slot, error="boom")
         result = await future
         assert result.status == 503 and b"lost its last worker" in result.body
 

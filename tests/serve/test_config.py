@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from launchkit.errors import UsageError
-from launchkit.serve.config import Address, config_from_properties, parse_properties
+from launchkit.core.errors import UsageError
+from launchkit.serve.properties import parse_properties
+from launchkit.serve.settings import Address, config_from_properties, model_settings
 
 SAMPLE = r"""
 # TorchServe style
@@ -40,13 +41,13 @@ def test_config_from_properties():
     assert config.cpu_launcher_enable is True and config.cpu_launcher_args == "--use_logical_core  --node_id 0"
     assert any("made_up_key" in warning for warning in config.warnings)
     assert any("number_of_netty_threads" in note for note in config.notes)
-    tiny = config.model_settings("tiny", "1.0", {})
+    tiny = model_settings(config, "tiny", "1.0", {})
     assert (tiny.batch_size, tiny.max_batch_delay_ms, tiny.workers, tiny.response_timeout_s) == (8, 5.0, 3, 10.0)
     assert tiny.job_queue_size == 7
-    other = config.model_settings("other", "1.0", {"batchSize": 4})
+    other = model_settings(config, "other", "1.0", {"batchSize": 4})
     assert (other.batch_size, other.workers) == (4, 2)
     # model-config.yaml in the archive beats config.properties
-    assert config.model_settings("tiny", "1.0", {"batchSize": 2}).batch_size == 2
+    assert model_settings(config, "tiny", "1.0", {"batchSize": 2}).batch_size == 2
     assert config.effective()["inference_address"] == "http://0.0.0.0:9090"
 
 
@@ -66,6 +67,6 @@ def test_bad_values_are_usage_errors(text, message):
 def test_bad_model_settings():
     config = config_from_properties({}, "x")
     with pytest.raises(UsageError, match="not a number"):
-        config.model_settings("m", "1", {"batchSize": "big"})
+        model_settings(config, "m", "1", {"batchSize": "big"})
     with pytest.raises(UsageError, match="out of range"):
-        config.model_settings("m", "1", {"batchSize": 0})
+        model_settings(config, "m", "1", {"batchSize": 0})

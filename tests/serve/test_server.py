@@ -337,7 +337,7 @@ def test_response_over_max_response_size_is_a_500(tmp_path, archives):
 def test_wait_policy_follows_model_size_unless_told(tmp_path):
     from types import SimpleNamespace
 
-    from launchkit.serve.fleet import SPIN_MODEL_BYTES, wait_policy
+    from launchkit.serve.fleet.fleet import SPIN_MODEL_BYTES, wait_policy
 
     small, big = tmp_path / "small.pt", tmp_path / "big.pt"
     small.write_bytes(b"x" * 1000)

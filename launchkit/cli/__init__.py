@@ -1,0 +1,81 @@
+"""The `launchkit` command: parses flags, calls one function per command, prints.
+
+One module per command (``info``, ``run``, ``archive``, ``serve``, ``bench`` with ``report``,
+``optimize``); shared option helpers in ``options``, human output of plans in ``render``,
+logging in ``logs``. Human output goes to stderr; ``--json`` prints machine-readable JSON on
+stdout and nothing else there. Errors become ``launchkit: error: ...`` and an exit status, the
+one place launchkit's error tree meets exit codes (:data:`EXIT_CODES`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from launchkit import __version__
+from launchkit.cli.logs import LEVELS, configure_logging
+from launchkit.cli.options import CONTEXT
+from launchkit.core.errors import AccuracyRefused, LaunchkitError, Regression, UsageError
+
+# Most specific first. 2 is bad usage (click's own, too); 3 and 4 are verdicts a CI job acts on.
+EXIT_CODES: tuple[tuple[type[LaunchkitError], int], ...] = (
+    (Regression, 3),
+    (AccuracyRefused, 4),
+    (UsageError, 2),
+    (LaunchkitError, 1),
+)
+
+
+def exit_code(error: LaunchkitError) -> int:
+    return next(code for cls, code in EXIT_CODES if isinstance(error, cls))
+
+
+class _Group(click.Group):
+    """Turns launchkit's errors into one clear line and an exit status, without a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LaunchkitError as error:
+            click.echo(f"launchkit: error: {error}", err=True)
+            sys.exit(exit_code(error))
+
+
+@click.group(cls=_Group, context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="launchkit")
+@click.option("-v", "--verbose", count=True, help="More detail in the log (-v: debug).")
+@click.option("--log-level", type=click.Choice(LEVELS, case_sensitive=False), envvar="LAUNCHKIT_LOG_LEVEL",
+              help="Log level (default info; env LAUNCHKIT_LOG_LEVEL).")
+def main(verbose: int, log_level: str | None) -> None:
+    """Fast, measurable PyTorch inference on CPUs.
+
+    \b
+      launchkit info                 what this machine is and what this process may use
+      launchkit run ... script.py    launch pinned, tuned instances of a program
+      launchkit archive ...          make a model archive (.mar), like torch-model-archiver
+      launchkit serve [MODEL.mar]    serve models with dynamic batching on pinned workers
+      launchkit bench [TARGET]       load-test a server, write a report, gate CI on regressions
+      launchkit optimize [MODEL]     bf16 / channels-last / TorchScript / int8, measured and accuracy-checked
+    """
+    configure_logging("debug" if verbose and not log_level else (log_level or "info"))
+
+
+def _register() -> None:
+    from launchkit.cli.archive import archive
+    from launchkit.cli.bench import bench, report
+    from launchkit.cli.info import info
+    from launchkit.cli.optimize import optimize
+    from launchkit.cli.run import run
+    from launchkit.cli.serve import serve
+
+    for command in (info, run, archive, serve, bench, report, optimize):
+        main.add_command(command)
+
+
+_register()
+
+if __name__ == "__main__":  # pragma: no cover
+    main(prog_name=os.path.basename(sys.argv[0]))

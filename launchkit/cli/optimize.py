@@ -1,0 +1,101 @@
+"""`launchkit optimize`: flags in, one call to launchkit.optimize.command, a table and a verdict out."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from launchkit.cli.options import CONTEXT, option
+from launchkit.core.errors import AccuracyRefused, UsageError
+
+
+def _ints(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.replace("x", ",").split(",") if part.strip())
+    except ValueError:
+        raise UsageError(f"{flag} {text!r}: expected integers separated by commas, e.g. 1,8") from None
+    if not values or any(value < 1 for value in values):
+        raise UsageError(f"{flag} {text!r}: expected positive integers")
+    return values
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("model", required=False, metavar="[MODEL.mar|MODEL.pt]")
+@option("--example", type=click.Choice(["tiny", "resnet18", "minilm"]), help="A bundled example instead of MODEL.")
+@option("--dtype", type=click.Choice(["fp32", "bf16", "int8"]), default="bf16", show_default=True,
+        help="bf16: autocast (AMX/AVX-512 BF16 where present); int8: dynamic quantization of Linear layers.")
+@option("--channels-last/--no-channels-last", default=True, show_default=True,
+        help="Convert 4-D weights and inputs to channels-last (convolutions; harmless elsewhere).")
+@option("--graph", type=click.Choice(["torchscript", "compile", "none"]), default="torchscript", show_default=True,
+        help="torchscript: trace (under autocast for bf16) and freeze; compile: torch.compile (needs a C++ compiler).")
+@option("--batch-sizes", default="1,8", show_default=True, metavar="N,N", help="Batch sizes to measure throughput at.")
+@option("--input-shape", metavar="C,H,W", help="One input's shape without the batch dimension (random inputs).")
+@option("--inputs", "inputs_file", metavar="FILE.pt", help="Real inputs: a saved tensor (or tuple) whose first "
+        "dimension is the sample; used for accuracy and throughput instead of random ones.")
+@option("--samples", type=click.IntRange(min=1), default=512, show_default=True,
+        help="Inputs compared with the fp32 original.")
+@option("--seconds", type=click.FloatRange(min=0.1), default=3.0, show_default=True,
+        help="Measuring time per model and batch size.")
+@option("--task", type=click.Choice(["auto", "classifier", "embedding"]), default="auto", show_default=True,
+        help="Which accuracy check gates: top-1 agreement (classifier) or cosine (embedding).")
+@option("--min-top1-agreement", type=click.FloatRange(0, 1), default=0.99, show_default=True)
+@option("--min-cosine", type=click.FloatRange(-1, 1), default=0.999, show_default=True)
+@option("--force", is_flag=True, help="Write the artifact even when it fails the accuracy check.")
+@option("--output", "-o", metavar="PATH", help="Artifact: NAME.mar (the archive, set to run optimized) or NAME.pt "
+        "(the traced graph). Default: <model>-<dtype>[-cl][-graph].mar next to where you are.")
+@option("--report-dir", metavar="DIR", help="Where summary.json and report.md go (default results/<ts>-optimize-<name>).")
+@option("--threads", type=click.IntRange(min=1), help="torch threads for the measurement (default: torch's).")
+def optimize(model: str | None, **params: Any) -> None:
+    """Optimize a model for this CPU, measure it against the original, and write it if it is accurate.
+
+    \b
+    Examples:
+      launchkit optimize --example resnet18                       # bf16 + channels-last + TorchScript
+      launchkit optimize resnet18.mar --dtype bf16 -o resnet18-bf16.mar
+      launchkit optimize model.pt --input-shape 3,224,224 --dtype int8 --graph none
+      launchkit serve resnet18-bf16.mar                           # workers rebuild the optimized graph
+
+    Exit status: 0 written, 2 bad usage, 4 refused (accuracy below the thresholds; --force writes anyway).
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from launchkit.core.results import default_report_dir
+    from launchkit.model.spec import OptimizationSpec
+    from launchkit.optimize.command import OptimizeRequest, run_optimize, write_report
+
+    if model and params["example"]:
+        raise UsageError("give MODEL or --example, not both")
+    request = OptimizeRequest(
+        spec=OptimizationSpec(params["dtype"], params["channels_last"], params["graph"]),
+        target=model, example=params["example"], batch_sizes=_ints(params["batch_sizes"], "--batch-sizes"),
+        input_shape=_ints(params["input_shape"], "--input-shape") if params["input_shape"] else None,
+        inputs_file=params["inputs_file"], samples=params["samples"], seconds=params["seconds"], task=params["task"],
+        min_top1=params["min_top1_agreement"], min_cosine=params["min_cosine"], force=params["force"],
+        output=params["output"], threads=params["threads"],
+    )
+    console = Console(stderr=True, highlight=False)
+    result = run_optimize(request, progress=lambda message: console.print(f"[dim]launchkit optimize: {message}[/dim]"))
+    table = Table(title=f"launchkit optimize: {result.name}\n{result.path}", title_justify="left")
+    for column in ("batch", "original /s", "optimized /s", "speed-up"):
+        table.add_column(column, justify="right")
+    for row in result.throughput:
+        table.add_row(str(row["batch_size"]), f"{row['original']:.1f}", f"{row['optimized']:.1f}", f"{row['speedup']:.2f}×")
+    Console(highlight=False).print(table)
+    a = result.agreement
+    click.echo(f"agreement with fp32 on {a['samples']} inputs ({result.task}): top-1 {a['top1_agreement']:.2%}, "
+               f"cosine min {a['min_cosine']} mean {a['mean_cosine']}, max |diff| {a['max_abs_diff']:.3g}")
+    folder = Path(params["report_dir"]) if params["report_dir"] else default_report_dir(f"optimize-{result.name}")
+    write_report(result, folder, sys.argv)
+    click.echo(f"report: {folder}/")
+    if result.artifact:
+        click.echo(f"written: {result.artifact}" + ("" if result.accepted else f" (forced: {result.reason})"))
+    if result.throughput and max(row["speedup"] for row in result.throughput) < 1.05:
+        click.echo("note: the optimized model is not measurably faster here; serving the original is as good",
+                   err=True)
+    if not result.accepted and not request.force:
+        raise AccuracyRefused(f"not written: {result.reason}. Try --dtype fp32 or bf16 (int8 is the usual culprit), "
+                              "or --force to write it anyway.")

@@ -1,0 +1,78 @@
+"""`launchkit serve`."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from launchkit.cli.options import CONTEXT, option
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("model_paths", nargs=-1, metavar="[MODEL.mar]...")
+@option("--model-store", metavar="DIR", help="Folder of .mar files (--models NAME=FILE is relative to it).")
+@option("--models", multiple=True, metavar="[NAME=]FILE|all",
+        help="Models to load, as in TorchServe; repeatable or comma-separated.")
+@option("--ts-config", metavar="FILE", help="TorchServe config.properties.")
+@option("--inference-address", metavar="URL", help="Default http://127.0.0.1:8080.")
+@option("--management-address", metavar="URL",
+        help="Default http://127.0.0.1:8081. Beyond loopback it needs LAUNCHKIT_MANAGEMENT_TOKEN.")
+@option("--metrics-address", metavar="URL", help="Prometheus /metrics; default http://127.0.0.1:8082.")
+@option("--workers", type=click.IntRange(min=1), help="Workers per model (default 1; each gets its own cores).")
+@option("--batch-size", type=click.IntRange(min=1), help="Largest batch per model (default 1).")
+@option("--max-batch-delay", type=click.FloatRange(min=0), metavar="MS",
+        help="Longest a request waits for batch-mates, from its arrival (default 100 ms).")
+@option("--cpu-launcher-args", metavar="ARGS", help="launchkit run flags for the workers, e.g. '--use-logical-core'.")
+@option("--optimization", metavar="SPEC",
+        help="How workers run every model: e.g. 'bf16,channels_last,torchscript' (dtype fp32|bf16|int8, "
+             "channels_last, graph torchscript|compile|none). Beats model-config.yaml; check accuracy with "
+             "launchkit optimize first.")
+@option("--graceful-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
+        help="Seconds to let requests in flight finish on SIGINT/SIGTERM.")
+@option("--topology-root", metavar="DIR", envvar="LAUNCHKIT_TOPOLOGY_ROOT", hidden=True)
+@option("--foreground", is_flag=True, hidden=True)
+@option("--disable-token-auth", "--dt", is_flag=True, hidden=True)
+@option("--ncs", "--no-config-snapshots", is_flag=True, hidden=True)
+@option("--enable-model-api", is_flag=True, hidden=True)
+def serve(model_paths: tuple[str, ...], **params: Any) -> None:
+    """Serve model archives over HTTP with dynamic batching, each worker on its own cores.
+
+    With no MODEL it serves the bundled examples (tiny, resnet18). Runs in the foreground until
+    SIGINT/SIGTERM, then finishes requests in flight and stops its workers. Settings apply in one
+    order (README, "Settings"): defaults < config.properties < the archive's model-config.yaml
+    < these flags < the management API.
+
+    \b
+    Examples:
+      launchkit serve                                   # bundled examples on :8080
+      launchkit serve tiny.mar --batch-size 8 --max-batch-delay 5
+      launchkit serve --model-store store --models tiny=tiny.mar --ts-config config.properties
+    """
+    from launchkit.model.spec import parse_spec
+    from launchkit.serve.loading import resolve_sources
+    from launchkit.serve.server import ServeRequest, run_server
+    from launchkit.serve.settings import ModelOverrides, ServerFlags, server_config
+
+    config = server_config(ServerFlags(
+        ts_config=params["ts_config"], model_store=params["model_store"],
+        inference_address=params["inference_address"], management_address=params["management_address"],
+        metrics_address=params["metrics_address"], cpu_launcher_args=params["cpu_launcher_args"],
+    ))
+    models = [item for entry in params["models"] for item in entry.split(",") if item]
+    paths = list(model_paths)
+    if not paths and not models and not config.load_models:
+        from launchkit.examples.cache import ensure_examples
+
+        paths = [str(path) for path in ensure_examples()]
+    optimization = params["optimization"]
+    request = ServeRequest(
+        config=config,
+        sources=tuple(resolve_sources(config, paths, models)),
+        overrides=ModelOverrides(params["batch_size"], params["max_batch_delay"], params["workers"],
+                                 optimization=parse_spec(optimization, "--optimization") if optimization else None),
+        graceful_timeout_s=params["graceful_timeout"],
+        topology_root=params["topology_root"],
+    )
+    sys.exit(run_server(request))

@@ -1,0 +1,156 @@
+"""The inference API as a bare ASGI application (no framework: every microsecond here is per request).
+
+Routes: ``GET /ping``, ``GET /v2/health/live|ready``, ``POST|PUT /predictions/{model}[/{version}]``
+(errors are TorchServe's JSON ``{"code", "type", "message"}``), and the KServe v2 routes under
+``/v2`` (:mod:`launchkit.serve.api.kserve`). With an inference token set, everything but
+``/ping`` and ``/v2/health/*`` needs ``Authorization: Bearer <token>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import time
+from typing import Any, Awaitable, Callable
+
+from launchkit.core.errors import LaunchkitError, MethodNotAllowed, NotFound, TooLarge, Unauthorized
+from launchkit.serve.api.kserve import KServeRoutes
+from launchkit.serve.api.responses import RETRY_AFTER_S, bearer_token_ok, send_json, torchserve_error
+from launchkit.serve.scheduling.registry import Registry, ServedModel
+from launchkit.serve.wire import ItemRequest, ItemResult, error_body
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class InferenceApp:
+    def __init__(self, registry: Registry, max_request_size: int, max_response_size: int = 6_553_500,
+                 metrics: Any = None, token: str | None = None) -> None:
+        self.registry = registry
+        self.max_request_size = max_request_size
+        self.max_response_size = max_response_size
+        self.metrics = metrics
+        self.token = token
+        self.kserve = KServeRoutes(registry, self.read_body)
+        self._ids = itertools.count(1)
+        self._id_prefix = f"{os.getpid():x}-"
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        request_id = self._id_prefix + str(next(self._ids))
+        if scope["http_version"] == "1.0" and any(name == b"connection" and value.lower() == b"keep-alive"
+                                                  for name, value in scope["headers"]):
+            send = _with_keep_alive(send)
+        path: str = scope["path"]
+        method: str = scope["method"]
+        try:
+            if path.startswith("/predictions/"):
+                if self.token and not bearer_token_ok(scope, self.token):
+                    raise Unauthorized("inference")
+                if method not in ("POST", "PUT"):
+                    raise MethodNotAllowed(f"use POST for {path}", "POST, PUT")
+                await self._predict(scope, receive, send, path, request_id)
+            elif path == "/ping" and method == "GET":
+                await send_json(send, 200, b'{"status": "Healthy"}', request_id)
+            elif path.startswith("/v2/health/") and method == "GET":
+                await self.kserve.health(send, path, request_id)
+            elif self.token and not bearer_token_ok(scope, self.token):
+                raise Unauthorized("inference")
+            elif path == "/v2" or path.startswith("/v2/"):
+                await self.kserve.handle(scope, receive, send, path, method, request_id)
+            else:
+                raise NotFound(f"no such endpoint: {method} {path}")
+        except LaunchkitError as error:
+            status, body, headers = torchserve_error(error)
+            await send_json(send, status, body, request_id, headers)
+
+    async def _predict(self, scope: dict[str, Any], receive: Receive, send: Send, path: str, request_id: str) -> None:
+        started = time.perf_counter()
+        parts = path[len("/predictions/"):].strip("/").split("/")
+        if not parts[0] or len(parts) > 2:
+            raise NotFound("expected /predictions/{model}[/{version}]")
+        try:
+            model = self.registry.find(parts[0], parts[1] if len(parts) == 2 else None)
+        except NotFound:
+            if self.metrics is not None:
+                self.metrics.unknown_model(404)
+            raise
+        status = await self._answer_predict(model, scope, receive, send, request_id)
+        if model.metrics is not None:
+            model.metrics.request_done(status, time.perf_counter() - started)
+
+    async def _answer_predict(self, model: ServedModel, scope: dict[str, Any], receive: Receive, send: Send,
+                              request_id: str) -> int:
+        """Queue the request, await its result, send it; returns the status sent."""
+        content_type = ""
+        declared = b""
+        headers: list[tuple[str, str]] = []
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value.decode("latin-1")
+            elif name == b"content-length":
+                declared = value
+            headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        try:
+            body = await self.read_body(declared, receive)
+            future = model.queue.submit(ItemRequest(request_id, body, content_type, headers))
+        except LaunchkitError as error:  # too large, queue full, no worker ready
+            status, body, extra = torchserve_error(error)
+            await send_json(send, status, body, request_id, extra)
+            return status
+        try:
+            result: ItemResult = await future
+        except asyncio.CancelledError:
+            future.cancel()  # client went away: the batcher skips it if it is still queued
+            raise
+        if len(result.body) > self.max_response_size:
+            await send_json(send, 500, error_body(500, "InternalServerException",
+                                                  f"the model's response ({len(result.body)} bytes) is larger than "
+                                                  f"max_response_size={self.max_response_size}"), request_id)
+            return 500
+        # An explicit content-length keeps HTTP/1.0 keep-alive clients (ab -k) on one connection;
+        # without it uvicorn answers chunked and must close the connection after every request.
+        response_headers = [(b"content-type", result.content_type.encode("latin-1")),
+                            (b"content-length", str(len(result.body)).encode()),
+                            (b"x-request-id", request_id.encode())]
+        response_headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in result.headers]
+        if result.status == 503:
+            response_headers.append((b"retry-after", RETRY_AFTER_S))
+        await send({"type": "http.response.start", "status": result.status, "headers": response_headers})
+        await send({"type": "http.response.body", "body": result.body})
+        return result.status
+
+    async def read_body(self, declared: bytes, receive: Receive) -> bytes:
+        """The request body (``declared``: its content-length header, b"" if none), within max_request_size."""
+        limit = self.max_request_size
+        if declared.isdigit() and int(declared) > limit:
+            raise self._too_large()
+        chunks = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise asyncio.CancelledError
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise self._too_large()
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _too_large(self) -> TooLarge:
+        return TooLarge(f"request body is larger than max_request_size={self.max_request_size} bytes")
+
+
+def _with_keep_alive(send: Send) -> Send:
+    """HTTP/1.0 clients reuse a connection only if the response says keep-alive."""
+
+    async def wrapped(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message["headers"], (b"connection", b"keep-alive")]}
+        await send(message)
+
+    return wrapped

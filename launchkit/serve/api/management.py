@@ -1,0 +1,329 @@
+"""The management API (TorchServe's, default 127.0.0.1:8081) as a bare ASGI application.
+
+    GET    /models[?limit=&next_page_token=]                      list models (paginated)
+    POST   /models?url=&model_name=&batch_size=&max_batch_delay=&initial_workers=&synchronous=&
+                   response_timeout=&sha256=                       register (200 sync, 202 async)
+    GET    /models/{name}[/{version}|/all]                        describe, as applied
+    PUT    /models/{name}[/{version}]?min_worker=&max_worker=&synchronous=&timeout=   scale
+    DELETE /models/{name}[/{version}]                             unregister, after draining
+    PUT    /models/{name}/{version}/set-default
+    GET    /ping                                                  never needs a token
+
+Differences from TorchServe, on purpose: a missing or wrong token is 401 (TorchServe says 400);
+``initial_workers`` defaults to the server's workers per model (TorchServe's 0 registers a model
+that can only answer 503); ``synchronous`` defaults to true for register (what TorchServe's code
+does, whatever its docs say) and false for scale; unknown parameters are a 400, not ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from launchkit.core.errors import (
+    ArchiveError, BadRequest, Conflict, LaunchkitError, MethodNotAllowed, ModelLoadFailed, NotFound, RequestTimeout,
+    Unauthorized,
+)
+from launchkit.core.values import parse_bool
+from launchkit.model.spec import OptimizationSpec, parse_spec
+from launchkit.serve.api.responses import bearer_token_ok, send_json, torchserve_error
+from launchkit.serve.fleet.fleet import Fleet, wait_loaded
+from launchkit.serve.loading import open_model
+from launchkit.serve.scheduling.registry import Registry, ServedModel
+from launchkit.serve.settings import ModelOverrides, ServerConfig
+from launchkit.serve.sources import SourcePolicy, fetch, resolve
+
+logger = logging.getLogger(__name__)
+
+REGISTER_PARAMS = {"url", "model_name", "batch_size", "max_batch_delay", "initial_workers", "synchronous",
+                   "response_timeout", "startup_timeout", "sha256", "runtime", "s3_sse_kms", "optimization"}
+SCALE_PARAMS = {"min_worker", "max_worker", "synchronous", "timeout"}
+STARTUP_TIMEOUT_S = 120.0
+
+
+class Query:
+    """Query parameters with typed, range-checked access; every error names the parameter."""
+
+    def __init__(self, raw: bytes, allowed: set[str]) -> None:
+        try:
+            parsed = parse_qs(raw.decode(), keep_blank_values=True, strict_parsing=bool(raw))
+        except (ValueError, UnicodeDecodeError):
+            raise BadRequest("the query string could not be parsed") from None
+        unknown = sorted(set(parsed) - allowed)
+        if unknown:
+            raise BadRequest(f"unknown parameter(s) {', '.join(unknown)}; this endpoint takes "
+                             f"{', '.join(sorted(allowed))}")
+        self.values = {key: values[-1] for key, values in parsed.items()}
+
+    def text(self, name: str) -> str | None:
+        return self.values.get(name)
+
+    def number(self, name: str, kind: type, minimum: float) -> Any:
+        value = self.values.get(name)
+        if value is None or value == "":
+            return None
+        try:
+            number = kind(value)
+        except ValueError:
+            raise BadRequest(f"{name}={value!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if number < minimum:
+            raise BadRequest(f"{name}={value} must be at least {minimum:g}")
+        return number
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self.values.get(name)
+        if value is None or value == "":
+            return default
+        return parse_bool(value, name)
+
+
+class ManagementApp:
+    def __init__(self, registry: Registry, fleet: Fleet, config: ServerConfig, workdir: Path,
+                 metrics: Any = None) -> None:
+        self.registry = registry
+        self.fleet = fleet
+        self.config = config
+        self.workdir = workdir
+        self.metrics = metrics
+        self.policy = SourcePolicy(config.model_store, config.allowed_urls)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        try:
+            status, payload = await self._route(scope)
+        except LaunchkitError as error:
+            status, body, headers = torchserve_error(error)
+            await send_json(send, status, body, headers=headers)
+            return
+        await send_json(send, status, payload)
+
+    async def _route(self, scope: dict[str, Any]) -> tuple[int, Any]:
+        method, path = scope["method"], scope["path"]
+        if path == "/ping":
+            return 200, {"status": "Healthy"}
+        if self.config.management_token and not bearer_token_ok(scope, self.config.management_token):
+            raise Unauthorized("management")
+        parts = [part for part in path.split("/") if part]
+        raw_query = scope.get("query_string", b"")
+        if not parts or parts[0] != "models" or len(parts) > 4:
+            raise NotFound(f"no such endpoint: {method} {path}")
+        if len(parts) == 1:
+            if method == "GET":
+                return self._list(Query(raw_query, {"limit", "next_page_token"}))
+            if method == "POST":
+                return await self._register(Query(raw_query, REGISTER_PARAMS))
+            raise _method_not_allowed(method, path, "GET, POST")
+        name = parts[1]
+        version = parts[2] if len(parts) >= 3 else None
+        if len(parts) == 4:
+            if parts[3] != "set-default":
+                raise NotFound(f"no such endpoint: {method} {path}")
+            if method != "PUT":
+                raise _method_not_allowed(method, path, "PUT")
+            return self._set_default(name, parts[2])
+        if method == "GET":
+            if version == "all":
+                return 200, [self._describe(model) for model in self._versions(name)]
+            return 200, [self._describe(self._find(name, version))]
+        if method == "PUT":
+            return await self._scale(self._find(name, version), Query(raw_query, SCALE_PARAMS))
+        if method == "DELETE":
+            return await self._unregister(name, version)
+        raise _method_not_allowed(method, path, "GET, PUT, DELETE")
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def _find(self, name: str, version: str | None) -> ServedModel:
+        return self.registry.find(name, version)
+
+    def _versions(self, name: str) -> list[ServedModel]:
+        self._find(name, None)
+        return list(self.registry.models[name].values())
+
+    def _list(self, query: Query) -> tuple[int, Any]:
+        limit = query.number("limit", int, 1) or 100
+        start = query.number("next_page_token", int, 0) or 0
+        names = sorted(self.registry.models)
+        page = names[start:start + limit]
+        body: dict[str, Any] = {"models": [{"modelName": name, "modelUrl": self.registry.find(name).url}
+                                           for name in page]}
+        if start + limit < len(names):
+            body["nextPageToken"] = str(start + limit)
+        return 200, body
+
+    def _describe(self, model: ServedModel) -> dict[str, Any]:
+        settings = model.settings
+        ready = [w for w in model.workers if w.ready]
+        return {
+            "modelName": model.name, "modelVersion": model.version, "modelUrl": model.url,
+            "default": self.registry.defaults.get(model.name) == model.version,
+            "ready": model.ready, "minWorkers": settings.workers,
+            "maxWorkers": model.max_workers if model.max_workers is not None else settings.workers,
+            "batchSize": settings.batch_size, "maxBatchDelay": settings.max_batch_delay_ms,
+            "responseTimeout": settings.response_timeout_s, "loadedAtStartup": model.loaded_at_startup,
+            "jobQueueStatus": {"remainingCapacity": max(0, settings.job_queue_size - len(model.queue.queue)),
+                               "pendingRequests": len(model.queue.queue)},
+            "optimization": ready[0].info.get("optimization") if ready else None,  # the path that runs
+            "optimizationRequested": settings.optimization.to_dict(),
+            "workers": [_describe_worker(worker) for worker in model.workers],
+        }
+
+    # -- changing --------------------------------------------------------------------------------
+
+    async def _register(self, query: Query) -> tuple[int, Any]:
+        if not self.config.enable_model_api:
+            raise MethodNotAllowed("registering models is disabled (enable_model_api=false)", "GET")
+        url = query.text("url")
+        if url is None:
+            raise BadRequest("url= is required: the name of a .mar in the model store")
+        if query.text("runtime") not in (None, "", "python", "python3"):
+            raise BadRequest(f"runtime={query.text('runtime')}: only python is supported")
+        synchronous = query.flag("synchronous", True)
+        overrides = ModelOverrides(
+            batch_size=query.number("batch_size", int, 1),
+            max_batch_delay_ms=query.number("max_batch_delay", float, 0),
+            workers=query.number("initial_workers", int, 0),
+            response_timeout_s=query.number("response_timeout", float, 1),
+            optimization=_optimization(query.text("optimization")),
+        )
+        startup_timeout = query.number("startup_timeout", float, 1) or STARTUP_TIMEOUT_S
+        try:
+            source = resolve(url, self.policy)
+            archive = await asyncio.to_thread(fetch, source, self.policy, self.workdir)
+            model = await asyncio.to_thread(open_model, archive, self.workdir, self.config, (overrides,),
+                                            query.text("model_name") or None, query.text("sha256"), url, self.metrics)
+        except ArchiveError as error:
+            raise ArchiveError(f"url={url}: {error}") from None
+        model.loaded_at_startup = False
+        async with self.fleet.lock:
+            try:
+                self.registry.add(model)
+            except Conflict:
+                shutil.rmtree(model.model_dir, ignore_errors=True)
+                raise
+            try:
+                started = self.fleet.apply(only={model.key})
+            except LaunchkitError:  # a PlanError: the counts do not fit the machine
+                self.registry.discard(model)
+                shutil.rmtree(model.model_dir, ignore_errors=True)
+                raise
+            logger.info("registered %s v%s from %s with %d worker(s)", model.name, model.version, url,
+                        model.settings.workers)
+        what = f'Model "{model.name}" Version: {model.version} registered with {model.settings.workers} initial workers'
+        if not synchronous:
+            self.fleet.track(self._settle(model, started))
+            return 202, {"status": f"{what}. Processing worker updates..."}
+        failures = await wait_loaded(started, startup_timeout)
+        if failures:
+            await self._remove(model)
+            raise ModelLoadFailed(f'model "{model.name}" could not be started and was not registered: '
+                                  + "; ".join(failures))
+        await self._settle(model, [])
+        return 200, {"status": what}
+
+    async def _settle(self, model: ServedModel, started: list[Any]) -> None:
+        """Once a new model's workers are up, move the other models' workers to their planned cores."""
+        while started and not all(w.ready or w.retiring for w in started):
+            await asyncio.gather(*(w.loaded.wait() for w in started))
+            for worker in started:
+                if not worker.ready:
+                    worker.loaded.clear()
+        async with self.fleet.lock:
+            if self.registry.models.get(model.name, {}).get(model.version) is model:
+                self.fleet.apply()
+
+    async def _scale(self, model: ServedModel, query: Query) -> tuple[int, Any]:
+        low = query.number("min_worker", int, 0)
+        high = query.number("max_worker", int, 0)
+        low = 1 if low is None else low
+        high = low if high is None else high
+        if high < low:
+            raise BadRequest(f"max_worker={high} is below min_worker={low}")
+        timeout = query.number("timeout", float, -1)
+        async with self.fleet.lock:
+            previous = model.settings
+            model.settings = replace(previous, workers=low)
+            try:
+                started = self.fleet.apply()
+            except LaunchkitError:  # a PlanError: the counts do not fit the machine
+                model.settings = previous
+                raise
+            model.max_workers = high
+            logger.info("%s v%s: scaled to %d worker(s)", model.name, model.version, low)
+        what = f"Workers scaled to {low} for model: {model.name}, version: {model.version}"
+        if not query.flag("synchronous", False):
+            return 202, {"status": f"Processing worker updates... ({what.lower()} once they are ready)"}
+        wait = STARTUP_TIMEOUT_S if timeout is None or timeout < 0 else timeout
+        failures = await wait_loaded(started, wait)
+        if failures:
+            raise ModelLoadFailed(f"{what}, but not all are ready: " + "; ".join(failures))
+        return 200, {"status": what}
+
+    async def _unregister(self, name: str, version: str | None) -> tuple[int, Any]:
+        if not self.config.enable_model_api:
+            raise MethodNotAllowed("unregistering models is disabled (enable_model_api=false)", "GET, PUT")
+        model = self._find(name, version)
+        drained = await self._remove(model)
+        if not drained:
+            raise RequestTimeout(f'model "{name}" version {model.version} is unregistered, but its workers are still '
+                                 f"finishing after unregister_model_timeout={self.config.unregister_model_timeout_s:g} s")
+        return 200, {"status": f'Model "{name}" version {model.version} unregistered'}
+
+    async def _remove(self, model: ServedModel) -> bool:
+        """Stop routing to the model, drain and stop its workers, give its cores back; True if drained in time."""
+        async with self.fleet.lock:
+            self.registry.remove(model.name, model.version)
+            logger.info("unregistering %s v%s: draining %d queued request(s)", model.name, model.version,
+                        len(model.queue.queue))
+            workers = self.fleet.retire_model(model)
+            self.fleet.apply()
+        try:
+            await asyncio.wait_for(asyncio.gather(*(w.exited.wait() for w in workers)),
+                                   self.config.unregister_model_timeout_s)
+        except asyncio.TimeoutError:
+            return False
+        if model in self.registry.removed:
+            self.registry.removed.remove(model)
+        shutil.rmtree(model.model_dir, ignore_errors=True)
+        return True
+
+    def _set_default(self, name: str, version: str) -> tuple[int, Any]:
+        self.registry.set_default(name, version)
+        logger.info("%s: default version is now %s", name, version)
+        return 200, {"status": f'Default version of model "{name}" is now "{version}"'}
+
+
+def _describe_worker(worker: Any) -> dict[str, Any]:
+    import psutil
+
+    memory = None
+    if worker.pid and worker.state.alive:
+        try:
+            memory = psutil.Process(worker.pid).memory_info().rss
+        except psutil.Error:
+            pass
+    return {
+        "id": worker.worker_id, "pid": worker.pid, "status": worker.state.value.upper(),
+        "startTime": datetime.fromtimestamp(worker.started_at or time.time(), timezone.utc).isoformat(),
+        "cores": list(worker.launch.cpus), "threads": worker.launch.threads,
+        "memoryNodes": list(worker.launch.mem_nodes), "memoryUsage": memory, "restarts": worker.restarts,
+        "lastError": worker.last_error, "ompWaitPolicy": "passive" if worker.launch.env.get("OMP_WAIT_POLICY") == "PASSIVE"
+        or worker.launch.env.get("KMP_BLOCKTIME") == "0" else "spin",
+        "handler": worker.info.get("handler"),
+    }
+
+
+def _optimization(value: str | None) -> OptimizationSpec | None:
+    return parse_spec(value, "optimization") if value else None
+
+
+def _method_not_allowed(method: str, path: str, allowed: str) -> MethodNotAllowed:
+    return MethodNotAllowed(f"{method} is not allowed on {path}; use {allowed}", allowed)

@@ -1,0 +1,217 @@
+"""The server's workers as a whole: plan their cores together, start, replace and retire them.
+
+Every change (start-up, register, scale, unregister) goes through :meth:`Fleet.apply`: it plans
+one launch for all workers of all models (so no two workers share a core), works out with
+:func:`plan_changes` which workers keep their cores, and starts or retires the rest. Changes are
+serialised by ``Fleet.lock``; the management API holds it for the whole of a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import shlex
+from collections.abc import Hashable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from launchkit.core.cpulist import format_cpu_list
+from launchkit.core.errors import PlanError
+from launchkit.launch.flags import parse_launcher_args
+from launchkit.launch.request import RunRequest, plan_run
+from launchkit.launch.runplan import InstanceLaunch, ProgramSpec
+from launchkit.serve.fleet.plan import FleetChange, plan_changes
+from launchkit.serve.fleet.process import WorkerPool, WorkerProcess
+from launchkit.serve.scheduling.registry import Registry, ServedModel
+from launchkit.serve.settings import ServerConfig
+
+logger = logging.getLogger(__name__)
+SPIN_MODEL_BYTES = 8 * 2**20
+
+
+def wait_policy(model: ServedModel, requested: str) -> str:
+    """How a model's OpenMP threads wait between parallel regions.
+
+    ``--omp-wait spin|passive`` decides for every model. ``auto``: a model whose weights are
+    over 8 MiB computes for milliseconds per request, and sleeping threads would pay a wake-up per
+    operator (resnet18: 0.90 of in-process throughput passive, 0.97 spinning); a small model is
+    done in microseconds, and threads spinning after it steal the CPU the frontend needs
+    (tiny: 2.6k req/s spinning, 6.3k+ passive). Measured on the 2-core machine, see the README.
+    """
+    if requested != "auto":
+        return requested
+    files = [model.model_dir / model.manifest.serialized_file] if model.manifest.serialized_file else []
+    size = sum(path.stat().st_size for path in files if path.is_file())
+    return "spin" if size > SPIN_MODEL_BYTES else "passive"
+
+
+def base_run_request(config: ServerConfig, topology_root: str | None) -> tuple[RunRequest, tuple[str, ...]]:
+    """The launcher request every worker plan starts from, and warnings about ignored settings."""
+    program = ProgramSpec("launchkit.serve.worker", module=True)  # runs launchkit/serve/worker/__main__.py
+    # Workers default to GNU OpenMP, the runtime pip's torch links; measured in the README ("Serving").
+    run_request = parse_launcher_args(["--omp-runtime", "gnu", *shlex.split(config.cpu_launcher_args)], program)
+    warnings = []
+    if run_request.cpu.ninstances is not None or run_request.cpu.instance_indices is not None:
+        warnings.append("cpu_launcher_args --ninstances/--rank ignored: the server runs one launcher instance "
+                        "per worker")
+    if config.cpu_launcher_enable is False:
+        run_request = replace(run_request, binding=replace(run_request.binding, cpu_affinity=False, numactl=False))
+        warnings.append("cpu_launcher_enable=false: workers are not pinned (their thread counts are still split)")
+    cpu = replace(run_request.cpu, instance_indices=None, latency_mode=False, throughput_mode=False)
+    return replace(run_request, cpu=cpu, topology_root=topology_root), tuple(warnings)
+
+
+def launch_key(launch: InstanceLaunch) -> Hashable:
+    return (launch.cpus, launch.mem_nodes, launch.threads, tuple(sorted(launch.env.items())))
+
+
+@dataclass(frozen=True)
+class PlannedLaunches:
+    per_model: dict[str, list[InstanceLaunch]]  # model key → its instances, in order
+    plan: Any  # the RunPlan (runtime, memory binding, warnings) for the start-up report
+
+
+class Fleet:
+    def __init__(self, registry: Registry, pool: WorkerPool, run_request: RunRequest, socket_path: str,
+                 warnings: tuple[str, ...] = ()) -> None:
+        self.registry = registry
+        self.pool = pool
+        self.run_request = run_request
+        self.socket_path = socket_path
+        self.warnings = warnings
+        self.lock = asyncio.Lock()
+        self.last_plan: Any = None
+        self._numbers: dict[str, itertools.count[int]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def plan(self) -> PlannedLaunches:
+        """Launches for every model's wanted worker count."""
+        models = self.registry.all()
+        wanted = [(model, model.settings.workers) for model in models]
+        total = sum(count for _, count in wanted)
+        if total == 0:
+            return PlannedLaunches({model.key: [] for model in models}, self.last_plan)
+        cpu = replace(self.run_request.cpu, ninstances=total)
+        waits = {model.key: wait_policy(model, self.run_request.omp_wait) for model in models}
+        try:
+            # One plan per wait policy in use: the CPU split is the same in each (same inputs), only
+            # the OpenMP variables differ, and each worker takes its instance from its model's plan.
+            plans = {wait: plan_run(replace(self.run_request, cpu=cpu, omp_wait=wait))[1]
+                     for wait in sorted(set(waits.values()))}
+        except PlanError as error:
+            listing = ", ".join(f"{model.name}: {count} (v{model.version})" for model, count in wanted)
+            raise PlanError(
+                f"cannot give {total} worker(s) ({listing}) their own cores: {error} "
+                "For the server: lower --workers (minWorkers in the archive, min_worker in the management API), "
+                "or serve fewer models."
+            ) from None
+        per_model: dict[str, list[InstanceLaunch]] = {}
+        index = 0
+        for model, count in wanted:
+            per_model[model.key] = [plans[waits[model.key]].instances[i] for i in range(index, index + count)]
+            index += count
+        return PlannedLaunches(per_model, next(iter(plans.values())))
+
+    def apply(self, only: set[str] | None = None) -> list[WorkerProcess]:
+        """Bring the running workers in line with the wanted counts; returns the workers started.
+
+        ``only``: start and retire workers of these models alone, leaving the others where they
+        are for now (a model being registered loads first; the others move once it is ready, so
+        a registration that fails moves nothing). Raises PlanError, changing nothing, when the
+        counts do not fit the machine.
+        """
+        planned = self.plan()
+        if planned.plan is not None:
+            self.last_plan = planned.plan
+        models = {model.key: model for model in self.registry.all()}
+        launches = [launch for key in models for launch in planned.per_model[key]]
+        running = {key: [(w.worker_id, launch_key(w.launch)) for w in model.workers if not w.retiring]
+                   for key, model in models.items()}
+        change: FleetChange = plan_changes([(key, len(planned.per_model[key])) for key in models], running,
+                                           [launch_key(launch) for launch in launches])
+        by_id = {w.worker_id: w for model in models.values() for w in model.workers}
+        started = []
+        for item in change.start:
+            if only is not None and item.model_key not in only:
+                continue
+            worker = self._new_worker(models[item.model_key], launches[item.instance])
+            started.append(worker)
+            cpus = format_cpu_list(worker.launch.cpus)
+            if item.replaces is not None:
+                old = by_id[item.replaces]
+                self.track(self._replace_when_ready(worker, old))
+                if self.pool.started:
+                    logger.info("worker %s starts on CPUs %s; it replaces %s (CPUs %s) once ready", worker.worker_id,
+                                cpus, old.worker_id, format_cpu_list(old.launch.cpus))
+            elif self.pool.started:
+                logger.info("worker %s starts on CPUs %s", worker.worker_id, cpus)
+        for worker_id in change.retire:
+            if only is not None and by_id[worker_id].model_key not in only:
+                continue
+            logger.info("worker %s retires (finishes its work first)", worker_id)
+            self.retire(by_id[worker_id])
+        return started
+
+    def retire(self, worker: WorkerProcess) -> None:
+        self.pool.retire(worker)
+        self.track(self._forget_when_gone(worker))
+
+    def retire_model(self, model: ServedModel) -> list[WorkerProcess]:
+        workers = [w for w in model.workers if not w.retiring]
+        for worker in workers:
+            self.retire(worker)
+        return list(model.workers)
+
+    def _new_worker(self, model: ServedModel, launch: InstanceLaunch) -> WorkerProcess:
+        number = next(self._numbers.setdefault(model.key, itertools.count()))
+        worker_id = f"{model.name}-{model.version}-{number}"
+        argv = launch.argv + ["--socket", self.socket_path, "--model-dir", str(model.model_dir),
+                              "--model-name", model.name, "--batch-size", str(model.settings.batch_size),
+                              "--worker-id", worker_id]
+        argv += ["--optimization", json.dumps(model.settings.optimization.to_dict())]  # the server decides
+        worker = WorkerProcess(worker_id, model.key, model.queue, launch, argv, model.settings.response_timeout_s)
+        if model.metrics is not None:
+            worker.on_batch_done = model.metrics.batch_done
+        model.workers.append(worker)
+        self.pool.add(worker)
+        return worker
+
+    async def _replace_when_ready(self, new: WorkerProcess, old: WorkerProcess) -> None:
+        while not new.retiring:
+            await new.loaded.wait()
+            if new.ready:
+                break
+            new.loaded.clear()  # it failed to load and will be restarted: keep the old one serving
+        if not new.retiring:  # (a later change retired the successor: the old one's fate is that change's)
+            self.retire(old)
+
+    async def _forget_when_gone(self, worker: WorkerProcess) -> None:
+        await worker.exited.wait()
+        for model in self.registry.all() + list(self.registry.removed):
+            if worker in model.workers:
+                model.workers.remove(worker)
+
+    def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+    def track(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+async def wait_loaded(workers: list[WorkerProcess], timeout: float) -> list[str]:
+    """Wait until each worker is ready or has failed to load once; returns the failures."""
+    if workers:
+        try:
+            await asyncio.wait_for(asyncio.gather(*(w.loaded.wait() for w in workers)), timeout)
+        except asyncio.TimeoutError:
+            pass
+    failures = []
+    for worker in workers:
+        if not worker.ready and not worker.retiring:
+            failures.append(f"{worker.worker_id}: {worker.last_error or 'not ready within the timeout'}")
+    return failures

@@ -1,0 +1,5 @@
+import sys
+
+from launchkit.serve.worker.main import main
+
+sys.exit(main())
