@@ -14,7 +14,8 @@ with the command line between the archive and the API:
       default_response_timeout, ipex_enable)
     < config.properties models={"name": {"version": {...}}}
     < the archive's model-config.yaml
-    < command-line flags (--batch-size, --max-batch-delay, --workers, --optimization)
+    < command-line flags (--batch-size, --max-batch-delay, --workers, --optimization; for the models
+      loaded at start-up)
     < the management API (POST /models parameters; PUT /models/{m}?min_worker=)
 
 ``ipex_enable`` is server-wide and survives a per-model optimization (it means: use IPEX when it

@@ -1,4 +1,4 @@
-"""Optimization: the spec, the native transforms, `launchkit optimize`, serving optimized, minilm."""
+"""`launchkit optimize`, serving optimized archives, and minilm with its real weights."""
 
 from __future__ import annotations
 
@@ -10,61 +10,8 @@ import zipfile
 import pytest
 import torch
 
-from launchkit.core.errors import SpecError
-from launchkit.model.spec import OptimizationSpec, parse_spec
+from launchkit.model.spec import parse_spec
 from launchkit.model.transform import optimize_model
-
-# --- the spec (pure) ------------------------------------------------------------------------------
-
-
-def test_spec_spellings_agree():
-    expected = OptimizationSpec("bf16", True, "torchscript")
-    assert parse_spec({"dtype": "bf16", "channels_last": True, "graph": "torchscript"}) == expected
-    assert parse_spec("dtype=bf16,channels_last=true,graph=torchscript") == expected
-    assert parse_spec("bf16,channels-last,jit") == expected
-    assert parse_spec(None).is_identity and parse_spec("").is_identity
-    assert parse_spec({"dtype": "bfloat16"}).dtype == "bf16"
-    assert "channels-last" in expected.describe() and "TorchScript" in expected.describe()
-
-
-@pytest.mark.parametrize("value,message", [
-    ({"dtype": "fp16"}, "dtype='fp16'"), ({"graph": "xla"}, "graph='xla'"), ({"speed": 1}, "unknown key"),
-    ("bf16,turbo", "'turbo'"), ({"channels_last": "maybe"}, "true or false"), (42, "expected a mapping"),
-])
-def test_bad_specs_say_what_is_wrong(value, message):
-    with pytest.raises(SpecError, match=message):
-        parse_spec(value)
-
-
-# --- the transforms -------------------------------------------------------------------------------
-
-
-def test_bf16_channels_last_torchscript_keeps_resnet_top1():
-    from launchkit.examples.resnet import resnet18
-
-    inputs = torch.randn(4, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-    reference = resnet18()(inputs).detach()
-    optimized = optimize_model(resnet18(), parse_spec("bf16,channels_last,torchscript"), lambda: (inputs[:2],))
-    assert optimized.traced is not None and optimized.notes == []
-    output = optimized(inputs)
-    assert output.dtype == torch.float32
-    assert torch.equal(output.argmax(1), reference.argmax(1))
-    assert torch.nn.functional.cosine_similarity(output, reference).min() > 0.999
-    assert optimized.description.startswith("bf16")
-
-
-def test_int8_quantizes_linear_layers_and_torchscript_is_not_retraced():
-    from launchkit.examples.tiny import tiny_mlp
-
-    quantized = optimize_model(tiny_mlp(), parse_spec("int8"))
-    assert any("quantized" in type(module).__module__ for module in quantized.model.modules())
-    assert quantized(torch.randn(3, 64)).shape == (3, 10)
-    scripted = torch.jit.trace(tiny_mlp(), torch.zeros(1, 64))
-    kept = optimize_model(scripted, parse_spec("int8,torchscript"))
-    assert any("int8 needs an eager model" in note for note in kept.notes)
-    assert any("not re-traced" in note for note in kept.notes)
-    assert kept(torch.randn(2, 64)).shape == (2, 10)
-
 
 # --- launchkit optimize ---------------------------------------------------------------------------
 
@@ -167,21 +114,6 @@ def test_minilm_served_embeds_batches_of_sentences(tmp_path):
         assert status == 200 and len(json.loads(single)) == 384
         assert server.predict("minilm", {"nothing": 1})[0] == 400
         assert server.manage("GET", "/models/minilm")[1][0]["optimization"].startswith("bf16")
-
-
-def test_ipex_enable_without_ipex_runs_the_native_path_and_says_so():
-    from launchkit.examples.tiny import tiny_mlp
-    from launchkit.serve.settings import config_from_properties, model_settings
-
-    settings = model_settings(config_from_properties({"ipex_enable": "true"}, "test"), "m", "1.0", {})
-    assert settings.optimization == OptimizationSpec("fp32", True, "torchscript", ipex=True)
-    optimized = optimize_model(tiny_mlp(), settings.optimization, lambda: (torch.zeros(2, 64),))
-    assert any("not importable" in note for note in optimized.notes) or any("IPEX" in n for n in optimized.notes)
-    assert optimized.traced is not None and optimized(torch.zeros(3, 64)).shape == (3, 10)
-    # an archive's own choice keeps the server-wide ipex flag
-    chosen = model_settings(config_from_properties({"ipex_enable": "true"}, "test"),
-        "m", "1.0", {"optimization": {"dtype": "bf16"}})
-    assert chosen.optimization.dtype == "bf16" and chosen.optimization.ipex
 
 
 def test_optimize_measures_real_inputs_from_a_file(tmp_path):

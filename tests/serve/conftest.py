@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from launchkit.archive.writing import ArchiveRequest, create_archive
+from launchkit.launch.spawn import spawn, stop
 
 HANDLERS = Path(__file__).parent.parent / "fixtures" / "handlers"
 
@@ -47,10 +48,8 @@ class Server:
             addresses += ["--management-address", f"http://127.0.0.1:{self.management_port}"]
         if "--metrics-address" not in args:
             addresses += ["--metrics-address", f"http://127.0.0.1:{self.metrics_port}"]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "launchkit", "serve", *addresses, *args],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **(env or {})},
-        )
+        self.proc = spawn([sys.executable, "-m", "launchkit", "serve", *addresses, *args],
+                          stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         self.wait_ready(timeout, path="/v2/health/ready" if wait_ready else "/ping")
 
     def wait_ready(self, timeout: float = 90.0, path: str = "/v2/health/ready") -> None:
@@ -112,15 +111,9 @@ class Server:
         return [child.pid for child in psutil.Process(self.proc.pid).children(recursive=True)]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        code = stop(self.proc, timeout, sig)
         self.log.close()
-        return self.proc.returncode
+        return code
 
     def __enter__(self) -> "Server":
         return self

@@ -15,7 +15,7 @@ import pytest
 from launchkit.core.cpulist import format_cpu_list
 from tests.conftest import machine_root
 
-CHILD = str(Path(__file__).parent / "fixtures" / "child.py")
+CHILD = str(Path(__file__).parent.parent / "fixtures" / "child.py")
 ALLOWED = sorted(os.sched_getaffinity(0))
 
 
