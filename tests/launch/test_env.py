@@ -87,6 +87,10 @@ def test_user_preloaded_versioned_allocator_is_not_duplicated():
     assert any("already has the allocator jemalloc" in note for note in result.notes)
 
 
-def test_runtime_choice_dict():
-    runtime = RuntimeChoice("default", None, "gnu", None)
-    assert runtime.to_dict()["memory_allocator"] == "default"
+def test_runtime_choice_reports_what_was_chosen_and_from_which_file():
+    runtime = choose_runtime("auto", "auto", ALL, machine="x86_64")
+    assert runtime.to_dict() == {"memory_allocator": "tcmalloc", "allocator_path": ALL["tcmalloc"].path,
+                                 "omp_runtime": "intel", "iomp5_path": ALL["iomp5"].path}
+    plain = choose_runtime("default", "gnu", ALL, machine="x86_64")
+    assert plain.to_dict() == {"memory_allocator": "default", "allocator_path": None, "omp_runtime": "gnu",
+                               "iomp5_path": None}

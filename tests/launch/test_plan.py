@@ -91,6 +91,16 @@ def test_split_numbering_two_instances_one_per_socket(machine):
     assert [i.nodes for i in plan.instances] == [(0,), (1,)]
 
 
+def test_interleaved_numbering_keeps_each_instance_on_one_socket(machine):
+    # even ids on socket 0, odd on socket 1: ordering by id alone would mix sockets in an instance
+    topology = machine("xeon-2s-interleaved")
+    two = plan_cpus(topology, CpuOptions(ninstances=2))
+    assert [i.cpus for i in two.instances] == [(0, 2, 4, 6, 8, 10, 12, 14), (1, 3, 5, 7, 9, 11, 13, 15)]
+    assert [i.mem_nodes for i in two.instances] == [(0,), (1,)]
+    four = plan_cpus(topology, CpuOptions(ninstances=4))
+    assert [i.cpus for i in four.instances] == [(0, 2, 4, 6), (8, 10, 12, 14), (1, 3, 5, 7), (9, 11, 13, 15)]
+
+
 def test_logical_cores_keep_siblings_and_sockets(machine):
     # run_cpu gave -C 0-7 / 8-15 spanning both sockets with shared cores; we keep each socket whole
     plan = plan_cpus(machine("xeon-2s-28c-split"), CpuOptions(ninstances=2, use_logical_cores=True))

@@ -57,11 +57,17 @@ def test_lone_request_does_not_pay_the_batch_delay(archives):
 
 
 def test_one_bad_item_does_not_fail_its_batch_mates(archives):
-    with Server([str(archives["echo"]), "--batch-size", "4", "--max-batch-delay", "300"], free_port()) as server:
-        results = parallel(4, lambda i: server.predict("echo", {"i": i, "bad": i == 2}))
+    with Server([str(archives["echo"]), "--batch-size", "4", "--max-batch-delay", "2000"], free_port()) as server:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            busy = pool.submit(server.predict, "echo", {"sleep": 0.5})  # the worker is busy meanwhile...
+            time.sleep(0.2)
+            results = parallel(4, lambda i: server.predict("echo", {"i": i, "bad": i == 2}))  # ...so these queue
+            assert busy.result()[0] == 200
         statuses = [status for status, _, _ in results]
         assert statuses.count(422) == 1 and statuses.count(200) == 3
         assert results[2][0] == 422 and results[2][2]["error"] == "bad item"
+        # the four went as one batch: the per-item status path ran beside good items, not alone
+        assert [body["batch"] for _, _, body in results] == [4, 4, 4, 4]
 
 
 def test_handler_failure_and_wrong_output_count_are_clear_500s(archives):
@@ -97,6 +103,8 @@ def test_bad_requests_get_json_errors(tmp_path, archives):
             assert (got, error["type"]) == (status, kind), (path, data)
             assert error["code"] == status and error["message"]
             assert response_headers["content-type"] == "application/json"
+            if status == 405:
+                assert response_headers["allow"] == "POST, PUT"  # RFC 9110: a 405 says what is allowed
         assert server.predict("echo", {"after": "errors"})[0] == 200
         assert server.predict("echo/1.0", {"versioned": True})[0] == 200
         assert server.request("GET", "/ping")[0] == 200
@@ -210,6 +218,71 @@ def test_port_in_use_is_a_clear_error(archives):
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode != 0 and "management_address" in result.stderr
         assert "--management-address" in result.stderr and "Traceback" not in result.stderr
+        # the metrics port taken, likewise
+        result = subprocess.run([sys.executable, "-m", "launchkit", "serve", str(archives["echo"]),
+                                 "--inference-address", f"http://127.0.0.1:{free_port()}",
+                                 "--metrics-address", f"http://127.0.0.1:{port}"],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode != 0 and "metrics_address" in result.stderr
+        assert "--metrics-address" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_graceful_timeout_running_out_still_stops_everything(archives):
+    server = Server([str(archives["echo"]), "--graceful-timeout", "1"], free_port())
+    workers = server.worker_pids()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        slow = pool.submit(server.request, "POST", "/predictions/echo", b'{"sleep": 20}',
+                           {"content-type": "application/json"})
+        time.sleep(0.5)
+        started = time.perf_counter()
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=15) == 0
+        stopped_after = time.perf_counter() - started
+        status, _, body = slow.result(timeout=20)  # cut off: told so in JSON, not answered late
+        assert status == 503 and "outlasted --graceful-timeout" in json.loads(body)["message"]
+    server.stop()
+    assert stopped_after < 4, f"took {stopped_after:.1f} s with --graceful-timeout 1 (the request sleeps 20 s)"
+    assert wait_for_exit(workers, 5)
+    assert "Traceback" not in server.output()
+
+
+def wait_for_exit(pids: list[int], timeout: float) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if not any(os.path.exists(f"/proc/{pid}") and open(f"/proc/{pid}/stat").read().split(")")[1].split()[0] != "Z"
+                   for pid in pids):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_restarts_back_off_and_are_counted(archives):
+    with Server([str(archives["echo"])], free_port()) as server:
+        for _ in range(3):
+            assert server.predict("echo", {"crash": True})[0] == 500
+            server.wait_ready(30)
+        _, described = server.manage("GET", "/models/echo")
+        assert described[0]["workers"][0]["restarts"] == 3
+        assert server.metrics()[("launchkit_worker_restarts_total", (("model", "echo"), ("version", "1.0")))] == 3
+        delays = [line.split("restarting in ")[1] for line in server.output().splitlines() if "restarting in" in line]
+        assert delays == ["0.2 s", "0.5 s", "1 s"]  # consecutive failures back off (0.1 s doubling, capped at 30 s)
+
+
+def test_unregister_model_timeout_answers_408_and_the_request_in_flight_still_finishes(tmp_path, archives):
+    config = tmp_path / "config.properties"
+    config.write_text("unregister_model_timeout=1\n")
+    with Server([str(archives["echo"]), "--ts-config", str(config)], free_port()) as server:
+        worker = server.worker_pids()
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            slow = pool.submit(server.predict, "echo", {"sleep": 3})
+            time.sleep(0.3)
+            started = time.perf_counter()
+            status, body = server.manage("DELETE", "/models/echo")
+            assert status == 408 and "unregister_model_timeout=1" in body["message"]
+            assert time.perf_counter() - started < 2.5
+            assert slow.result(timeout=20)[0] == 200  # accepted before the DELETE: answered, not dropped
+        assert server.predict("echo", {"after": 1})[0] == 404  # routing stopped at once
+        assert wait_for_exit(worker, 10)  # and the worker went once it had finished
 
 
 @pytest.mark.parametrize("args, message", [
@@ -267,8 +340,7 @@ def test_examples_tiny_and_resnet18(example_archives, tmp_path):
 
 def test_archive_made_by_torch_model_archiver_loads_unchanged(tmp_path, example_archives):
     archiver = Path(sys.executable).parent / "torch-model-archiver"
-    if not archiver.exists():
-        pytest.skip("torch-model-archiver is not installed")
+    assert archiver.exists(), "torch-model-archiver is a test dependency: run scripts/setup.sh (it installs .[test])"
     import zipfile
 
     with zipfile.ZipFile(example_archives["tiny"]) as bundle:
@@ -310,20 +382,11 @@ def test_eager_model_file_with_state_dict_and_base_handler(tmp_path):
 
 
 def test_no_model_serves_the_bundled_examples(tmp_path):
-    env_cache = {"LAUNCHKIT_CACHE": str(tmp_path / "cache")}
-    old = {key: os.environ.get(key) for key in env_cache}
-    os.environ.update(env_cache)
-    try:
-        with Server([], free_port(), timeout=180) as server:
-            assert server.predict("tiny", [0.5] * 64)[0] == 200
-            assert server.predict("resnet18", [[[0.0] * 224] * 224] * 3)[0] == 200
-    finally:
-        for key, value in old.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    assert (tmp_path / "cache").rglob("tiny.mar")
+    with Server([], free_port(), timeout=180, env={"LAUNCHKIT_CACHE": str(tmp_path / "cache")}) as server:
+        assert server.predict("tiny", [0.5] * 64)[0] == 200
+        assert server.predict("resnet18", [[[0.0] * 224] * 224] * 3)[0] == 200
+    built = sorted(path.name for path in (tmp_path / "cache").rglob("*.mar"))
+    assert built == ["resnet18.mar", "tiny.mar"]  # built into the cache the environment names
 
 
 def test_response_over_max_response_size_is_a_500(tmp_path, archives):

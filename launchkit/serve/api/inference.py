@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import time
 from typing import Any, Awaitable, Callable
@@ -33,6 +34,7 @@ class InferenceApp:
         self.metrics = metrics
         self.token = token
         self.kserve = KServeRoutes(registry, self.read_body)
+        self.shutting_down = False  # set on SIGINT/SIGTERM; requests cut off by --graceful-timeout get a 503
         self._ids = itertools.count(1)
         self._id_prefix = f"{os.getpid():x}-"
 
@@ -65,6 +67,17 @@ class InferenceApp:
         except LaunchkitError as error:
             status, body, headers = torchserve_error(error)
             await send_json(send, status, body, request_id, headers)
+        except asyncio.CancelledError:
+            if not self.shutting_down:
+                raise  # the client went away
+            # uvicorn cancels what is still running when --graceful-timeout runs out: say so, in JSON
+            message = "the server is shutting down: this request outlasted --graceful-timeout and was not completed"
+            body = json.dumps({"error": message}).encode() if path.startswith("/v2") else \
+                error_body(503, "ServiceUnavailableException", message)
+            try:
+                await send_json(send, 503, body, request_id, ((b"connection", b"close"),))
+            except Exception:  # noqa: BLE001 - the response may have started already; nothing more to say
+                pass
 
     async def _predict(self, scope: dict[str, Any], receive: Receive, send: Send, path: str, request_id: str) -> None:
         started = time.perf_counter()

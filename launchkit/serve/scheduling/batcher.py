@@ -45,11 +45,14 @@ class WorkerSlot(Protocol):
 
 
 DispatchHook = Callable[[list[Job], float], None]
+Timer = Callable[[float, Callable[[], None]], "asyncio.TimerHandle"]
 
 
 class ModelQueue:
     def __init__(self, name: str, batch_size: int, max_batch_delay_ms: float, capacity: int,
-                 on_dispatch: DispatchHook | None = None) -> None:
+                 on_dispatch: DispatchHook | None = None, clock: Callable[[], float] = time.monotonic,
+                 call_later: Timer | None = None) -> None:
+        """``clock`` and ``call_later`` (default: the running loop's) let a test drive time exactly."""
         self.name = name
         self.batch_size = batch_size
         self.delay = max_batch_delay_ms / 1000.0
@@ -62,6 +65,8 @@ class ModelQueue:
         self.last_error: str | None = None
         self._interval = 1.0  # EWMA of the time between arrivals, seconds
         self._last_arrival: float | None = None
+        self._clock = clock
+        self._call_later = call_later
         self._timer: asyncio.TimerHandle | None = None  # uvloop's handles have no when(): keep the due time
         self._timer_due = 0.0
 
@@ -83,7 +88,7 @@ class ModelQueue:
                 f'model "{self.name}" queue is full ({self.capacity} requests waiting; job_queue_size); '
                 "retry later or add workers"
             )
-        now = time.monotonic()
+        now = self._clock()
         if self._last_arrival is not None:
             gap = now - self._last_arrival
             # After a pause longer than the delay a new burst starts: trust its first gap alone.
@@ -155,7 +160,7 @@ class ModelQueue:
         while self.queue and self.idle:
             queued = len(self.queue)
             if queued < self.batch_size and self.delay > 0:
-                now = time.monotonic()
+                now = self._clock()
                 deadline = self.queue[0].arrival + self.delay
                 expected_full = now + (self.batch_size - queued) * self._interval
                 # Silence for a few arrival intervals means the burst is over: waiting would only add latency.
@@ -169,7 +174,7 @@ class ModelQueue:
                 continue
             slot = self.idle.popleft()
             if self.on_dispatch is not None:
-                self.on_dispatch(jobs, time.monotonic())
+                self.on_dispatch(jobs, self._clock())
             slot.send_batch(jobs)
 
     def _wake_at(self, when: float) -> None:
@@ -178,7 +183,8 @@ class ModelQueue:
                 return
             self._timer.cancel()
         self._timer_due = when
-        self._timer = asyncio.get_running_loop().call_later(max(0.0, when - time.monotonic()), self._on_timer)
+        call_later = self._call_later or asyncio.get_running_loop().call_later
+        self._timer = call_later(max(0.0, when - self._clock()), self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
