@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _report import markdown_table, results_dir, write  # noqa: E402
+from _report import markdown_table, relative, results_dir, write  # noqa: E402
 from serve_anchors import Served  # noqa: E402
 
 from launchkit.bench.loadgen import LoadSpec, Payload, Target, encode_requests, run_level  # noqa: E402
@@ -37,8 +37,11 @@ def run_ab(url: str, body: Path, concurrency: int, requests: int) -> dict[str, f
         p50 = next(float(line.split(",")[1]) for line in Path(table.name).read_text().splitlines()[1:]
                    if line.startswith("50,"))
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    non2xx = re.search(r"Non-2xx responses:\s+(\d+)", output)
+    failed = re.search(r"\(Connect: (\d+), Receive: (\d+), Length: \d+, Exceptions: (\d+)\)", output)
+    errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, failed.groups())) if failed else 0)
     return {"req/s": float(re.search(r"Requests per second:\s+([\d.]+)", output).group(1)), "p50 ms": p50,
-            "cpu us/req": cpu / requests * 1e6}
+            "cpu us/req": cpu / requests * 1e6, "errors": errors}
 
 
 def run_ours(url: str, body: bytes, concurrency: int, requests: int) -> dict[str, float]:
@@ -51,10 +54,11 @@ def run_ours(url: str, body: bytes, concurrency: int, requests: int) -> dict[str
     after = resource.getrusage(resource.RUSAGE_SELF)
     result = summarize(samples, concurrency, None)
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    return {"req/s": result.throughput, "p50 ms": result.latency_ms["p50"], "cpu us/req": cpu / requests * 1e6}
+    return {"req/s": result.throughput, "p50 ms": result.latency_ms["p50"], "cpu us/req": cpu / requests * 1e6,
+            "errors": result.requests_failed}
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=20000)
@@ -77,16 +81,23 @@ def main() -> None:
                 else:
                     runs[name].append(run_ours(url, body.read_bytes(), args.concurrency, args.requests))
             print(f"round {round_index + 1}/{args.rounds}", file=sys.stderr)
-    medians = {name: {key: statistics.median(run[key] for run in values) for key in values[0]}
+    medians = {name: {key: statistics.median(run[key] for run in values) for key in ("req/s", "p50 ms", "cpu us/req")}
                for name, values in runs.items()}
     ours, ab = medians["launchkit"], medians["ab -k"]
     rows = [[name, f"{m['req/s']:.0f}", f"{m['p50 ms']:.3f}", f"{m['cpu us/req']:.1f}"] for name, m in medians.items()]
     rows.append(["launchkit ÷ ab", f"{ours['req/s'] / ab['req/s']:.3f}", f"{ours['p50 ms'] / ab['p50 ms']:.3f}",
                  f"{ours['cpu us/req'] / ab['cpu us/req']:.2f}"])
     table = markdown_table(["client", "req/s", "p50 ms", "client CPU µs/request"], rows)
-    write(results_dir("loadgen-vs-ab"), f"Load generator vs ab -k (tiny, batch 1, c={args.concurrency}, "
-          f"median of {args.rounds} interleaved rounds)", table, {"runs": runs, "medians": medians})
+    errors = sum(run["errors"] for values in runs.values() for run in values)
+    scenario = f"tiny b1 c={args.concurrency}"
+    checks = [relative(scenario, "req/s", ours["req/s"], ab["req/s"], 0.95, higher=True, errors=errors, peer_name="ab"),
+              relative(scenario, "p50 ms", ours["p50 ms"], ab["p50 ms"], 1.10, higher=False, errors=errors,
+                       peer_name="ab"),
+              relative(scenario, "client CPU µs/request", ours["cpu us/req"], ab["cpu us/req"], 2, higher=False,
+                       errors=errors, peer_name="ab")]
+    return write(results_dir("loadgen-vs-ab"), f"Load generator vs ab -k (tiny, batch 1, c={args.concurrency}, "
+                 f"median of {args.rounds} interleaved rounds)", table, {"runs": runs, "medians": medians}, checks)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

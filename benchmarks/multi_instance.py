@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _report import markdown_table, results_dir, write  # noqa: E402
+from _report import absolute, markdown_table, relative, results_dir, write  # noqa: E402
 
 HERE = Path(__file__).parent
 WORKER = str(HERE / "resnet_worker.py")
@@ -84,7 +84,7 @@ def measure(commands: list[list[str]], expected: int, duration: float, timeout: 
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=15.0)
     parser.add_argument("--instances", type=int, default=4)
@@ -122,8 +122,23 @@ def main() -> None:
                      f"{data['images_per_s']:.1f}", spread, ratio])
     table = markdown_table(["configuration", "instances", "threads each", "images/s (median)", "range",
                             "× 1 process"], rows)
-    write(results_dir("multi-instance"), f"ResNet-18 batch 1, {cores} CPUs, {args.duration:g} s window", table,
-          {"duration": args.duration, "cores": cores, "trials": args.trials, "results": measured, "raw": trials})
+    rate = lambda name: measured.get(name, {}).get("images_per_s")  # noqa: E731
+    failures = sum(1 for runs in trials.values() for run in runs if "error" in run)
+    checks = []
+    if rate(f"launchkit --ninstances {args.instances}") and rate(f"run_cpu --ninstances {args.instances}"):
+        checks.append(relative(f"{args.instances} instances", "images/s", rate(f"launchkit --ninstances {args.instances}"),
+                               rate(f"run_cpu --ninstances {args.instances}"), 1.0, higher=True, errors=failures,
+                               peer_name=f"run_cpu --ninstances {args.instances}"))
+    best = max((name for name in measured if name.startswith("launchkit") and rate(name)), key=rate, default=None)
+    if best and rate(f"run_cpu --ninstances {cores}"):
+        checks.append(relative(f"best recipe ({best})", "images/s", rate(best), rate(f"run_cpu --ninstances {cores}"),
+                               1.0, higher=True, errors=failures, peer_name=f"run_cpu --ninstances {cores}"))
+    if best and cores == 16:  # the absolute figure belongs to its 16-core machine
+        checks.append(absolute(f"best recipe ({best})", "images/s", rate(best), 284, " img/s", higher=True,
+                               errors=failures))
+    return write(results_dir("multi-instance"), f"ResNet-18 batch 1, {cores} CPUs, {args.duration:g} s window", table,
+                 {"duration": args.duration, "cores": cores, "trials": args.trials, "results": measured, "raw": trials},
+                 checks)
 
 
 def _median_trial(runs: list[dict]) -> dict:
@@ -136,4 +151,4 @@ def _median_trial(runs: list[dict]) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

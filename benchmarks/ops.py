@@ -25,8 +25,9 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _report import markdown_table, results_dir, write  # noqa: E402
-from serve_anchors import PY, Served, ab  # noqa: E402
+from _report import Check, markdown_table, relative, results_dir, write  # noqa: E402
+from peers import ab  # noqa: E402
+from serve_anchors import PY, Served  # noqa: E402
 
 
 def scale(server, workers: int) -> float:
@@ -42,7 +43,7 @@ def accounting_us(count: int = 200_000) -> float:
     """What the server's metrics calls for one batch-1 request cost, timed alone."""
     import timeit
 
-    from launchkit.serve.metrics import ModelMetrics
+    from launchkit.serve.api.metrics import ModelMetrics
 
     metrics = ModelMetrics("tiny", "1.0")
     timings = {"handle": 1e-4, "preprocess": 2e-5, "inference": 5e-5, "postprocess": 1e-5}
@@ -56,7 +57,7 @@ def accounting_us(count: int = 200_000) -> float:
     return timeit.timeit(one_request, number=count) / count * 1e6
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--pairs", type=int, default=4)
@@ -101,11 +102,18 @@ def main() -> None:
         thread.join()
     scale_rows = [[f"→ {count} worker(s)", f"{seconds:.2f}"] for count, seconds in timings]
     scale_rows.append(["requests during the run (ab -k -c 8)", f"{load['requests']:.0f}"])
-    scale_rows.append(["non-2xx responses", f"{load['non2xx']:.0f}"])
+    scale_rows.append(["non-2xx or failed requests", f"{load['errors']:.0f}"])
     table += "\n\n" + markdown_table(["scale step (synchronous PUT, under load)", "seconds / count"], scale_rows)
-    write(results_dir("ops"), "launchkit serve: metrics cost and scaling under load", table,
-          {"metrics": runs, "medians": medians, "metrics_ratio": ratio, "scale": timings, "load": load})
+    checks = [
+        relative("tiny b1 c8, metrics on", "req/s", medians["metrics on"]["req/s"], medians["metrics off"]["req/s"],
+                 0.99, higher=True, peer_name="metrics off",
+                 errors=sum(run["errors"] for values in runs.values() for run in values)),
+        Check("scaling under load", "requests lost", float(load["errors"]), "0 non-2xx or failed", load["errors"] == 0,
+              note=f"{load['requests']:.0f} requests, steps {args.scale}"),
+    ]
+    return write(results_dir("ops"), "launchkit serve: metrics cost and scaling under load", table,
+                 {"metrics": runs, "medians": medians, "metrics_ratio": ratio, "scale": timings, "load": load}, checks)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -6,13 +6,15 @@
    --samples random inputs), then the archive served at batch 8 / 10 ms under `ab -k -c 8` with a
    raw float32 body: as written (eager fp32, what TorchServe runs), the example's lossless default
    (fp32, channels-last, TorchScript), and bf16 + channels-last + TorchScript, with 1 and 2
-   workers. TorchServe 0.12 served the same model at fp32 at 41-45 req/s on this machine
-   (recorded in the issue).
+   workers; and the same .mar served by TorchServe 0.12 (live, same load, 1 and 2 workers: the
+   better of the two is the denominator). Target: bf16 ≥ 5× TorchServe fp32, top-1 ≥ 99%.
 2. minilm: served fp32 vs bf16 (batch 8, c=8, a sentence per request), and the cosine of bf16 to
-   fp32 from `launchkit optimize --example minilm --dtype bf16 --graph none`.
+   fp32 from `launchkit optimize --example minilm --dtype bf16 --graph none`. Target: ≥ 1.4×,
+   cosine ≥ 0.999.
 3. int8 (dynamic, Linear layers) on tiny, resnet18 and minilm: speed-up and accuracy, and
-   whether `launchkit optimize` accepts it.
+   whether `launchkit optimize` accepts it (it must refuse what is inaccurate).
 
+Verdicts are computed from this run's numbers; a load with errors fails its scenario (exit 1).
 Writes results/<ts>-optimize-anchors/.
 """
 
@@ -27,10 +29,9 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _report import markdown_table, results_dir, write  # noqa: E402
-from serve_anchors import PY, Served, ab  # noqa: E402
-
-TORCHSERVE_RESNET = (41.0, 45.0)
+from _report import Check, absolute, markdown_table, relative, results_dir, write  # noqa: E402
+from peers import PeerUnavailable, TorchServe, ab  # noqa: E402
+from serve_anchors import PY, Served  # noqa: E402
 
 
 def optimize(work: Path, example: str, *args: str) -> dict:
@@ -48,11 +49,18 @@ CONCURRENCY = 8
 def served(archive: Path, body: Path, content_type: str, seconds: float, *args: str) -> dict:
     with Served(archive, "--batch-size", "8", "--max-batch-delay", "10", *args) as server:
         url = f"{server.url}/predictions/{archive.stem.split('-')[0]}"
+        ab(url, body, CONCURRENCY, 200, content_type=content_type or "application/octet-stream")  # warm-up
+        return ab(url, body, CONCURRENCY, seconds=seconds, content_type=content_type or "application/octet-stream")
+
+
+def torchserve_served(archive: Path, body: Path, seconds: float, workers: int) -> dict:
+    with TorchServe([archive], batch_size=8, max_batch_delay_ms=10, workers=workers) as server:
+        url = server.predictions(archive.stem)
         ab(url, body, CONCURRENCY, 200)  # warm-up
-        return ab(url, body, CONCURRENCY, seconds=seconds) | {"content_type": content_type}
+        return ab(url, body, CONCURRENCY, seconds=seconds)
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--samples", type=int, default=1000)
@@ -67,7 +75,7 @@ def main() -> None:
     names = ["resnet18"] + (["minilm"] if wanted("minilm") or wanted("int8") else [])
     subprocess.run([PY, "-m", "launchkit.examples.build", "--export-path", str(work), *names],
                    check=True, capture_output=True)
-    tables, data = [], {}
+    tables, data, checks = [], {}, []
 
     if wanted("resnet"):
         summary = optimize(work, "resnet18", "--dtype", "bf16", "--samples", str(args.samples), "--batch-sizes", "8",
@@ -87,17 +95,32 @@ def main() -> None:
             f"bf16 + channels-last + TorchScript (launchkit optimize), {args.workers} workers": served(
                 work / "resnet18-bf16.mar", body, "", args.seconds, *two),
         }
+        peers: dict[str, dict] = {}
+        try:
+            for workers in sorted({1, args.workers}):
+                peers[f"TorchServe 0.12, eager fp32, {workers} worker(s)"] = torchserve_served(
+                    work / "resnet18.mar", body, args.seconds, workers)
+        except PeerUnavailable as error:
+            data["peer_unavailable"] = str(error)
+        best_peer = max((run["req/s"] for run in peers.values() if not run["errors"]), default=None)
         rows = [[name, f"{run['req/s']:.1f}", f"{run['p50 ms']:.1f}", f"{run['p99 ms']:.1f}",
-                 f"{run['req/s'] / TORCHSERVE_RESNET[1]:.2f}× – {run['req/s'] / TORCHSERVE_RESNET[0]:.2f}×",
-                 run["non2xx"]] for name, run in runs.items()]
+                 f"{run['req/s'] / best_peer:.2f}×" if best_peer else "-", run["errors"]]
+                for name, run in {**runs, **peers}.items()]
         agreement = summary["agreement"]
+        best_name = max((name for name in runs if name.startswith("bf16")), key=lambda name: runs[name]["req/s"])
+        errors = sum(run["errors"] for run in {**runs, **peers}.values())
+        checks.append(relative("resnet18 bf16 served (better of 1 and N workers)", "req/s", runs[best_name]["req/s"],
+                               best_peer, 5, higher=True, errors=errors, peer_name="TorchServe fp32 (better of its runs)",
+                               note=best_name.split("), ")[-1]))
+        checks.append(absolute("resnet18 bf16", "top-1 agreement with fp32", agreement["top1_agreement"], 0.99, "",
+                               higher=True, note=f"{agreement['samples']} random inputs"))
         tables.append(markdown_table([f"resnet18 served, batch 8 / 10 ms, c={args.concurrency}", "req/s", "p50 ms", "p99 ms",
-                                      "÷ TorchServe fp32 (41–45 req/s)", "non-2xx"], rows)
+                                      "÷ TorchServe fp32 (live, best)", "errors"], rows)
                       + f"\n\nbf16 top-1 agreement with fp32 on {agreement['samples']} random inputs: "
                         f"{agreement['top1_agreement']:.2%} (cosine min {agreement['min_cosine']}); in-process "
                         f"batch 8: {summary['throughput'][0]['original']} → {summary['throughput'][0]['optimized']} "
                         f"img/s ({summary['throughput'][0]['speedup']}×, eager fp32 → bf16)")
-        data["resnet"] = {"served": runs, "optimize": summary}
+        data["resnet"] = {"served": runs, "torchserve": peers, "optimize": summary}
 
     if wanted("minilm"):
         summary = optimize(work, "minilm", "--dtype", "bf16", "--graph", "none", "--samples", "256",
@@ -107,9 +130,14 @@ def main() -> None:
         runs = {dtype: served(work / "minilm.mar", body, "text/plain", args.seconds, "--optimization", dtype)
                 for dtype in ("fp32", "bf16")}
         ratio = runs["bf16"]["req/s"] / runs["fp32"]["req/s"]
-        rows = [[dtype, f"{run['req/s']:.1f}", f"{run['p50 ms']:.1f}", run["non2xx"]] for dtype, run in runs.items()]
+        rows = [[dtype, f"{run['req/s']:.1f}", f"{run['p50 ms']:.1f}", run["errors"]] for dtype, run in runs.items()]
         rows.append(["bf16 ÷ fp32", f"{ratio:.2f}×", "", ""])
-        tables.append(markdown_table(["minilm served, batch 8 / 10 ms, c=8", "req/s", "p50 ms", "non-2xx"], rows)
+        errors = sum(run["errors"] for run in runs.values())
+        checks.append(relative("minilm served bf16", "req/s", runs["bf16"]["req/s"], runs["fp32"]["req/s"], 1.4,
+                               higher=True, errors=errors, peer_name="launchkit fp32"))
+        checks.append(absolute("minilm bf16", "least cosine to fp32", summary["agreement"]["min_cosine"], 0.999, "",
+                               higher=True, note="256 sentence inputs"))
+        tables.append(markdown_table(["minilm served, batch 8 / 10 ms, c=8", "req/s", "p50 ms", "errors"], rows)
                       + f"\n\nbf16 vs fp32 on 256 sentence inputs: cosine min {summary['agreement']['min_cosine']}, "
                         f"mean {summary['agreement']['mean_cosine']}")
         data["minilm"] = {"served": runs, "ratio": ratio, "optimize": summary}
@@ -123,10 +151,16 @@ def main() -> None:
             rows.append([example, f"{summary['throughput'][0]['speedup']}×", f"{agreement['top1_agreement']:.2%}",
                          agreement["min_cosine"], summary["task"], "accepted" if summary["accepted"] else "refused"])
             data[f"int8-{example}"] = summary
+            accurate = (agreement["top1_agreement"] >= 0.99 if summary["task"] == "classifier"
+                        else agreement["min_cosine"] >= 0.999)
+            checks.append(Check(f"int8 {example}", "launchkit optimize", 1.0 if summary["accepted"] else 0.0,
+                                "accepts exactly what is accurate", summary["accepted"] == accurate,
+                                note="accepted" if summary["accepted"] else "refused"))
         tables.append(markdown_table(["int8 (dynamic, Linear)", "speed-up at batch 8", "top-1 agreement",
                                       "cosine min", "gated on", "launchkit optimize"], rows))
-    write(results_dir("optimize-anchors"), "Optimized serving (issue 6 anchors)", "\n\n".join(tables), data)
+    return write(results_dir("optimize-anchors"), "Optimized serving (issue 6 anchors; TorchServe live)",
+                 "\n\n".join(tables), data, checks)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

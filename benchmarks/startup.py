@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _report import markdown_table, results_dir, write  # noqa: E402
+from _report import absolute, markdown_table, results_dir, write  # noqa: E402
 
 HERE = Path(__file__).parent
 TRIVIAL = str(HERE / "trivial.py")
@@ -51,7 +51,7 @@ def timed(argv: list[str]) -> float:
     return elapsed
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--skip-run-cpu", action="store_true", help="leave out torch's run_cpu")
@@ -76,9 +76,13 @@ def main() -> None:
                      "—" if name in ("python trivial.py", "true") else f"{medians[name] - reference:+.3f}"])
     table = markdown_table(["command", "median s", "min s", "max s", "added vs baseline s"], rows)
     folder = results_dir("startup")
-    write(folder, f"Launcher start-up cost ({args.runs} interleaved runs each)", table,
-          {"runs": args.runs, "samples": samples, "medians": medians, "env": env_note})
+    added = medians["launchkit run trivial.py"] - base
+    checks = [absolute("launchkit run trivial.py", "s added to python trivial.py", added, 0.15, " s", higher=False,
+                       peer=medians["run_cpu trivial.py"] - base if "run_cpu trivial.py" in medians else None,
+                       peer_name="run_cpu (added s)")]
+    return write(folder, f"Launcher start-up cost ({args.runs} interleaved runs each)", table,
+                 {"runs": args.runs, "samples": samples, "medians": medians, "env": env_note}, checks)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
