@@ -59,9 +59,10 @@ def create_archive(request: ArchiveRequest) -> Path:
         return path.name
 
     handler = request.handler
-    if handler.endswith(".py") or "/" in handler or Path(handler).is_file():
-        handler_file = add(handler.split(":")[0], "--handler")
-        handler = handler_file + (":" + handler.split(":", 1)[1] if ":" in handler else "")
+    handler_path, _, function = handler.partition(":")
+    if handler_path.endswith(".py") or "/" in handler_path or Path(handler_path).is_file():
+        handler_file = add(handler_path, "--handler")  # FILE.py[:FUNCTION]: the file goes into the archive
+        handler = handler_file + (f":{function}" if function else "")
     serialized = add(request.serialized_file, "--serialized-file")
     model_file = add(request.model_file, "--model-file")
     config = add(request.config_file, "--config-file")

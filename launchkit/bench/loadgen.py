@@ -65,6 +65,7 @@ class Samples:
     completed_at_ns: list[int] = field(default_factory=list)  # per 2xx response, for latency over time
     statuses: dict[int, int] = field(default_factory=dict)  # every HTTP status seen, 2xx included
     errors: dict[str, int] = field(default_factory=dict)  # connect / timeout / reset / protocol
+    error_bodies: dict[int, list[bytes]] = field(default_factory=dict)  # the first few bodies of each non-2xx status
     sent: int = 0
     late_sends: int = 0
 
@@ -75,6 +76,10 @@ class Samples:
     @property
     def failed(self) -> int:
         return sum(n for status, n in self.statuses.items() if not 200 <= status < 300) + sum(self.errors.values())
+
+
+KEPT_BODIES = 3  # per non-2xx status: enough to say why requests failed
+KEPT_BODY_BYTES = 2000
 
 
 class _Connection(asyncio.Protocol):
@@ -89,6 +94,7 @@ class _Connection(asyncio.Protocol):
         self.busy = False
         self.closing = False  # the server said Connection: close (or HTTP/1.0 without keep-alive)
         self.answering = False  # bytes of the answer to the request in flight have arrived
+        self.body: list[bytes] | None = None  # collected only for a non-2xx answer whose kind is still wanted
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -112,11 +118,25 @@ class _Connection(asyncio.Protocol):
             self._fail("reset", reconnect=False)
         self.run.lost(self)
 
-    # httptools callback
+    # httptools callbacks
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status >= 300 and self.run.record and len(self.run.samples.error_bodies.get(status, ())) < KEPT_BODIES:
+            self.body = []
+
+    def on_body(self, chunk: bytes) -> None:
+        if self.body is not None and sum(map(len, self.body)) < KEPT_BODY_BYTES:
+            self.body.append(chunk)
+
     def on_message_complete(self) -> None:
         status = self.parser.get_status_code()
         if status < 200:
             return  # an interim answer (100 Continue): the real one follows
+        if self.body is not None:
+            kept = self.run.samples.error_bodies.setdefault(status, [])
+            if len(kept) < KEPT_BODIES:
+                kept.append(b"".join(self.body)[:KEPT_BODY_BYTES])
+            self.body = None
         now = time.perf_counter_ns()
         self.busy = False
         self.answering = False
@@ -142,12 +162,13 @@ class _Connection(asyncio.Protocol):
 
 
 class _Run:
-    def __init__(self, target: Target, requests: list[bytes], timeout_s: float, record: bool) -> None:
+    def __init__(self, target: Target, requests: list[bytes], timeout_s: float, record: bool,
+                 samples: Samples) -> None:
         self.target = target
         self.requests = requests
         self.timeout_s = timeout_s
         self.record = record
-        self.samples = Samples()
+        self.samples = samples
         self.next_request = 0
         self.on_free: "callable | None" = None
         self.connections: set[_Connection] = set()
@@ -239,21 +260,23 @@ class LoadSpec:
 
 
 async def run_level(target: Target, requests: list[bytes], spec: LoadSpec, record: bool = True,
-                    progress: "callable | None" = None) -> Samples:
-    """Drive one level of load until ``spec.requests`` are answered or ``spec.duration_s`` has passed."""
+                    progress: "callable | None" = None, samples: Samples | None = None) -> Samples:
+    """Drive one level of load until ``spec.requests`` are answered or ``spec.duration_s`` has passed.
+
+    ``samples``: where to record (the caller's object, so an interrupted level keeps what it measured)."""
     # The samples are flat lists of ints (no cycles): the cyclic GC only costs time during a run.
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return await _run_level(target, requests, spec, record, progress)
+        return await _run_level(target, requests, spec, record, progress, samples or Samples())
     finally:
         if gc_was_enabled:
             gc.enable()
 
 
 async def _run_level(target: Target, requests: list[bytes], spec: LoadSpec, record: bool,
-                     progress: "callable | None") -> Samples:
-    run = _Run(target, requests, spec.timeout_s, record)
+                     progress: "callable | None", samples: Samples) -> Samples:
+    run = _Run(target, requests, spec.timeout_s, record, samples)
     done = asyncio.get_running_loop().create_future()
     total = spec.requests
     deadline_ns = (time.perf_counter_ns() + int(spec.duration_s * 1e9)) if spec.duration_s else None

@@ -1,67 +1,48 @@
 """A benchmark run: pick the target (start `launchkit serve` if asked), drive each level, collect.
 
-Targets: an http:// URL; a .mar (or file:// URL of one), served by a `launchkit serve` this run
-starts and stops; or nothing, which serves the bundled `tiny` example. The server's settings are
-read back from its management API (``GET /models/{model}``) after start, so the report holds
-what was applied, and its /metrics give each level's server-side view (see serverview.py).
+Targets: an http:// URL; a .mar (or file:// URL of one) served by a `launchkit serve` this run
+starts and stops; an http(s):// URL of a .mar, registered on such a server through its
+management API (allowed for exactly that URL); or nothing: the bundled `tiny` example.
+
+What can be checked is checked before anything starts (see config.py and inputs.py). The
+server's settings are read back from its management API after start, so the report holds what
+was applied, and its /metrics give each level's server-side view (see serverview.py).
+
+SIGINT, SIGTERM and SIGHUP stop the run: the server is stopped (it also dies with bench on
+SIGKILL: see launch/spawn.py), and the levels measured so far, the interrupted one included,
+are returned as a partial result marked ``interrupted``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import statistics
-import struct
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from launchkit.archive.manifest import read_manifest
-from launchkit.bench.loadgen import LoadSpec, Payload, Samples, Target, encode_requests, run_level
+from launchkit.bench.config import BenchConfig
+from launchkit.bench.inputs import load_payloads
+from launchkit.bench.loadgen import LoadSpec, Samples, Target, encode_requests, run_level
 from launchkit.bench.server import ServerUnderTest
 from launchkit.bench.serverview import read_model_description, scrape, server_view
-from launchkit.bench.stats import DEFAULT_PERCENTILES, LevelResult, summarize, windows_agree
+from launchkit.bench.stats import LevelResult, summarize, windows_agree
 from launchkit.core.errors import LaunchkitError, UsageError
 
-TINY_INPUTS = 64
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+Progress = Callable[[str, Samples], None]
+Status = Callable[[str], None]
 
 
-@dataclass(frozen=True)
-class BenchConfig:
-    target: str | None = None
-    concurrency: tuple[int, ...] = (1,)
-    rates: tuple[float, ...] = ()
-    poisson: bool = False
-    requests: int | None = None
-    duration_s: float | None = None
-    warmup_requests: int = 0
-    warmup_s: float = 0.0
-    timeout_s: float = 30.0
-    inputs: tuple[str, ...] = ()
-    content_type: str = "application/octet-stream"
-    percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
-    stability: bool = False
-    stability_tolerance: float = 0.10
-    max_windows: int = 10
-    trials: int = 1
-    connections: int = 64
-    # settings of the server this run starts (ignored for a URL target)
-    workers: int | None = None
-    batch_size: int | None = None
-    batch_delay_ms: float | None = None
-    cpu_launcher_args: str | None = None
-    name: str | None = None
-    # a URL target's management API and /metrics (default: the same host on ports 8081 and 8082)
-    management_url: str | None = None
-    metrics_url: str | None = None
+class Interrupted(Exception):
+    """A stop signal arrived during the run (internal: the run returns a partial result)."""
 
-    def validate(self) -> None:
-        if self.requests is None and self.duration_s is None:
-            raise UsageError("give --requests N or --duration S")
-        if self.rates and any(rate <= 0 for rate in self.rates):
-            raise UsageError("--rate must be positive")
-        if any(level < 1 for level in self.concurrency):
-            raise UsageError("--concurrency must be at least 1")
-        if self.trials < 1:
-            raise UsageError("--trials must be at least 1")
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 @dataclass
@@ -71,6 +52,12 @@ class BenchResult:
     levels: list[LevelResult]
     server: dict[str, Any] | None = None  # settings as applied, read back from the server
     trials: list[list[LevelResult]] = field(default_factory=list)
+    model: str | None = None
+    version: str | None = None
+    notes: list[str] = field(default_factory=list)  # what the reader should know (e.g. no management API)
+    interrupted: str | None = None  # the signal that stopped the run ("SIGINT"), partial results
+    server_log: str | None = None  # the log of the server this run started, kept in the report folder
+    client_cpu_s: dict[str, float] = field(default_factory=dict)  # bench's own CPU: before the load, during it
 
 
 def server_args(config: BenchConfig) -> list[str]:
@@ -83,19 +70,6 @@ def server_args(config: BenchConfig) -> list[str]:
     return args
 
 
-def load_payloads(config: BenchConfig) -> list[Payload]:
-    if not config.inputs:
-        return [Payload(struct.pack(f"{TINY_INPUTS}f", *[i / TINY_INPUTS for i in range(TINY_INPUTS)]),
-                        "application/octet-stream")]
-    payloads = []
-    for path in config.inputs:
-        try:
-            payloads.append(Payload(Path(path).read_bytes(), config.content_type))
-        except OSError as error:
-            raise UsageError(f"--input {path}: {error.strerror}") from None
-    return payloads
-
-
 def model_of(path: str) -> tuple[str | None, str | None]:
     """(model, version) named by a /predictions or KServe v2 infer path."""
     parts = [part for part in path.split("?")[0].split("/") if part]
@@ -106,6 +80,22 @@ def model_of(path: str) -> tuple[str | None, str | None]:
     return None, None
 
 
+def local_archive(config: BenchConfig) -> Path | None:
+    """The .mar a run serves (the bundled tiny for no target); None for URL targets. Checked, not started."""
+    if config.target_kind == "example":
+        from launchkit.examples.cache import ensure_examples
+
+        return ensure_examples(("tiny",))[0]
+    if config.target_kind != "archive":
+        return None
+    assert config.target is not None
+    path = Path(config.target.removeprefix("file://"))
+    if not path.exists():
+        raise UsageError(f"target {config.target}: no such file; give an http:// URL, a .mar, or nothing "
+                         "(the bundled example)")
+    return path
+
+
 def _levels(config: BenchConfig) -> list[LoadSpec]:
     base = LoadSpec(requests=config.requests, duration_s=config.duration_s, timeout_s=config.timeout_s,
                     connections=config.connections, poisson=config.poisson)
@@ -114,46 +104,90 @@ def _levels(config: BenchConfig) -> list[LoadSpec]:
     return [replace(base, concurrency=level) for level in config.concurrency]
 
 
-def run_bench(config: BenchConfig, work: Path, progress: Callable[[str, Samples], None] | None = None,
-              run_async: Callable[[Any], Any] | None = None) -> BenchResult:
-    """Run every level (``trials`` times) and return the per-level medians."""
+def run_bench(config: BenchConfig, report_dir: Path, progress: Progress | None = None,
+              status: Status | None = None) -> BenchResult:
+    """Run every level (``trials`` times) and return the per-level medians (or a partial result)."""
     config.validate()
-    payloads = load_payloads(config)
+    archive = local_archive(config)
+    payloads = load_payloads(config.inputs, config.content_type, archive)  # before any server starts
+    say = status or (lambda message: None)
     server: ServerUnderTest | None = None
-    target_text = config.target
+    result = BenchResult(config, config.target or "", [])
+    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in STOP_SIGNALS}
     try:
-        if target_text is None or not target_text.startswith("http://"):
-            archive = _archive_for(target_text)
-            model = read_manifest(archive).model_name
-            server = ServerUnderTest(archive, server_args(config), work / "server.log")
-            server.wait_ready()
-            url = f"http://127.0.0.1:{server.port}/predictions/{model}"
+        if config.starts_a_server:
+            log = report_dir / "server.log"
+            result.server_log = str(log)
+            say("starting launchkit serve")
+            remote = config.target_kind == "remote-archive"
+            # a remote .mar is registered on an empty server: its settings go with the registration
+            server = ServerUnderTest(archive, [] if remote else server_args(config), log,
+                                     allow_url=config.target if remote else None)
+            if remote:
+                assert config.target is not None
+                say(f"registering {config.target}")
+                model = server.register(config.target, config)
+            else:
+                model = server.model
+            server.wait_ready(status=say)
+            url = f"{server.url}/predictions/{model}"
         else:
-            url = target_text
+            assert config.target is not None
+            url = config.target
+        result.url = url
         target = Target.from_url(url)
         requests = encode_requests(target, payloads)
         management_url = server.management_url if server else config.management_url or f"http://{target.host}:8081"
         metrics_url = server.metrics_url if server else config.metrics_url or f"http://{target.host}:8082/metrics"
-        model, version = model_of(target.path)
-        settings = read_model_description(management_url, model, version) if model else None
-        view = _ServerView(metrics_url, model, version) if model else None
-        runner = run_async or _default_runner
-        trials: list[list[LevelResult]] = []
-        for _trial in range(config.trials):
-            results = []
-            for spec in _levels(config):
+        result.model, result.version = model_of(target.path)
+        if result.model:
+            result.server = read_model_description(management_url, result.model, result.version)
+            if result.server is None:
+                result.notes.append(f"settings as applied: unknown (no launchkit or TorchServe management API "
+                                    f"answered at {management_url}; --management-url points bench at it)")
+        view = _ServerView(metrics_url, result.model, result.version) if result.model else None
+        specs = _levels(config)
+        result.client_cpu_s["before_load"] = round(time.process_time(), 3)  # interpreter, imports, set-up
+        for trial in range(config.trials):
+            levels: list[LevelResult] = []
+            result.trials.append(levels)
+            for index, spec in enumerate(specs):
+                say(f"level {index + 1} of {len(specs)}" + (f", trial {trial + 1} of {config.trials}"
+                                                            if config.trials > 1 else ""))
                 if config.warmup_requests or config.warmup_s:
-                    warm = replace(spec, requests=config.warmup_requests or None,
-                                   duration_s=config.warmup_s or None)
-                    runner(run_level(target, requests, warm, record=False))
-                results.append(_measure(config, target, requests, spec, runner, progress, view))
-            trials.append(results)
-        return BenchResult(config, url, _median_levels(trials), settings, trials)
+                    warm = replace(spec, requests=config.warmup_requests or None, duration_s=config.warmup_s or None)
+                    _run(run_level(target, requests, warm, record=False))
+                levels.append(_measure(config, target, requests, spec, progress, view))
+        result.levels = _median_levels(result.trials)
+    except _PartialLevel as partial:
+        result.interrupted = signal.Signals(partial.signum).name
+        if result.trials:
+            result.trials[-1].append(partial.level)
+        result.levels = _median_levels(result.trials) if result.trials and result.trials[0] else []
+    except Interrupted as stop:
+        result.interrupted = signal.Signals(stop.signum).name
+        result.levels = _median_levels(result.trials) if result.trials and result.trials[0] else []
     except (ConnectionError, ValueError) as error:
         raise LaunchkitError(f"benchmark failed: {error}") from None
     finally:
+        if "before_load" in result.client_cpu_s:
+            result.client_cpu_s["load"] = round(time.process_time() - result.client_cpu_s["before_load"], 3)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if server is not None:
             server.stop()
+    return result
+
+
+def _raise_interrupted(signum: int, _frame: object) -> None:
+    raise Interrupted(signum)
+
+
+class _PartialLevel(Exception):
+    def __init__(self, signum: int, level: LevelResult) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.level = level
 
 
 class _ServerView:
@@ -172,14 +206,19 @@ class _ServerView:
         return result
 
 
-def _measure(config: BenchConfig, target: Target, requests: list[bytes], spec: LoadSpec, runner,
-             progress, view: _ServerView | None = None) -> LevelResult:
+def _measure(config: BenchConfig, target: Target, requests: list[bytes], spec: LoadSpec,
+             progress: Progress | None, view: _ServerView | None = None) -> LevelResult:
     label = f"rate={spec.rate:g}/s" if spec.rate else f"c={spec.concurrency}"
     report = (lambda samples: progress(label, samples)) if progress else None
 
     def window() -> LevelResult:
         before = view.start() if view else None
-        samples = runner(run_level(target, requests, spec, progress=report))
+        samples = Samples()
+        try:
+            _run(run_level(target, requests, spec, progress=report, samples=samples))
+        except Interrupted as stop:  # what this level measured so far is kept, marked partial
+            partial = replace(summarize(samples, spec.concurrency, spec.rate, config.percentiles), interrupted=True)
+            raise _PartialLevel(stop.signum, partial) from None
         result = summarize(samples, spec.concurrency, spec.rate, config.percentiles)
         return replace(result, server_view=view.finish(before)) if view and before else result
 
@@ -196,11 +235,12 @@ def _measure(config: BenchConfig, target: Target, requests: list[bytes], spec: L
 
 
 def _median_levels(trials: list[list[LevelResult]]) -> list[LevelResult]:
-    if len(trials) == 1:
-        return trials[0]
+    complete = [trial for trial in trials if len(trial) == len(trials[0])]
+    if len(complete) == 1:
+        return complete[0]
     medians = []
-    for index in range(len(trials[0])):
-        runs = sorted((trial[index] for trial in trials), key=lambda r: r.throughput)
+    for index in range(len(complete[0])):
+        runs = sorted((trial[index] for trial in complete), key=lambda r: r.throughput)
         middle = runs[len(runs) // 2]
         latency = {key: round(statistics.median(r.latency_ms.get(key, 0.0) for r in runs), 3)
                    for key in middle.latency_ms}
@@ -209,23 +249,34 @@ def _median_levels(trials: list[list[LevelResult]]) -> list[LevelResult]:
     return medians
 
 
-def _archive_for(target: str | None) -> Path:
-    if target is None:
-        from launchkit.examples.cache import ensure_examples
+def _run(coroutine: Any) -> Any:
+    """Run one level on uvloop; a stop signal cancels it and surfaces as Interrupted."""
+    caught: list[int] = []
 
-        return ensure_examples(("tiny",))[0]
-    path = Path(target[len("file://"):] if target.startswith("file://") else target)
-    if not path.exists():
-        raise UsageError(f"target {target}: no such file; give an http:// URL, a .mar, or nothing (bundled example)")
-    return path
+    async def guarded() -> Any:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, lambda sig=sig: (caught.append(sig), task.cancel()))
+        try:
+            return await coroutine
+        finally:
+            for sig in STOP_SIGNALS:
+                loop.remove_signal_handler(sig)
 
-
-def _default_runner(coroutine: Any) -> Any:
     try:
         import uvloop
 
-        return uvloop.run(coroutine)
+        run = uvloop.run
     except ImportError:
-        import asyncio
-
-        return asyncio.run(coroutine)
+        run = asyncio.run
+    try:
+        return run(guarded())
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        if caught:
+            raise Interrupted(caught[0]) from None
+        raise Interrupted(signal.SIGINT) from None
+    finally:  # the loop put the default handlers back: ours again, for the time between levels
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, _raise_interrupted)

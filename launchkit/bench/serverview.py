@@ -89,11 +89,15 @@ def _histogram(before: Samples, after: Samples, name: str, model: str, version: 
         if all(label_map.get(k) == v for k, v in match.items()):
             bound = float(label_map["le"])
             buckets[bound] = buckets.get(bound, 0.0) + value
-    view = {"count": int(count), "mean": round(total / count * scale, 3)}
+    view: dict[str, Any] = {"count": int(count), "mean": round(total / count * scale, 3)}
+    lowest = min((bound for bound in buckets if bound > 0), default=None)
     for quantile in (0.5, 0.99):
         estimate = histogram_quantile(quantile, buckets)
         if estimate is not None:
-            view[f"p{quantile * 100:g}"] = round(estimate * scale, 3)
+            key = f"p{quantile * 100:g}"
+            view[key] = round(estimate * scale, 3)
+            if lowest is not None and estimate <= lowest:  # inside the first bucket: only "below its bound" is known
+                view[f"{key}_below"] = round(lowest * scale, 3)
     return view
 
 

@@ -36,6 +36,13 @@ class LevelResult:
     timeline: list[tuple[float, float]] = field(default_factory=list)  # (seconds since start, p50 ms) per window
     stable: bool | None = None
     server_view: dict[str, Any] | None = None  # a launchkit target's own view, from its /metrics
+    error_bodies: dict[str, list[str]] = field(default_factory=dict)  # a few response bodies per non-2xx status
+    interrupted: bool = False  # the run was stopped during this level: its figures are partial
+
+    @property
+    def error_rate(self) -> float:
+        total = self.requests_ok + self.requests_failed
+        return self.requests_failed / total if total else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,6 +101,8 @@ def summarize(samples: Samples, concurrency: int | None, rate: float | None,
         late_sends=samples.late_sends,
         achieved_rate=round(samples.sent / duration, 2) if rate is not None else None,
         timeline=timeline(samples),
+        error_bodies={str(status): [body.decode("utf-8", "replace") for body in bodies]
+                      for status, bodies in sorted(samples.error_bodies.items())},
     )
 
 

@@ -4,7 +4,7 @@ One module per command (``info``, ``run``, ``archive``, ``serve``, ``bench`` wit
 ``optimize``); shared option helpers in ``options``, human output of plans in ``render``,
 logging in ``logs``. Human output goes to stderr; ``--json`` prints machine-readable JSON on
 stdout and nothing else there. Errors become ``launchkit: error: ...`` and an exit status, the
-one place launchkit's error tree meets exit codes (:data:`EXIT_CODES`).
+one place launchkit's error tree meets exit codes (``exits``).
 """
 
 from __future__ import annotations
@@ -18,20 +18,8 @@ import click
 from launchkit import __version__
 from launchkit.cli.logs import LEVELS, configure_logging
 from launchkit.cli.options import CONTEXT
-from launchkit.core.errors import AccuracyRefused, LaunchkitError, Regression, UsageError
-
-# Most specific first. 2 is bad usage (click's own, too); 3 and 4 are verdicts a CI job acts on.
-EXIT_CODES: tuple[tuple[type[LaunchkitError], int], ...] = (
-    (Regression, 3),
-    (AccuracyRefused, 4),
-    (UsageError, 2),
-    (LaunchkitError, 1),
-)
-
-
-def exit_code(error: LaunchkitError) -> int:
-    return next(code for cls, code in EXIT_CODES if isinstance(error, cls))
-
+from launchkit.cli.exits import exit_code
+from launchkit.core.errors import LaunchkitError
 
 class _Group(click.Group):
     """Turns launchkit's errors into one clear line and an exit status, without a traceback."""
@@ -42,6 +30,12 @@ class _Group(click.Group):
         except LaunchkitError as error:
             click.echo(f"launchkit: error: {error}", err=True)
             sys.exit(exit_code(error))
+        except OSError as error:
+            # A path the user named that cannot be read or written: one line, not a traceback.
+            if error.filename is None:
+                raise
+            click.echo(f"launchkit: error: {error.filename}: {error.strerror or error}", err=True)
+            sys.exit(2)
 
 
 @click.group(cls=_Group, context_settings=CONTEXT)

@@ -30,7 +30,7 @@ def archive(**params: Any) -> None:
     if params["example"]:
         from launchkit.examples.build import build_example
 
-        click.echo(build_example(params["example"], params["export_path"], force=True))
+        click.echo(build_example(params["example"], params["export_path"], force=params["force"]))
         return
     from launchkit.archive.writing import ArchiveRequest, create_archive
 

@@ -3,72 +3,26 @@
 benchmark-ab.py's spellings are accepted (``--url/-u``, ``--concurrency/-c``, ``--requests/-r``,
 ``--batch_size/-bs``, ``--batch_delay/-bd``, ``--workers/-w``, ``--input/-i``,
 ``--content_type/-ic``, ``--report_location/-rl``, ``--config FILE.json``), and perf_analyzer's
-``--concurrency-range`` and ``--percentile``.
+``--concurrency-range`` and ``--percentile``. Everything is checked before the run starts.
 """
 
 from __future__ import annotations
 
-import json
+import signal
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import click
 
+from launchkit.cli.exits import EXIT_STATUS_HELP
 from launchkit.cli.options import CONTEXT, option
-from launchkit.core.errors import UsageError
-AB_CONFIG_KEYS = {"url", "concurrency", "requests", "batch_size", "batch_delay", "workers", "input", "content_type",
-                  "report_location", "duration", "rate", "warmup", "timeout"}
+from launchkit.core.errors import RequestsFailed, UsageError
 
 
-def parse_range(text: str, flag: str, kind: type) -> tuple[Any, ...]:
-    """``start:end[:step]`` (perf_analyzer's form), end included."""
-    parts = text.split(":")
-    try:
-        if len(parts) not in (2, 3):
-            raise ValueError
-        start, end = kind(parts[0]), kind(parts[1])
-        step = kind(parts[2]) if len(parts) == 3 else kind(1)
-    except ValueError:
-        raise UsageError(f"{flag} {text!r}: expected start:end[:step], e.g. 1:8 or 1:16:2") from None
-    if step <= 0 or end < start or start <= 0:
-        raise UsageError(f"{flag} {text!r}: need 0 < start <= end and a positive step")
-    values, value = [], start
-    while value <= end + (1e-9 if kind is float else 0):
-        values.append(value)
-        value += step
-    return tuple(values)
-
-
-def parse_warmup(text: str | None) -> tuple[int, float]:
-    """``--warmup 200`` (requests) or ``--warmup 2s`` (seconds)."""
-    if not text:
-        return 0, 0.0
-    try:
-        if text.endswith("s"):
-            return 0, float(text[:-1])
-        return int(text), 0.0
-    except ValueError:
-        raise UsageError(f"--warmup {text!r}: give a number of requests (200) or seconds (2s)") from None
-
-
-def _load_ab_config(path: str) -> dict[str, Any]:
-    try:
-        data = json.loads(Path(path).read_text())
-    except OSError as error:
-        raise UsageError(f"--config {path}: {error.strerror}") from None
-    except ValueError as error:
-        raise UsageError(f"--config {path}: not valid JSON ({error})") from None
-    unknown = set(data) - AB_CONFIG_KEYS
-    if unknown:
-        raise UsageError(f"--config {path}: unknown keys {sorted(unknown)}; known: {sorted(AB_CONFIG_KEYS)}")
-    return data
-
-
-@click.command(context_settings=CONTEXT)
+@click.command(context_settings=CONTEXT, epilog=EXIT_STATUS_HELP)
 @click.argument("target", required=False)
-@click.option("-u", "--url", help="Target URL (same as TARGET).")
+@click.option("-u", "--url", help="Target URL (same as TARGET); an http(s) URL of a .mar is registered.")
 @click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Closed loop: requests in flight (default 1).")
 @option("--concurrency-range", metavar="START:END[:STEP]", help="Sweep concurrency levels, e.g. 1:8:2.")
 @option("--rate", type=click.FloatRange(min=0, min_open=True), help="Open loop: requests per second.")
@@ -79,52 +33,61 @@ def _load_ab_config(path: str) -> dict[str, Any]:
 @option("--warmup", metavar="N|Ns", help="Warm-up per level, excluded from results: N requests or Ns seconds "
         "(default 100; 0: none).")
 @option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="S", help="Per request (default 30).")
-@click.option("-i", "--input", "inputs", multiple=True, metavar="FILE", help="Request body; repeat to rotate bodies.")
+@click.option("-i", "--input", "inputs", multiple=True, metavar="FILE",
+              help="Request body; repeat to rotate bodies. Default: the sample the archive declares (bench_input in "
+                   "its model-config.yaml; the bundled examples have one). A URL target needs it.")
 @click.option("-ic", "--content-type", "--content_type", "content_type",
-              help="Content-Type of the bodies (default application/octet-stream).")
+              help="Content-Type of --input bodies (default application/octet-stream).")
 @option("--percentile", type=click.FloatRange(0, 100), multiple=True, help="Extra percentile to report, e.g. 99.99.")
 @option("--stability", is_flag=True, help="Repeat windows until the last 3 agree (perf_analyzer-like).")
 @option("--stability-percentage", type=click.FloatRange(min=0), default=10.0, show_default=True)
 @option("--max-windows", type=click.IntRange(min=3), default=10, show_default=True)
 @option("--trials", type=click.IntRange(min=1), default=1, show_default=True, help="Repeat the run; report medians.")
-@click.option("-w", "--workers", type=click.IntRange(min=1), help="Workers of the server bench starts.")
-@click.option("-bs", "--batch-size", "--batch_size", "batch_size", type=click.IntRange(min=1))
-@click.option("-bd", "--batch-delay", "--batch_delay", "batch_delay", type=click.FloatRange(min=0), metavar="MS")
+@option("--max-error-rate", default="0%", show_default=True, metavar="PERCENT",
+        help="Failed requests (non-2xx, connection errors) a level may have; above it the run exits 6.")
+@click.option("-w", "--workers", type=click.IntRange(min=1), help="Workers of the server bench starts (a .mar target).")
+@click.option("-bs", "--batch-size", "--batch_size", "batch_size", type=click.IntRange(min=1),
+              help="Batch size of the server bench starts.")
+@click.option("-bd", "--batch-delay", "--batch_delay", "batch_delay", type=click.FloatRange(min=0), metavar="MS",
+              help="Batch delay (ms) of the server bench starts.")
 @option("--cpu-launcher-args", metavar="ARGS", help="launchkit run flags for the server's workers.")
 @option("--management-url", metavar="URL",
         help="A URL target's management API, for the settings as applied (default: its host, port 8081).")
 @option("--metrics-url", metavar="URL",
         help="A URL target's /metrics, for the server-side view (default: its host, port 8082, /metrics).")
 @click.option("-rl", "--report-dir", "--report_location", "report_dir", metavar="DIR",
-              help="Report folder (default results/<timestamp>-<name>/).")
+              help="Report folder (default results/<timestamp>-<name>/); created and checked before the run.")
 @option("--name", help="Name of the run (report folder suffix).")
 @option("--config", "ab_config", metavar="FILE.json", help="benchmark-ab.py style JSON config.")
 @option("--compare", metavar="BASELINE", help="Baseline summary.json (or report folder) to gate against.")
 @option("--fail-on", default="throughput=-5%,p99=+10%", show_default=True, help="Regression thresholds.")
+@option("--force", is_flag=True, help="Compare with a baseline even if it measured another model or settings.")
 @click.option("-q", "--quiet", is_flag=True, help="No live progress (for CI logs).")
 def bench(**params: Any) -> None:
     """Load-test a model server and write a report (table, CSV, JSON, Markdown, plots).
 
     TARGET is an http:// URL (e.g. http://127.0.0.1:8080/predictions/tiny), a .mar file (bench
-    starts `launchkit serve` with it, and stops it), or nothing: the bundled tiny example.
-    Every non-2xx response is an error. Exit status: 0, 2 bad usage, 3 regression (--compare).
+    starts `launchkit serve` with it, and stops it), an http(s) URL of a .mar (registered on a
+    server bench starts; allowed for that URL only), or nothing: the bundled tiny example. Every
+    non-2xx response is an error; a level with more than --max-error-rate of them fails the run.
 
     \b
     Examples:
       launchkit bench --concurrency 8 --requests 5000
       launchkit bench resnet18.mar --concurrency-range 1:8 --duration 10 -bs 8 -bd 5
-      launchkit bench http://127.0.0.1:8080/predictions/tiny --rate 500 --duration 10
+      launchkit bench http://127.0.0.1:8080/predictions/tiny -i body.bin --rate 500 --duration 10
       launchkit bench -c 8 -r 5000 --compare baseline/summary.json --fail-on throughput=-5%,p99=+10%
     """
-    from launchkit.bench.compare import load_summary
-    from launchkit.bench.report import write_report
-    from launchkit.core.results import default_report_dir
-    from launchkit.bench.runner import BenchConfig
-    from launchkit.bench.stats import DEFAULT_PERCENTILES
-    from launchkit.cli.tables import print_bench_table
+    from launchkit.bench.compare import load_summary, parse_fail_on
+    from launchkit.bench.config import comparable, load_ab_config, parse_percent, parse_range, parse_warmup
+    from launchkit.bench.runner import local_archive, model_of
+    from launchkit.core.results import default_report_dir, writable_folder
 
     if params["ab_config"]:
-        for key, value in _load_ab_config(params["ab_config"]).items():
+        values, notes = load_ab_config(params["ab_config"])
+        for note in notes:
+            click.echo(f"launchkit bench: note: {note}", err=True)
+        for key, value in values.items():
             key = {"report_location": "report_dir", "input": "inputs"}.get(key, key)
             if key == "inputs":  # one file or a list of files
                 value = tuple(value) if isinstance(value, list) else (value,)
@@ -145,53 +108,85 @@ def bench(**params: Any) -> None:
     requests = params["requests"]
     if requests is None and params["duration"] is None:
         requests = 1000
-    percentiles = tuple(sorted(set(DEFAULT_PERCENTILES) | set(params["percentile"])))
-    config = BenchConfig(
+    config = _config(params, target, levels, rates, requests, warmup_requests, warmup_s,
+                     parse_percent(params["max_error_rate"], "--max-error-rate"))
+    config.validate()
+    fail_on = parse_fail_on(params["fail_on"])
+    folder = writable_folder(params["report_dir"] or default_report_dir(params["name"]), "--report-dir")
+    baseline = None
+    if params["compare"]:
+        baseline = load_summary(params["compare"])
+        archive = local_archive(config)
+        model = _model_name(archive) if archive else model_of(config.target or "")[0]
+        reasons = comparable(baseline, config, model)
+        if reasons and not params["force"]:
+            raise UsageError(f"--compare {params['compare']}: not the same benchmark: " + "; ".join(reasons)
+                             + ". Compare like with like, or --force")
+    result = _run_with_progress(config, folder, params["quiet"])
+    _finish(result, folder, baseline, fail_on, params["fail_on"])
+
+
+def _config(params: dict[str, Any], target: str | None, levels: tuple[int, ...], rates: tuple[float, ...],
+            requests: int | None, warmup_requests: int, warmup_s: float, max_error_rate: float) -> Any:
+    from launchkit.bench.config import BenchConfig
+    from launchkit.bench.stats import DEFAULT_PERCENTILES
+
+    return BenchConfig(
         target=target, concurrency=levels, rates=rates, poisson=params["poisson"], requests=requests,
         duration_s=params["duration"], warmup_requests=warmup_requests, warmup_s=warmup_s,
-        timeout_s=params["timeout"] or 30.0, inputs=tuple(params["inputs"]),
-        content_type=params["content_type"] or "application/octet-stream",
-        percentiles=percentiles, stability=params["stability"],
-        stability_tolerance=params["stability_percentage"] / 100, max_windows=params["max_windows"],
-        trials=params["trials"], workers=params["workers"], batch_size=params["batch_size"],
-        batch_delay_ms=params["batch_delay"], cpu_launcher_args=params["cpu_launcher_args"], name=params["name"],
+        timeout_s=params["timeout"] or 30.0, inputs=tuple(params["inputs"]), content_type=params["content_type"],
+        percentiles=tuple(sorted(set(DEFAULT_PERCENTILES) | set(params["percentile"]))),
+        stability=params["stability"], stability_tolerance=params["stability_percentage"] / 100,
+        max_windows=params["max_windows"], trials=params["trials"], max_error_rate=max_error_rate,
+        workers=params["workers"], batch_size=params["batch_size"], batch_delay_ms=params["batch_delay"],
+        cpu_launcher_args=params["cpu_launcher_args"], name=params["name"],
         management_url=params["management_url"], metrics_url=params["metrics_url"],
     )
-    baseline = load_summary(params["compare"]) if params["compare"] else None
-    folder = Path(params["report_dir"]) if params["report_dir"] else default_report_dir(params["name"])
-    with tempfile.TemporaryDirectory(prefix="launchkit-bench-") as work:
-        result = _run_with_progress(config, Path(work), params["quiet"])
+
+
+def _model_name(archive: Path) -> str:
+    from launchkit.archive.manifest import read_manifest
+
+    return read_manifest(archive).model_name
+
+
+def _finish(result: Any, folder: Path, baseline: Any, fail_on: Any, fail_on_text: str) -> None:
+    """Report, table, errors, the gate, the exit status: the run's verdict, in that order."""
+    from launchkit.bench.report import write_report
+    from launchkit.cli.tables import print_bench_table, print_errors
+
     summary = write_report(result, folder)
     print_bench_table(result)
-    click.echo(f"report: {folder}/ (summary.json, results.csv, report.md, *.png)", err=True)
-    failed = sum(level.requests_failed for level in result.levels)
-    if failed:
-        click.echo(f"launchkit bench: {failed} request(s) failed (non-2xx or connection errors); see the report",
-                   err=True)
+    for note in result.notes:
+        click.echo(f"launchkit bench: note: {note}", err=True)
+    print_errors(result)
+    click.echo(f"report: {folder}/ (summary.json, results.csv, report.md, *.png"
+               f"{', server.log' if result.server_log else ''})", err=True)
+    if result.interrupted:
+        signum = signal.Signals[result.interrupted]
+        click.echo(f"launchkit bench: stopped by {result.interrupted}; the report holds what was measured", err=True)
+        sys.exit(128 + signum)
+    over = [level for level in result.levels if level.error_rate > result.config.max_error_rate]
+    if over:
+        worst = max(over, key=lambda level: level.error_rate)
+        raise RequestsFailed(f"{worst.requests_failed} of {worst.requests_ok + worst.requests_failed} requests failed "
+                             f"at {worst.level} ({worst.error_rate:.1%}; --max-error-rate "
+                             f"{result.config.max_error_rate:.0%}): the figures describe failures, not the model")
     if baseline is not None:
-        _gate(baseline, summary, params["fail_on"])
+        _gate(baseline, summary, fail_on_text)
 
 
-def _run_with_progress(config: Any, work: Path, quiet: bool) -> Any:
+def _run_with_progress(config: Any, folder: Path, quiet: bool) -> Any:
     from launchkit.bench.runner import run_bench
 
-    if quiet or not sys.stderr.isatty():
-        return run_bench(config, work)
-    from rich.console import Console
-    from rich.live import Live
+    if quiet:
+        return run_bench(config, folder)
+    if not sys.stderr.isatty():  # a CI log: the steps as plain lines, no live display
+        return run_bench(config, folder, status=lambda message: click.echo(f"launchkit bench: {message}", err=True))
+    from launchkit.cli.progress import BenchProgress
 
-    console = Console(stderr=True)
-    with Live(console=console, refresh_per_second=4, transient=True) as live:
-        def progress(label: str, samples: Any) -> None:
-            elapsed = max((samples.completed_at_ns[-1] - samples.started_ns) / 1e9, 1e-9) if samples.ok else 0
-            recent = sorted(samples.latency_ns[-2000:])
-            p50 = recent[len(recent) // 2] / 1e6 if recent else 0.0
-            p99 = recent[int(len(recent) * 0.99)] / 1e6 if recent else 0.0
-            rate = samples.ok / elapsed if elapsed else 0.0
-            live.update(f"{label}: {samples.ok} ok, {samples.failed} failed, {rate:,.0f} req/s, "
-                        f"p50 {p50:.2f} ms, p99 {p99:.2f} ms (recent)")
-
-        return run_bench(config, work, progress=progress)
+    with BenchProgress(config) as display:
+        return run_bench(config, folder, progress=display.level, status=display.status)
 
 
 @click.group(context_settings=CONTEXT)
@@ -199,7 +194,7 @@ def report() -> None:
     """Work with existing bench reports."""
 
 
-@report.command("compare", context_settings=CONTEXT)
+@report.command("compare", context_settings=CONTEXT, epilog=EXIT_STATUS_HELP)
 @click.argument("baseline")
 @click.argument("current")
 @option("--fail-on", default="throughput=-5%,p99=+10%", show_default=True, help="Regression thresholds.")

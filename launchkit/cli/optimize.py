@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
 
 from launchkit.cli.options import CONTEXT, option
-from launchkit.core.errors import AccuracyRefused, UsageError
+from launchkit.core.errors import AccuracyRefused, NotFaster, UsageError
 
 
 def _ints(text: str, flag: str) -> tuple[int, ...]:
@@ -43,7 +42,7 @@ def _ints(text: str, flag: str) -> tuple[int, ...]:
         help="Which accuracy check gates: top-1 agreement (classifier) or cosine (embedding).")
 @option("--min-top1-agreement", type=click.FloatRange(0, 1), default=0.99, show_default=True)
 @option("--min-cosine", type=click.FloatRange(-1, 1), default=0.999, show_default=True)
-@option("--force", is_flag=True, help="Write the artifact even when it fails the accuracy check.")
+@option("--force", is_flag=True, help="Write the artifact even when it is not accurate enough or is slower.")
 @option("--output", "-o", metavar="PATH", help="Artifact: NAME.mar (the archive, set to run optimized) or NAME.pt "
         "(the traced graph). Default: <model>-<dtype>[-cl][-graph].mar next to where you are.")
 @option("--report-dir", metavar="DIR", help="Where summary.json and report.md go (default results/<ts>-optimize-<name>).")
@@ -58,12 +57,13 @@ def optimize(model: str | None, **params: Any) -> None:
       launchkit optimize model.pt --input-shape 3,224,224 --dtype int8 --graph none
       launchkit serve resnet18-bf16.mar                           # workers rebuild the optimized graph
 
-    Exit status: 0 written, 2 bad usage, 4 refused (accuracy below the thresholds; --force writes anyway).
+    Exit status: 0 written (or measured), 2 bad usage, 4 refused: not accurate enough, 5 refused:
+    slower than the original (in every interleaved round, by more than 5%); --force writes anyway.
     """
     from rich.console import Console
     from rich.table import Table
 
-    from launchkit.core.results import default_report_dir
+    from launchkit.core.results import default_report_dir, writable_folder
     from launchkit.model.spec import OptimizationSpec
     from launchkit.optimize.command import OptimizeRequest, run_optimize, write_report
 
@@ -77,10 +77,14 @@ def optimize(model: str | None, **params: Any) -> None:
         min_top1=params["min_top1_agreement"], min_cosine=params["min_cosine"], force=params["force"],
         output=params["output"], threads=params["threads"],
     )
+    # the report's place is checked before minutes of measuring (the default folder's name needs the model's)
+    folder = writable_folder(params["report_dir"], "--report-dir") if params["report_dir"] else None
+    if folder is None:
+        writable_folder(default_report_dir(None).parent, "--report-dir")
     console = Console(stderr=True, highlight=False)
     result = run_optimize(request, progress=lambda message: console.print(f"[dim]launchkit optimize: {message}[/dim]"))
     table = Table(title=f"launchkit optimize: {result.name}\n{result.path}", title_justify="left")
-    for column in ("batch", "original /s", "optimized /s", "speed-up"):
+    for column in ("batch", "original samples/s", "optimized samples/s", "speed-up"):
         table.add_column(column, justify="right")
     for row in result.throughput:
         table.add_row(str(row["batch_size"]), f"{row['original']:.1f}", f"{row['optimized']:.1f}", f"{row['speedup']:.2f}×")
@@ -88,14 +92,21 @@ def optimize(model: str | None, **params: Any) -> None:
     a = result.agreement
     click.echo(f"agreement with fp32 on {a['samples']} inputs ({result.task}): top-1 {a['top1_agreement']:.2%}, "
                f"cosine min {a['min_cosine']} mean {a['mean_cosine']}, max |diff| {a['max_abs_diff']:.3g}")
-    folder = Path(params["report_dir"]) if params["report_dir"] else default_report_dir(f"optimize-{result.name}")
+    folder = folder or default_report_dir(f"optimize-{result.name}")
     write_report(result, folder, sys.argv)
     click.echo(f"report: {folder}/")
     if result.artifact:
-        click.echo(f"written: {result.artifact}" + ("" if result.accepted else f" (forced: {result.reason})"))
-    if result.throughput and max(row["speedup"] for row in result.throughput) < 1.05:
+        forced = not result.accepted or result.slower
+        click.echo(f"written: {result.artifact}" + (f" (forced: {result.reason})" if forced else ""))
+    elif result.throughput and not result.slower and max(row["speedup"] for row in result.throughput) < 1.05:
         click.echo("note: the optimized model is not measurably faster here; serving the original is as good",
                    err=True)
-    if not result.accepted and not request.force:
+    if request.force:
+        return
+    if not result.accepted:
         raise AccuracyRefused(f"not written: {result.reason}. Try --dtype fp32 or bf16 (int8 is the usual culprit), "
                               "or --force to write it anyway.")
+    if result.slower and result.output:  # measuring alone (a TorchScript input) writes nothing to refuse
+        speed = ", ".join(f"batch {row['batch_size']}: {row['speedup']:.2f}×" for row in result.throughput)
+        raise NotFaster(f"not written: the optimized model is {result.reason} ({speed}). Serve the original, try "
+                        "another --dtype or --graph, or --force to write it anyway.")

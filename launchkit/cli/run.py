@@ -60,6 +60,10 @@ def run(ctx: click.Context, **params: Any) -> None:
         _print_plan(plan, params["as_json"])
         return
     check_program(program)
+    if params["log_path"]:
+        from launchkit.core.results import writable_folder
+
+        writable_folder(params["log_path"], "--log-path")  # before any instance starts
     for warning in plan.warnings:
         click.echo(f"launchkit: warning: {warning}", err=True)
     result = supervise(

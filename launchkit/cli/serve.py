@@ -39,7 +39,9 @@ from launchkit.cli.options import CONTEXT, option
 def serve(model_paths: tuple[str, ...], **params: Any) -> None:
     """Serve model archives over HTTP with dynamic batching, each worker on its own cores.
 
-    With no MODEL it serves the bundled examples (tiny, resnet18). Runs in the foreground until
+    With no MODEL it serves the bundled examples (tiny, resnet18); with --model-store alone it starts
+    with no model (register them with POST /models; --models all loads every archive of the store).
+    Runs in the foreground until
     SIGINT/SIGTERM, then finishes requests in flight and stops its workers. Settings apply in one
     order (README, "Settings"): defaults < config.properties < the archive's model-config.yaml
     < these flags < the management API.
@@ -62,8 +64,8 @@ def serve(model_paths: tuple[str, ...], **params: Any) -> None:
     ))
     models = [item for entry in params["models"] for item in entry.split(",") if item]
     paths = list(model_paths)
-    if not paths and not models and not config.load_models:
-        from launchkit.examples.cache import ensure_examples
+    if not paths and not models and not config.load_models and config.model_store is None:
+        from launchkit.examples.cache import ensure_examples  # a bare `launchkit serve`: the bundled examples
 
         paths = [str(path) for path in ensure_examples()]
     optimization = params["optimization"]

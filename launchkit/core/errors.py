@@ -11,14 +11,15 @@ status (``launchkit.cli``), the HTTP APIs into a status and a JSON body
     │   ├── CpuListError           a CPU list not in the "0-3,8" notation
     │   ├── SpecError              an optimization spec that does not parse
     │   ├── ArchiveError           a model archive that cannot be used
-    │   └── SourceError            where POST /models?url= points is malformed or unreadable
-    │       ├── SourceRefused      ... or outside what the policy allows            (HTTP 403)
-    │       └── SourceMissing      ... or nothing is there                          (HTTP 404)
-    ├── TopologyError              the machine description cannot be read at all
+    │   ├── SourceError            where POST /models?url= points is malformed or unreadable
+    │   │   ├── SourceRefused      ... or outside what the policy allows            (HTTP 403)
+    │   │   └── SourceMissing      ... or nothing is there                          (HTTP 404)
+    │   └── TopologyError          the machine description (--topology-root) cannot be read at all
     ├── ServeError                 the server cannot run (a port taken, ...)
     ├── RequestError               a request the server turns away
     │   ├── BadRequest             undecodable input, a bad parameter              (HTTP 400)
     │   ├── Unauthorized           no or a wrong token                             (HTTP 401)
+    │   ├── Forbidden              a foreign Host or a cross-origin browser request (HTTP 403)
     │   ├── NotFound               no such endpoint                                (HTTP 404)
     │   │   └── ModelNotFound      no such model
     │   │       └── VersionNotFound    ... or no such version of it
@@ -31,6 +32,8 @@ status (``launchkit.cli``), the HTTP APIs into a status and a JSON body
     │       └── NoWorkerReady
     ├── ModelLoadFailed            a model's workers could not be started or could not load it
     ├── AccuracyRefused            launchkit optimize: the result is not accurate enough (exit 4)
+    ├── NotFaster                  launchkit optimize: the result is slower than the original (exit 5)
+    ├── RequestsFailed             launchkit bench: more requests failed than --max-error-rate (exit 6)
     └── Regression                 launchkit bench: slower than the baseline             (exit 3)
 
 Handlers keep TorchServe's own ``PredictionException`` (part of the handler contract, in
@@ -76,7 +79,7 @@ class SourceMissing(SourceError):
     """A registration URL that points at nothing."""
 
 
-class TopologyError(LaunchkitError):
+class TopologyError(UsageError):
     """The topology root cannot be read at all."""
 
 
@@ -100,6 +103,10 @@ class Unauthorized(RequestError):
             f"the {api} API needs a token: send 'Authorization: Bearer <token>' with the token the server was "
             f"started with ({api}_token in config.properties or LAUNCHKIT_{api.upper()}_TOKEN)")
         self.api = api
+
+
+class Forbidden(RequestError):
+    pass
 
 
 class NotFound(RequestError):
@@ -152,6 +159,14 @@ class ModelLoadFailed(LaunchkitError):
 
 class AccuracyRefused(LaunchkitError):
     """``launchkit optimize``: the optimized model is too far from the original to be written."""
+
+
+class NotFaster(LaunchkitError):
+    """``launchkit optimize``: the optimized model is measurably slower than the original."""
+
+
+class RequestsFailed(LaunchkitError):
+    """``launchkit bench``: a level's failed requests exceed ``--max-error-rate``."""
 
 
 class Regression(LaunchkitError):

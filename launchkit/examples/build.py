@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import struct
 import tempfile
 from pathlib import Path
 
@@ -23,6 +24,7 @@ EXAMPLES = ("tiny", "resnet18", "minilm")
 
 
 def build_example(name: str, export_path: str, force: bool = True) -> Path:
+    """Write ``<export_path>/<name>.mar``; an existing one is kept (UsageError) unless ``force``."""
     import torch
 
     if name not in EXAMPLES:
@@ -31,40 +33,56 @@ def build_example(name: str, export_path: str, force: bool = True) -> Path:
         raise UsageError(f"unknown example {name!r}; bundled examples: {', '.join(EXAMPLES)}")
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
-        extra: tuple[str, ...] = ()
         if name == "minilm":
             return _build_minilm(folder, export_path, force)
         if name == "tiny":
             from launchkit.examples.tiny import INPUTS, tiny_mlp
 
-            model, example, handler = tiny_mlp(), torch.zeros(1, INPUTS), HERE / "tiny_handler.py"
-        else:
-            from launchkit.examples.resnet import resnet18
-
-            model, example, handler = resnet18(), torch.zeros(1, 3, 224, 224), HERE / "resnet_handler.py"
-            labels = folder / "index_to_name.json"
-            labels.write_text(json.dumps({str(i): f"class_{i}" for i in range(1000)}))
-            extra = (str(labels),)
-        if name == "resnet18":
-            weights = folder / "resnet18.pth"
-            torch.save(model.state_dict(), str(weights))
-            config = folder / "model-config.yaml"
-            config.write_text("# launchkit: how workers run the model (see launchkit optimize)\n"
-                              "optimization:\n  dtype: fp32\n  channels_last: true\n  graph: torchscript\n")
+            sample = folder / "sample.bin"  # what `launchkit bench` sends: 64 float32 values
+            sample.write_bytes(struct.pack(f"<{INPUTS}f", *[i / INPUTS for i in range(INPUTS)]))
+            config = _model_config(folder, "", sample.name, "application/octet-stream")
+            # Traced and frozen (weights as constants): what a careful user ships for a small model.
+            with torch.no_grad():
+                traced = torch.jit.freeze(torch.jit.trace(tiny_mlp(), torch.zeros(1, INPUTS)))
+            serialized = folder / "tiny.pt"
+            traced.save(str(serialized))
             return create_archive(ArchiveRequest(
-                model_name=name, version="1.0", handler=str(handler), serialized_file=str(weights),
-                model_file=str(HERE / "resnet.py"), extra_files=extra, config_file=str(config),
-                export_path=export_path, force=force,
+                model_name=name, version="1.0", handler=str(HERE / "tiny_handler.py"), serialized_file=str(serialized),
+                extra_files=(str(sample),), config_file=str(config), export_path=export_path, force=force,
             ))
-        # Traced and frozen (weights as constants): what a careful user ships for a small model.
-        with torch.no_grad():
-            traced = torch.jit.freeze(torch.jit.trace(model, example))
-        serialized = folder / f"{name}.pt"
-        traced.save(str(serialized))
+        from launchkit.examples.resnet import resnet18
+
+        labels = folder / "index_to_name.json"
+        labels.write_text(json.dumps({str(i): f"class_{i}" for i in range(1000)}))
+        sample = _sample_image(folder / "sample.jpg")
+        weights = folder / "resnet18.pth"
+        torch.save(resnet18().state_dict(), str(weights))
+        config = _model_config(folder, "# launchkit: how workers run the model (see launchkit optimize)\n"
+                               "optimization:\n  dtype: fp32\n  channels_last: true\n  graph: torchscript\n",
+                               sample.name, "image/jpeg")
         return create_archive(ArchiveRequest(
-            model_name=name, version="1.0", handler=str(handler), serialized_file=str(serialized),
-            extra_files=extra, export_path=export_path, force=force,
+            model_name=name, version="1.0", handler=str(HERE / "resnet_handler.py"), serialized_file=str(weights),
+            model_file=str(HERE / "resnet.py"), extra_files=(str(labels), str(sample)), config_file=str(config),
+            export_path=export_path, force=force,
         ))
+
+
+def _model_config(folder: Path, settings: str, sample: str, content_type: str) -> Path:
+    """model-config.yaml with ``settings`` and the sample input `launchkit bench` sends (bench_input)."""
+    config = folder / "model-config.yaml"
+    config.write_text(settings + "# launchkit bench sends this file when no --input is given\n"
+                      f"bench_input:\n  file: {sample}\n  content_type: {content_type}\n")
+    return config
+
+
+def _sample_image(path: Path) -> Path:
+    """A 320×240 JPEG of smooth colour gradients: a real image for the handler to decode and resize."""
+    from PIL import Image
+
+    image = Image.new("RGB", (320, 240))
+    image.putdata([(x * 255 // 319, y * 255 // 239, (x + y) * 255 // 558) for y in range(240) for x in range(320)])
+    image.save(path, "JPEG", quality=90)
+    return path
 
 
 def _build_minilm(folder: Path, export_path: str, force: bool) -> Path:
@@ -84,12 +102,14 @@ def _build_minilm(folder: Path, export_path: str, force: bool) -> Path:
     torch.save(state, str(weights))
     tokenizer = folder / "tokenizer.json"
     shutil.copyfile(weights_folder() / "tokenizer.json", tokenizer)
-    config = folder / "model-config.yaml"
-    config.write_text("# launchkit optimize reads the sample inputs it needs from here; the model runs as written\n"
-                      "optimize_inputs:\n  kind: text\n  tokenizer: tokenizer.json\n")
+    sample = folder / "sample.txt"
+    sample.write_text("A man is playing a guitar on stage while the crowd sings along.")
+    config = _model_config(folder, "# launchkit optimize reads the sample inputs it needs from here; the model runs "
+                           "as written\noptimize_inputs:\n  kind: text\n  tokenizer: tokenizer.json\n",
+                           sample.name, "text/plain")
     return create_archive(ArchiveRequest(
         model_name="minilm", version="1.0", handler=str(HERE / "minilm_handler.py"), serialized_file=str(weights),
-        model_file=str(HERE / "minilm.py"), extra_files=(str(tokenizer),), config_file=str(config),
+        model_file=str(HERE / "minilm.py"), extra_files=(str(tokenizer), str(sample)), config_file=str(config),
         export_path=export_path, force=force,
     ))
 

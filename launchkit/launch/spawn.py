@@ -51,11 +51,12 @@ def spawn(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cpus: Se
 
 async def spawn_async(argv: Sequence[str], *, env: Mapping[str, str] | None = None,
                       cpus: Sequence[int] | None = None, stdin: int | None = subprocess.DEVNULL,
-                      stdout: int | None = None, stderr: int | None = None) -> asyncio.subprocess.Process:
-    """:func:`spawn` for an asyncio program (the server's workers)."""
+                      stdout: int | None = None, stderr: int | None = None,
+                      pass_fds: Sequence[int] = ()) -> asyncio.subprocess.Process:
+    """:func:`spawn` for an asyncio program (the server's workers); ``pass_fds`` stay open in the child."""
     return await asyncio.create_subprocess_exec(
         *argv, env=dict(env) if env is not None else None, stdin=stdin, stdout=stdout, stderr=stderr,
-        start_new_session=True, preexec_fn=child_setup(cpus))
+        start_new_session=True, preexec_fn=child_setup(cpus), pass_fds=tuple(pass_fds))
 
 
 def signal_group(pid: int, sig: int) -> bool:

@@ -10,6 +10,7 @@ thresholds, unless ``--force``.
 from __future__ import annotations
 
 import json
+import statistics
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from launchkit.core.errors import LaunchkitError, UsageError
+from launchkit.core.results import writable_file
 from launchkit.model.spec import OptimizationSpec
 
 EXAMPLE_SHAPES = {"tiny": (64,), "resnet18": (3, 224, 224)}
@@ -61,7 +63,9 @@ class OptimizeResult:
     agreement: dict[str, Any] = field(default_factory=dict)
     accepted: bool = False
     reason: str = ""
-    artifact: str | None = None
+    slower: bool = False  # measurably slower than the original (every round, and > 5% at the median)
+    output: str | None = None  # where the artifact goes (None: measure only)
+    artifact: str | None = None  # what was written
     threads: int = 0
 
 
@@ -141,12 +145,17 @@ def run_optimize(request: OptimizeRequest, progress: Callable[[str], None] = lam
         original = optimize_model(source.load(), OptimizationSpec())  # the fp32 model as it is
         optimized = optimize_model(source.load(), request.spec, lambda: source.make_inputs(largest, 1))
         result = OptimizeResult(source.name, request.spec.to_dict(), optimized.description, request.task,
-                                threads=torch.get_num_threads())
+                                output=str(output) if output else None, threads=torch.get_num_threads())
+        comparisons = []
         for batch in request.batch_sizes:
             progress(f"throughput at batch {batch} ({request.seconds:g} s each, interleaved)")
-            before, after = compare_throughput(original, optimized, source.make_inputs(batch, 2), request.seconds)
-            result.throughput.append({"batch_size": batch, "original": round(before, 2), "optimized": round(after, 2),
-                                      "speedup": round(after / before, 3)})
+            comparison = compare_throughput(original, optimized, source.make_inputs(batch, 2), request.seconds)
+            comparisons.append(comparison)
+            result.throughput.append({"batch_size": batch,
+                                      "original": round(statistics.median(comparison.original), 2),
+                                      "optimized": round(statistics.median(comparison.optimized), 2),
+                                      "speedup": round(comparison.speedup, 3), "unit": "samples/s"})
+        result.slower = all(comparison.slower_beyond_noise for comparison in comparisons)
         progress(f"agreement with the fp32 original on {request.samples} inputs")
         measured = agreement(original, optimized, source.make_inputs(request.samples, 3), largest)
         result.agreement = asdict(measured)
@@ -159,7 +168,10 @@ def run_optimize(request: OptimizeRequest, progress: Callable[[str], None] = lam
             task = "embedding" if normalised or rows.shape[1] == 1 else "classifier"
         result.task = task
         result.accepted, result.reason = _gate(request, task, measured)
-        if output is not None and (result.accepted or request.force):
+        if result.accepted and result.slower:
+            result.reason = ("slower than the original at every batch size measured (in every interleaved round, "
+                             "more than 5% at the median)")
+        if output is not None and ((result.accepted and not result.slower) or request.force):
             result.artifact = str(write_artifact(request, source, optimized, output))
     return result
 
@@ -193,7 +205,8 @@ def output_path(request: OptimizeRequest, source: Source) -> Path | None:
         raise UsageError("a .pt artifact is the traced graph: use --graph torchscript, or write a .mar")
     if not wants_pt and not from_archive:
         raise UsageError("a .mar artifact needs a .mar (or --example) to start from; write a .pt instead (-o NAME.pt)")
-    return Path(request.output) if request.output else default_output(request, source.name, wants_pt)
+    path = Path(request.output) if request.output else default_output(request, source.name, wants_pt)
+    return writable_file(path, "--output")
 
 
 def write_artifact(request: OptimizeRequest, source: Source, optimized: Any, output: Path) -> Path:
@@ -216,13 +229,13 @@ def write_report(result: OptimizeResult, folder: Path, argv: list[str]) -> None:
     summary = {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": argv, **asdict(result)}
     (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     lines = [f"# launchkit optimize: {result.name}", "", f"Path: {result.path} ({result.threads} threads)", "",
-             "| batch | original /s | optimized /s | speed-up |", "|---|---|---|---|"]
+             "| batch | original samples/s | optimized samples/s | speed-up |", "|---|---|---|---|"]
     lines += [f"| {row['batch_size']} | {row['original']} | {row['optimized']} | {row['speedup']}× |"
               for row in result.throughput]
     a = result.agreement
     lines += ["", f"Agreement with fp32 on {a['samples']} inputs ({result.task}): top-1 {a['top1_agreement']:.2%}, "
               f"cosine min {a['min_cosine']} / mean {a['mean_cosine']}, max |diff| {a['max_abs_diff']:.3g}.", "",
-              f"Verdict: {'accepted' if result.accepted else 'refused'}: {result.reason}."]
+              f"Verdict: {'refused' if not result.accepted or result.slower else 'accepted'}: {result.reason}."]
     if result.artifact:
         lines.append(f"Artifact: {result.artifact}")
     (folder / "report.md").write_text("\n".join(lines) + "\n")

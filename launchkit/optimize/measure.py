@@ -38,15 +38,32 @@ def throughput(model: Callable[..., Any], inputs: tuple[Any, ...], seconds: floa
             return batch * runs / elapsed
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """Samples/s of the original and the optimized model, round by round (interleaved)."""
+
+    original: tuple[float, ...]
+    optimized: tuple[float, ...]
+
+    @property
+    def speedup(self) -> float:
+        return statistics.median(self.optimized) / statistics.median(self.original)
+
+    @property
+    def slower_beyond_noise(self) -> bool:
+        """Slower in every round, and by more than 5% at the median: not a drift of the machine."""
+        return self.speedup < 0.95 and all(b < a for a, b in zip(self.original, self.optimized))
+
+
 def compare_throughput(original: Callable[..., Any], optimized: Callable[..., Any], inputs: tuple[Any, ...],
-                       seconds: float, rounds: int = 3) -> tuple[float, float]:
-    """(original, optimized) samples/s, medians of interleaved rounds."""
+                       seconds: float, rounds: int = 3) -> Comparison:
+    """Samples/s of both, in interleaved rounds (the machine's speed drifts)."""
     first, second = [], []
     for round_index in range(rounds):
         pair = [(original, first), (optimized, second)]
         for model, results in pair if round_index % 2 == 0 else pair[::-1]:
             results.append(throughput(model, inputs, seconds / rounds))
-    return statistics.median(first), statistics.median(second)
+    return Comparison(tuple(first), tuple(second))
 
 
 def agreement(original: Callable[..., Any], optimized: Callable[..., Any], samples: tuple[Any, ...],

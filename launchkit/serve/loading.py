@@ -7,11 +7,12 @@ Used at start-up (archives the operator named) and by ``POST /models`` (after th
 from __future__ import annotations
 
 import itertools
+import shutil
 from pathlib import Path
 from typing import Any
 
-from launchkit.archive.manifest import read_manifest
-from launchkit.archive.reading import extract_archive, read_model_config
+from launchkit.archive.manifest import check_name, read_manifest
+from launchkit.archive.reading import extract_archive, inspect_archive, read_model_config
 from launchkit.core.errors import Conflict, UsageError
 from launchkit.serve.scheduling.batcher import ModelQueue
 from launchkit.serve.scheduling.registry import Registry, ServedModel
@@ -43,27 +44,43 @@ def resolve_sources(config: ServerConfig, paths: list[str], models: list[str]) -
 def open_model(archive: Path, workdir: Path, config: ServerConfig, overrides: tuple[ModelOverrides, ...] = (),
                name: str | None = None, sha256: str | None = None, url: str = "",
                metrics: Any = None) -> ServedModel:
-    """Extract and describe one archive; raises ArchiveError or SourceError (nothing is registered).
+    """Check, extract and describe one archive; raises ArchiveError or SourceError, and then leaves
+    nothing behind (nothing is registered, nothing extracted stays on disk).
 
-    ``overrides``: the command line's settings, then the management API's (see serve.settings)."""
-    if sha256:
-        check_sha256(archive, sha256)
-    model_dir = extract_archive(archive, workdir / f"model-{next(_folders)}")
-    manifest = read_manifest(model_dir)
-    archive_config = read_model_config(model_dir, manifest)
-    name = name or manifest.model_name
-    pinned = config.pinned_sha256(name, manifest.version)
-    if pinned and not sha256:
-        check_sha256(archive, pinned)
-    settings = model_settings(config, name, manifest.version, archive_config, overrides)
-    max_workers = archive_config.get("maxWorkers")
-    model = ServedModel(name, manifest.version, model_dir, archive, manifest, settings,
-                        ModelQueue(name, settings.batch_size, settings.max_batch_delay_ms, settings.job_queue_size),
-                        url=url or str(archive),
-                        max_workers=int(max_workers) if isinstance(max_workers, int) else None)
+    The name comes from the caller or the archive's manifest (read from the zip, not extracted);
+    a sha256 pinned for that name in config.properties, or given with the registration, is
+    checked on the archive file before anything is extracted. ``overrides``: the command line's
+    settings, then the management API's (see serve.settings)."""
+    inspect_archive(archive, config.limits.extraction())  # paths, links, sizes: before anything is read from it
+    manifest = read_manifest(archive)
+    name = check_name(name or manifest.model_name, "model name")
+    check_name(manifest.version, "model version")
+    pinned = (sha256,) if sha256 else config.pinned_digests(name)
+    if pinned:
+        check_sha256(archive, *pinned)
+    owns_dir = not archive.is_dir()  # a folder archive is the operator's: used in place, never deleted
+    model_dir = extract_archive(archive, workdir / f"model-{next(_folders)}", config.limits.extraction())
+    try:
+        archive_config = read_model_config(model_dir, manifest)
+        settings = model_settings(config, name, manifest.version, archive_config, overrides)
+        max_workers = archive_config.get("maxWorkers")
+        model = ServedModel(name, manifest.version, model_dir, archive, manifest, settings,
+                            ModelQueue(name, settings.batch_size, settings.max_batch_delay_ms, settings.job_queue_size),
+                            url=url or str(archive),
+                            max_workers=int(max_workers) if isinstance(max_workers, int) else None, owns_dir=owns_dir)
+    except BaseException:
+        if owns_dir:
+            shutil.rmtree(model_dir, ignore_errors=True)
+        raise
     if metrics is not None:
         attach_metrics(model, metrics)
     return model
+
+
+def discard_files(model: ServedModel) -> None:
+    """Remove what the server extracted for ``model`` (never an operator's folder archive)."""
+    if model.owns_dir:
+        shutil.rmtree(model.model_dir, ignore_errors=True)
 
 
 def attach_metrics(model: ServedModel, metrics: Any) -> None:
@@ -84,6 +101,4 @@ def load_models(config: ServerConfig, sources: tuple[ModelSource, ...], override
             registry.add(model)
         except Conflict as error:
             raise UsageError(str(error)) from None
-    if not registry.models:
-        raise UsageError("no model to serve: give MODEL.mar paths, --models, or load_models= in --ts-config")
-    return registry
+    return registry  # may be empty: models come later, through POST /models

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launchkit.serve.api.http import ForegroundServer, bind, keep_alive_protocol
+from launchkit.serve.api.http import ForegroundServer, bind, http_protocol
 from launchkit.serve.api.inference import InferenceApp
 from launchkit.serve.api.management import ManagementApp
 from launchkit.serve.api.metrics import ServerMetrics
@@ -30,7 +30,7 @@ from launchkit.serve.fleet.fleet import Fleet, base_run_request
 from launchkit.serve.fleet.process import WorkerPool
 from launchkit.serve.loading import attach_metrics, load_models
 from launchkit.serve.scheduling.registry import Registry
-from launchkit.serve.settings import ModelOverrides, ModelSource, ServerConfig
+from launchkit.serve.settings import Limits, ModelOverrides, ModelSource, ServerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,8 @@ class ServeRequest:
     topology_root: str | None = None
 
 
-def startup_report(config: ServerConfig, registry: Registry, fleet: Fleet) -> str:
+def startup_report(config: ServerConfig, registry: Registry, fleet: Fleet,
+                   open_files: tuple[int, int] | None = None) -> str:
     lines = ["effective configuration " + json.dumps(config.effective(), sort_keys=True)]
     for model in registry.all():
         settings = model.settings
@@ -64,6 +65,14 @@ def startup_report(config: ServerConfig, registry: Registry, fleet: Fleet) -> st
         passive = env.get("OMP_WAIT_POLICY") == "PASSIVE" or env.get("KMP_BLOCKTIME") == "0"
         lines.append(f"  {model.name}: OpenMP threads {'sleep at once' if passive else 'spin briefly'} between "
                      "operators (--omp-wait)")
+    limits = config.limits
+    lines.append(f"  limits: headers {limits.max_header_bytes} bytes / {limits.max_headers}, head within "
+                 f"{limits.header_timeout_s:g} s, body within {limits.body_timeout_s:g} s, idle {limits.keep_alive_timeout_s:g}"
+                 f" s, {limits.max_connections} connections per listener"
+                 + (f" (open files {open_files[0]})" if open_files else "")
+                 + f", body {config.max_request_size} bytes, {limits.max_tensor_elements} tensor values, archives "
+                 f"{limits.max_archive_bytes >> 30} GiB / {limits.max_archive_entries} entries / "
+                 f"{limits.max_archive_ratio:g}:1")
     lines.append(f"  management API on {config.management_address}"
                  f"{' (token required)' if config.management_token else ''}; "
                  + (f"metrics on {config.metrics_address}/metrics" if config.enable_metrics_api else "metrics off"))
@@ -86,8 +95,27 @@ def run_server(request: ServeRequest) -> int:
         return runner.run(_serve(request))
 
 
+def raise_open_files_limit(wanted: int) -> tuple[int, int]:
+    """Raise the soft limit on open files toward ``wanted`` (up to the hard limit): (soft, hard) after.
+
+    Each connection is a file descriptor; at the usual soft limit of 1,024, a thousand idle
+    connections locked out every listener. Raising the soft limit up to the hard one needs no
+    privilege."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft, hard
+
+
 async def _serve(request: ServeRequest) -> int:
     config = request.config
+    limits = config.limits
+    # three listeners' connections, the workers' sockets and the model files, with room to spare
+    open_files = raise_open_files_limit(3 * limits.max_connections + 1024)
     workdir = Path(tempfile.mkdtemp(prefix="launchkit-serve-"))
     os.chmod(workdir, 0o700)
     pool: WorkerPool | None = None
@@ -99,26 +127,27 @@ async def _serve(request: ServeRequest) -> int:
         metrics = ServerMetrics(registry) if config.enable_metrics_api else None
         for model in registry.all() if metrics else ():
             attach_metrics(model, metrics)
-        socket_path = str(workdir / "workers.sock")
         run_request, warnings = base_run_request(config, request.topology_root)
-        pool = WorkerPool(socket_path, [])
-        fleet = Fleet(registry, pool, run_request, socket_path, warnings)
+        pool = WorkerPool([])
+        fleet = Fleet(registry, pool, run_request, warnings, config.max_load_failures)
         fleet.apply()
         inference = InferenceApp(registry, config.max_request_size, config.max_response_size, metrics,
-                                 config.inference_token)
+                                 config.inference_token, limits.max_tensor_elements)
         listeners = [(inference, bind(config.inference_address))]
         listeners.append((ManagementApp(registry, fleet, config, workdir, metrics),
                           bind(config.management_address, "management_address", "--management-address")))
         if metrics is not None:
             listeners.append((metrics.asgi_app(), bind(config.metrics_address, "metrics_address", "--metrics-address")))
-        logger.info("%s", startup_report(config, registry, fleet))
+        logger.info("%s", startup_report(config, registry, fleet, open_files))
         await pool.start()
-        servers = [(_http_server(app, request.graceful_timeout_s), sock) for app, sock in listeners]
+        servers = [(_http_server(app, request.graceful_timeout_s, config.limits), sock) for app, sock in listeners]
         def request_exit() -> None:
             stop_requested.append(loop.time())
             inference.shutting_down = True
+            if len(stop_requested) == 2:
+                logger.warning("second stop signal: stopping now, without waiting for requests in flight")
             for server, _ in servers:
-                server.request_exit()
+                server.request_exit()  # the second call makes uvicorn stop at once
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, request_exit)
@@ -134,21 +163,27 @@ async def _serve(request: ServeRequest) -> int:
             # Idle workers exit at once. A worker still busy once the graceful period is over runs
             # a request nobody waits for any more: it gets what is left of the period, at least 1 s.
             left = request.graceful_timeout_s - (loop.time() - stop_requested[0]) if stop_requested else 10.0
-            await pool.stop(timeout=max(left, 1.0))
+            await pool.stop(timeout=0.2 if len(stop_requested) > 1 else max(left, 1.0))
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _http_server(app: Any, graceful_timeout_s: float) -> Any:
+def _http_server(app: Any, graceful_timeout_s: float, limits: Limits) -> Any:
     import uvicorn
 
-    config = uvicorn.Config(app, http=keep_alive_protocol(), lifespan="off", log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=graceful_timeout_s, limit_concurrency=None,
+    config = uvicorn.Config(app, http=http_protocol(limits), lifespan="off", log_level="warning", access_log=False,
+                            timeout_graceful_shutdown=graceful_timeout_s, limit_concurrency=limits.max_connections,
+                            timeout_keep_alive=limits.keep_alive_timeout_s,
                             backlog=2048)
     return ForegroundServer(config)
 
 
 async def _announce_ready(registry: Registry, config: ServerConfig) -> None:
+    failed: set[str] = set()
     while not registry.all_ready():
+        for key, reason in registry.failures().items():
+            if key not in failed:
+                failed.add(key)
+                logger.error("model %s is marked failed: %s (still retried; /ping answers Unhealthy)", key, reason)
         await asyncio.sleep(0.05)
-    names = ", ".join(f"{m.name}" for m in registry.all())
+    names = ", ".join(f"{m.name}" for m in registry.all()) or "no model yet: register one with POST /models"
     logger.info("ready on %s (%s); management on %s", config.inference_address, names, config.management_address)

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from launchkit.archive.reading import ExtractionLimits
 from launchkit.core.errors import UsageError
 from launchkit.core.values import parse_bool
 from launchkit.model.spec import OptimizationSpec, parse_spec
@@ -49,6 +50,9 @@ SUPPORTED_KEYS = {
     "job_queue_size", "default_workers_per_model", "max_request_size", "max_response_size", "ipex_enable",
     "cpu_launcher_enable", "cpu_launcher_args", "default_response_timeout", "management_token", "inference_token",
     "allowed_urls", "enable_model_api", "enable_metrics_api", "unregister_model_timeout", "disable_token_authorization",
+    "max_load_failures", "max_header_size", "max_headers", "header_timeout", "body_timeout", "keep_alive_timeout",
+    "max_connections", "max_tensor_elements", "max_archive_size", "max_archive_entries", "max_archive_ratio",
+    "management_allowed_hosts",
 }
 # TorchServe keys that mean nothing here (Java/Netty tuning, features of other issues): accepted quietly
 # would hide a typo, so each gets a one-line note instead of a warning.
@@ -106,6 +110,30 @@ class ModelOverrides:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """What one client, one request or one archive may cost the server (config.properties keys in brackets).
+
+    The defaults let every legitimate use through (multi-GB weights, big image batches) and stop the
+    attacks a security review reproduced: a 64 MB header, a client that drips bytes or never sends,
+    an 85-byte tensor shape worth 586 MB, a 1 MB archive that unpacks to 1 GiB.
+    """
+
+    max_header_bytes: int = 65536  # [max_header_size] request line and headers together
+    max_headers: int = 100  # [max_headers]
+    header_timeout_s: float = 10.0  # [header_timeout] from the connection (or the last answer) to a full head
+    body_timeout_s: float = 60.0  # [body_timeout] from the head to the end of the body
+    keep_alive_timeout_s: float = 60.0  # [keep_alive_timeout] an idle connection between requests
+    max_connections: int = 4096  # [max_connections] per listener; more are answered 503 and closed
+    max_tensor_elements: int = 16 * 2**20  # [max_tensor_elements] values in one KServe infer request
+    max_archive_bytes: int = 64 * 2**30  # [max_archive_size] uncompressed, all entries of one .mar
+    max_archive_entries: int = 10_000  # [max_archive_entries]
+    max_archive_ratio: float = 200.0  # [max_archive_ratio] uncompressed ÷ compressed, entries over 1 MiB
+
+    def extraction(self) -> ExtractionLimits:
+        return ExtractionLimits(self.max_archive_bytes, self.max_archive_entries, self.max_archive_ratio)
+
+
+@dataclass(frozen=True)
 class ModelSource:
     """One model to load: where its archive is, and the name it is served under (None: from the manifest)."""
 
@@ -147,6 +175,9 @@ class ServerConfig:
     enable_model_api: bool = True
     enable_metrics_api: bool = True
     unregister_model_timeout_s: float = 120.0
+    max_load_failures: int = 3  # load failures in a row before a model is marked failed (it is still retried)
+    limits: Limits = Limits()
+    management_allowed_hosts: tuple[str, ...] = ()  # Host names management answers besides loopback and its own
     source: str = "defaults"
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
@@ -162,11 +193,13 @@ class ServerConfig:
         data.pop("notes")
         return data
 
-    def pinned_sha256(self, name: str, version: str) -> str | None:
-        """``"sha256"`` of a model in ``models={...}``: its archive must have this digest to load."""
+    def pinned_digests(self, name: str) -> tuple[str, ...]:
+        """Every ``"sha256"`` pinned for model ``name`` in ``models={...}``, whatever version it lists it under:
+        an archive served under that name must have one of them (the version an archive declares is the
+        archive's word, so it cannot decide which pin applies)."""
         per_model = self.models_json.get(name)
-        entry = per_model.get(version) if isinstance(per_model, dict) else None
-        return entry.get("sha256") if isinstance(entry, dict) else None
+        entries = per_model.values() if isinstance(per_model, dict) else ()
+        return tuple(entry["sha256"] for entry in entries if isinstance(entry, dict) and entry.get("sha256"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -241,7 +274,8 @@ def config_from_properties(entries: dict[str, str], source: str) -> ServerConfig
         if not isinstance(models, dict):
             raise UsageError(f"{source}: models= must be a JSON object of model names")
         values["models_json"] = models
-    for key in ("job_queue_size", "default_workers_per_model", "max_request_size", "max_response_size"):
+    for key in ("job_queue_size", "default_workers_per_model", "max_request_size", "max_response_size",
+                "max_load_failures"):
         if key in entries:
             values[key] = _positive_int(entries[key], key, source)
     for key, attribute in (("default_response_timeout", "default_response_timeout_s"),
@@ -258,10 +292,39 @@ def config_from_properties(entries: dict[str, str], source: str) -> ServerConfig
             values[key] = entries[key]
     if entries.get("allowed_urls"):
         values["allowed_urls"] = parse_allowed_urls(entries["allowed_urls"], source)
+    limits = _limits(entries, source)
+    if limits != Limits():
+        values["limits"] = limits
+    if entries.get("management_allowed_hosts"):
+        values["management_allowed_hosts"] = tuple(item.strip().lower() for item in
+                                                   entries["management_allowed_hosts"].split(",") if item.strip())
     if "disable_token_authorization" in entries:
         notes.append(f"{source}: disable_token_authorization: launchkit asks for a token only where one is set "
                      "(management_token / inference_token), and requires it when management is not on loopback")
     return ServerConfig(**values, warnings=tuple(warnings), notes=tuple(notes))
+
+
+_LIMIT_KEYS = {  # config.properties key: (Limits attribute, type)
+    "max_header_size": ("max_header_bytes", int), "max_headers": ("max_headers", int),
+    "header_timeout": ("header_timeout_s", float), "body_timeout": ("body_timeout_s", float),
+    "keep_alive_timeout": ("keep_alive_timeout_s", float), "max_connections": ("max_connections", int),
+    "max_tensor_elements": ("max_tensor_elements", int), "max_archive_size": ("max_archive_bytes", int),
+    "max_archive_entries": ("max_archive_entries", int), "max_archive_ratio": ("max_archive_ratio", float),
+}
+
+
+def _limits(entries: dict[str, str], source: str) -> Limits:
+    changes: dict[str, Any] = {}
+    for key, (attribute, kind) in _LIMIT_KEYS.items():
+        if key in entries:
+            try:
+                value = kind(entries[key])
+            except ValueError:
+                raise UsageError(f"{source}: {key}={entries[key]!r} is not a number") from None
+            if value <= 0:
+                raise UsageError(f"{source}: {key}={entries[key]} must be positive")
+            changes[attribute] = value
+    return replace(Limits(), **changes)
 
 
 # --------------------------------------------------------------------------------------------

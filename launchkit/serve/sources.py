@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -84,7 +85,7 @@ def _local(path: Path, url: str, policy: SourcePolicy) -> ResolvedSource:
             f"url={url} refused: only archives inside {where} may be registered, unless allowed_urls (config.properties, "
             "regular expressions) matches the path's file:// URL"
         )
-    if not real.is_file():
+    if not real.is_file() and not (real / "MAR-INF" / "MANIFEST.json").is_file():  # a .mar, or a no-archive folder
         raise SourceMissing(f"url={url}: no such archive ({real})")
     return ResolvedSource("file", path=real, url=url)
 
@@ -107,7 +108,7 @@ def fetch(source: ResolvedSource, policy: SourcePolicy, folder: Path) -> Path:
         assert source.path is not None
         return source.path
     name = Path(urlparse(source.url).path).name or "model.mar"
-    target = folder / name
+    target = folder / f"download-{secrets.token_hex(4)}-{name}"  # two registrations of one URL do not collide
     opener = urllib.request.build_opener(_CheckedRedirects(policy))
     try:
         with opener.open(source.url, timeout=DOWNLOAD_TIMEOUT_S) as response, open(target, "wb") as out:
@@ -118,22 +119,31 @@ def fetch(source: ResolvedSource, policy: SourcePolicy, folder: Path) -> Path:
                     raise SourceError(f"url={source.url}: the archive is larger than {MAX_DOWNLOAD_BYTES >> 30} GiB")
                 out.write(chunk)
     except urllib.error.HTTPError as error:
+        target.unlink(missing_ok=True)
         raise SourceError(f"url={source.url}: download failed with HTTP {error.code} {error.reason}") from None
     except (urllib.error.URLError, OSError) as error:
+        target.unlink(missing_ok=True)
         reason = getattr(error, "reason", error)
         raise SourceError(f"url={source.url}: download failed ({reason})") from None
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
     return target
 
 
-def check_sha256(path: Path, expected: str) -> None:
-    wanted = expected.strip().lower()
-    if not re.fullmatch(r"[0-9a-f]{64}", wanted):
-        raise SourceError(f"sha256={expected!r} is not a sha256 digest (64 hex digits)")
+def check_sha256(path: Path, *expected: str) -> None:
+    """The file at ``path`` must have one of the ``expected`` digests; checked before anything reads it further."""
+    wanted = [digest.strip().lower() for digest in expected]
+    for given, digest in zip(expected, wanted):
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise SourceError(f"sha256={given!r} is not a sha256 digest (64 hex digits)")
+    if path.is_dir():
+        raise SourceError(f"{path.name}: a folder cannot be pinned to a sha256; pin a .mar file")
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
-    if digest.hexdigest() != wanted:
-        raise SourceError(f"{path.name}: sha256 is {digest.hexdigest()}, but the archive was pinned to {wanted}; "
-                          "refusing to load it (a different or altered archive)")
+    if digest.hexdigest() not in wanted:
+        raise SourceError(f"{path.name}: sha256 is {digest.hexdigest()}, but the archive was pinned to "
+                          f"{' or '.join(wanted)}; refusing to load it (a different or altered archive)")
 

@@ -2,7 +2,8 @@
 
 A frame: a 4-byte big-endian pickle length, a 4-byte count of out-of-band buffers, an 8-byte
 length per buffer, the pickle (protocol 5) of a tuple, then the buffers. Pickle is safe here:
-both ends are our own processes and the socket lives in a 0700 directory of the server's.
+each channel is a socketpair the frontend made for one worker process it started, whose end the
+worker inherits; nothing listens, so no other process can reach either end.
 
 Request bodies of 64 KiB or more travel out-of-band (pickle's PickleBuffer): the frontend hands
 them to one vectored write instead of copying them into the pickle and then again behind the

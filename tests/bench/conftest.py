@@ -22,3 +22,11 @@ def status_server():
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.fixture
+def body(tmp_path) -> str:
+    """A request body file for URL targets (bench needs --input for them)."""
+    path = tmp_path / "body.json"
+    path.write_text('{"x": 1}')
+    return str(path)

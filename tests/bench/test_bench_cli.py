@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from launchkit.cli.bench import parse_range, parse_warmup
+from launchkit.bench.config import parse_range, parse_warmup
 from launchkit.core.errors import UsageError
 
 
@@ -18,9 +18,9 @@ def launchkit(*args: str, timeout: float = 180):
     return subprocess.run([sys.executable, "-m", "launchkit", *args], capture_output=True, text=True, timeout=timeout)
 
 
-def test_report_files_and_plots(status_server, tmp_path):
+def test_report_files_and_plots(status_server, body, tmp_path):
     folder = tmp_path / "report"
-    result = launchkit("bench", f"{status_server}/ok", "--concurrency-range", "1:3", "-r", "200", "--quiet",
+    result = launchkit("bench", f"{status_server}/ok", "-i", body, "--concurrency-range", "1:3", "-r", "200", "--quiet",
                        "--report-dir", str(folder), "--percentile", "99.99")
     assert result.returncode == 0, result.stderr
     for name in ("summary.json", "results.csv", "report.md", "latency.png", "sweep.png", "latency_over_time.png"):
@@ -37,14 +37,16 @@ def test_report_files_and_plots(status_server, tmp_path):
     assert frame[(frame.level == "c=2") & (frame.metric == "requests_ok")].value.item() == 200
 
 
-def test_errors_are_counted_and_reported(status_server, tmp_path):
-    result = launchkit("bench", f"{status_server}/mixed", "-c", "2", "-r", "100", "--warmup", "0", "--quiet",
-                       "--report-dir", str(tmp_path / "r"))
+def test_errors_are_counted_and_reported(status_server, body, tmp_path):
+    result = launchkit("bench", f"{status_server}/mixed", "-i", body, "-c", "2", "-r", "100", "--warmup", "0",
+                       "--quiet", "--report-dir", str(tmp_path / "r"))
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     level = summary["levels"][0]
     errors_500 = sum(1 for n in range(1, 101) if n % 5 and n % 7 == 0)
     assert level["statuses"] == {"200": 100 - 20 - errors_500, "500": errors_500, "503": 20}
-    assert level["requests_failed"] == 20 + errors_500 and f"{20 + errors_500} request(s) failed" in result.stderr
+    assert level["requests_failed"] == 20 + errors_500
+    assert f"{20 + errors_500} of 100 requests failed (500 ×{errors_500}, 503 ×20)" in result.stderr
+    assert result.returncode == 6  # above --max-error-rate (default 0%): the run fails
 
 
 def _summary_with(path: Path, throughput: float, p99: float) -> Path:
@@ -69,15 +71,16 @@ def test_compare_gate_exit_codes(tmp_path):
     assert missing.returncode == 2
 
 
-def test_bench_with_compare_fails_on_regression(status_server, tmp_path):
+def test_bench_with_compare_fails_on_regression(status_server, body, tmp_path):
     first = tmp_path / "first"
-    assert launchkit("bench", f"{status_server}/ok", "-c", "2", "-r", "300", "--quiet", "-rl", str(first)).returncode == 0
+    assert launchkit("bench", f"{status_server}/ok", "-i", body, "-c", "2", "-r", "300", "--quiet", "-rl",
+                     str(first)).returncode == 0
     baseline = json.loads((first / "summary.json").read_text())
     inflated = copy.deepcopy(baseline)
     inflated["levels"][0]["throughput"] *= 100  # a baseline no run can match
     (tmp_path / "inflated.json").write_text(json.dumps(inflated))
-    result = launchkit("bench", f"{status_server}/ok", "-c", "2", "-r", "300", "--quiet", "-rl", str(tmp_path / "s"),
-                       "--compare", str(tmp_path / "inflated.json"))
+    result = launchkit("bench", f"{status_server}/ok", "-i", body, "-c", "2", "-r", "300", "--quiet", "-rl",
+                       str(tmp_path / "s"), "--compare", str(tmp_path / "inflated.json"))
     assert result.returncode == 3 and (tmp_path / "s" / "summary.json").exists()
 
 
@@ -118,8 +121,8 @@ def test_bench_starts_the_server_and_records_applied_settings(tmp_path):
     assert summary["server"]["optimizationRequested"]["dtype"] == "fp32"  # the applied optimization is recorded
 
 
-def test_stability_mode_always_writes_a_result(status_server, tmp_path):
-    result = launchkit("bench", f"{status_server}/ok", "-c", "2", "--duration", "0.3", "--stability",
+def test_stability_mode_always_writes_a_result(status_server, body, tmp_path):
+    result = launchkit("bench", f"{status_server}/ok", "-i", body, "-c", "2", "--duration", "0.3", "--stability",
                        "--max-windows", "3", "--stability-percentage", "0", "--quiet", "-rl", str(tmp_path / "st"))
     assert result.returncode == 0
     level = json.loads((tmp_path / "st" / "summary.json").read_text())["levels"][0]
@@ -127,7 +130,7 @@ def test_stability_mode_always_writes_a_result(status_server, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["http://127.0.0.1:9/ok", "-r", "5", "--quiet"], "cannot connect"),
+    (["http://127.0.0.1:9/ok", "-i", "/etc/hostname", "-r", "5", "--quiet"], "cannot connect"),
     (["--concurrency-range", "8:1"], "start <= end"),
     (["-c", "2", "--rate", "10"], "not both"),
     (["http://127.0.0.1:9/x", "-i", "/nonexistent", "--quiet"], "--input /nonexistent"),

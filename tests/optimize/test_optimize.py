@@ -21,14 +21,21 @@ def launchkit(*args, cwd=None):
                           cwd=cwd)
 
 
-def test_optimize_writes_an_archive_that_serves_optimized(tmp_path):
+def test_a_slower_artifact_is_refused_and_a_forced_one_serves_optimized(tmp_path):
     from tests.serve.conftest import Server, free_port
 
+    # bf16 on the tiny MLP costs more in casts than it saves (measured 0.2-0.35× here): refused, exit 5
     output = tmp_path / "tiny-bf16.mar"
-    result = launchkit("optimize", "--example", "tiny", "--dtype", "bf16", "--graph", "none", "--batch-sizes", "1,4",
-                       "--seconds", "0.3", "--samples", "64", "-o", str(output), "--report-dir", str(tmp_path / "r"))
+    args = ["optimize", "--example", "tiny", "--dtype", "bf16", "--graph", "none", "--batch-sizes", "1,4",
+            "--seconds", "0.3", "--samples", "64", "-o", str(output)]
+    refused = launchkit(*args, "--report-dir", str(tmp_path / "refused"))
+    assert refused.returncode == 5, refused.stderr
+    assert "slower than the original" in refused.stderr and not output.exists()
+    assert "samples/s" in refused.stdout  # the columns name their unit
+    assert json.loads((tmp_path / "refused" / "summary.json").read_text())["slower"] is True
+    result = launchkit(*args, "--force", "--report-dir", str(tmp_path / "r"))
     assert result.returncode == 0, result.stderr
-    assert "speed-up" in result.stdout and f"written: {output}" in result.stdout
+    assert "speed-up" in result.stdout and f"written: {output} (forced:" in result.stdout
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["accepted"] and summary["agreement"]["samples"] == 64 and len(summary["throughput"]) == 2
     with zipfile.ZipFile(output) as bundle:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import weakref
 from typing import Any
 
 from launchkit.core.errors import ServeError
-from launchkit.serve.settings import Address
+from launchkit.serve.settings import Address, Limits
+from launchkit.serve.wire import error_body
 
 
 def bind(address: Address, key: str = "inference_address", flag: str = "--inference-address") -> socket.socket:
@@ -32,28 +34,136 @@ def bind(address: Address, key: str = "inference_address", flag: str = "--infere
     return sock
 
 
+def http_protocol(limits: Limits = Limits()) -> type:
+    """uvicorn's httptools protocol, keeping HTTP/1.0 keep-alive connections and enforcing ``limits``.
 
-def keep_alive_protocol() -> type:
-    """uvicorn's httptools protocol, also keeping HTTP/1.0 connections that ask for keep-alive.
-
-    uvicorn closes every HTTP/1.0 connection, even with ``Connection: keep-alive``. ab -k (the
-    tool TorchServe's benchmarks use) speaks exactly that, so each request paid a new TCP
+    Keep-alive: uvicorn closes every HTTP/1.0 connection, even with ``Connection: keep-alive``. ab
+    -k (the tool TorchServe's benchmarks use) speaks exactly that, so each request paid a new TCP
     connection: about 30% of the frontend's time per request went to connection set-up. The app
     answers such requests with ``Connection: keep-alive`` and a content-length.
+
+    Limits (uvicorn's httptools side has none): the request line and headers may take at most
+    ``max_header_bytes`` and ``max_headers``, else 431; a head must arrive within
+    ``header_timeout_s`` of the connection (or of the previous answer), a body within
+    ``body_timeout_s`` of its head, else 408 and the connection closes. Deadlines are checked by
+    one sweep a second over the connections, not a timer per request: a timer armed and cancelled
+    twice per request cost tiny about 1% of its throughput.
     """
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-    class KeepAliveHttpToolsProtocol(HttpToolsProtocol):
+    max_bytes, max_headers = limits.max_header_bytes, limits.max_headers
+    head_timeout, body_timeout = limits.header_timeout_s, limits.body_timeout_s
+
+    class GuardedHttpToolsProtocol(HttpToolsProtocol):
         def connection_made(self, transport: Any) -> None:  # type: ignore[override]
             super().connection_made(CoalescingTransport(transport))
+            self._in_head = True  # between requests too: the next bytes start a head
+            self._head_bytes = 0
+            self._refusal: tuple[int, str, str] | None = None
+            self._deadline = self.loop.time() + head_timeout
+            self._waiting_for = "the request headers"
+            _Sweeper.watch(self)
+
+        def data_received(self, data: bytes) -> None:
+            if self._refusal is not None:
+                return
+            in_head = self._in_head
+            if in_head and self._deadline is None:  # a new request on a kept-alive connection
+                self._deadline = self.loop.time() + head_timeout
+                self._waiting_for = "the request headers"
+            super().data_received(data)
+            if self._refusal is None and in_head and self._in_head:  # the whole chunk was head
+                self._head_bytes += len(data)
+                if self._head_bytes > max_bytes:
+                    self._refuse(431, "RequestHeaderFieldsTooLargeException",
+                                 f"the request line and headers are larger than max_header_size={max_bytes} bytes")
+            if self._refusal is not None:
+                self._send_refusal()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._in_head = True
+            self._head_bytes = 0
 
         def on_headers_complete(self) -> None:
+            self._in_head = False
+            size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+            if len(self.headers) > max_headers:
+                return self._refuse(431, "RequestHeaderFieldsTooLargeException",
+                                    f"the request has {len(self.headers)} headers; max_headers={max_headers}")
+            if size > max_bytes:
+                return self._refuse(431, "RequestHeaderFieldsTooLargeException",
+                                    f"the request line and headers are larger than max_header_size={max_bytes} bytes")
+            self._deadline = self.loop.time() + body_timeout
+            self._waiting_for = "the request body"
             super().on_headers_complete()
             cycle = getattr(self, "cycle", None)
             if cycle is not None and self.parser.get_http_version() == "1.0" and self.parser.should_keep_alive():
                 cycle.keep_alive = True
 
-    return KeepAliveHttpToolsProtocol
+        def on_body(self, body: bytes) -> None:
+            if self._refusal is None:
+                super().on_body(body)
+
+        def on_message_complete(self) -> None:
+            if self._refusal is not None:
+                return
+            self._deadline = None  # the app has the whole request; uvicorn's keep-alive timeout takes over
+            self._in_head = True
+            super().on_message_complete()
+
+        def _refuse(self, status: int, kind: str, message: str) -> None:
+            self._refusal = (status, kind, message)
+
+        def _send_refusal(self) -> None:
+            status, kind, message = self._refusal  # type: ignore[misc]
+            body = error_body(status, kind, message)
+            reason = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}[status]
+            if not self.transport.is_closing():
+                self.transport.write(b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+                                     b"connection: close\r\n\r\n%s" % (status, reason, len(body), body))
+                self.transport.close()
+
+        def timed_out(self) -> None:
+            """The sweep found this connection past its deadline: 408, unless an answer has begun."""
+            cycle = getattr(self, "cycle", None)
+            waiting_for = self._waiting_for
+            if self._in_head or cycle is None or not cycle.response_started:
+                self._refuse(408, "RequestTimeoutException",
+                             f"{waiting_for} did not arrive in time (header_timeout={head_timeout:g} s, "
+                             f"body_timeout={body_timeout:g} s)")
+                self._send_refusal()
+            elif not self.transport.is_closing():
+                self.transport.close()
+
+    return GuardedHttpToolsProtocol
+
+
+class _Sweeper:
+    """Once a second, closes the connections of this event loop that are past their deadline."""
+
+    _connections: "weakref.WeakSet[Any]" = None  # type: ignore[assignment]
+    _task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def watch(cls, protocol: Any) -> None:
+        loop = asyncio.get_running_loop()
+        if cls._task is None or cls._task.done() or cls._task.get_loop() is not loop:
+            cls._connections = weakref.WeakSet()
+            cls._task = loop.create_task(cls._sweep())
+        cls._connections.add(protocol)
+
+    @classmethod
+    async def _sweep(cls) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(1.0)
+            now = loop.time()
+            for protocol in list(cls._connections):
+                deadline = protocol._deadline
+                if deadline is not None and now > deadline and protocol._refusal is None \
+                        and not protocol.transport.is_closing():
+                    protocol.timed_out()
 
 
 class CoalescingTransport:

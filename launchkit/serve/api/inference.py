@@ -23,17 +23,18 @@ from launchkit.serve.wire import ItemRequest, ItemResult, error_body
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+CREDENTIALS = frozenset({b"authorization", b"proxy-authorization", b"cookie"})
 
 
 class InferenceApp:
     def __init__(self, registry: Registry, max_request_size: int, max_response_size: int = 6_553_500,
-                 metrics: Any = None, token: str | None = None) -> None:
+                 metrics: Any = None, token: str | None = None, max_tensor_elements: int = 16 * 2**20) -> None:
         self.registry = registry
         self.max_request_size = max_request_size
         self.max_response_size = max_response_size
         self.metrics = metrics
         self.token = token
-        self.kserve = KServeRoutes(registry, self.read_body)
+        self.kserve = KServeRoutes(registry, self.read_body, max_tensor_elements, max_response_size)
         self.shutting_down = False  # set on SIGINT/SIGTERM; requests cut off by --graceful-timeout get a 503
         self._ids = itertools.count(1)
         self._id_prefix = f"{os.getpid():x}-"
@@ -55,7 +56,7 @@ class InferenceApp:
                     raise MethodNotAllowed(f"use POST for {path}", "POST, PUT")
                 await self._predict(scope, receive, send, path, request_id)
             elif path == "/ping" and method == "GET":
-                await send_json(send, 200, b'{"status": "Healthy"}', request_id)
+                await self._ping(send, request_id)
             elif path.startswith("/v2/health/") and method == "GET":
                 await self.kserve.health(send, path, request_id)
             elif self.token and not bearer_token_ok(scope, self.token):
@@ -78,6 +79,15 @@ class InferenceApp:
                 await send_json(send, 503, body, request_id, ((b"connection", b"close"),))
             except Exception:  # noqa: BLE001 - the response may have started already; nothing more to say
                 pass
+
+    async def _ping(self, send: Send, request_id: str) -> None:
+        """TorchServe's answer: 200 Healthy, or 500 Unhealthy when a model is marked failed (it could not be
+        loaded max_load_failures times in a row), naming each failed model and why."""
+        failures = self.registry.failures()
+        if not failures:
+            await send_json(send, 200, b'{"status": "Healthy"}', request_id)
+        else:
+            await send_json(send, 500, {"status": "Unhealthy", "failedModels": failures}, request_id)
 
     async def _predict(self, scope: dict[str, Any], receive: Receive, send: Send, path: str, request_id: str) -> None:
         started = time.perf_counter()
@@ -105,6 +115,8 @@ class InferenceApp:
                 content_type = value.decode("latin-1")
             elif name == b"content-length":
                 declared = value
+            elif name in CREDENTIALS:
+                continue  # the client's credentials are the server's business, not the handler's
             headers.append((name.decode("latin-1"), value.decode("latin-1")))
         try:
             body = await self.read_body(declared, receive)

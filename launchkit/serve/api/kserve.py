@@ -25,9 +25,12 @@ BodyReader = Callable[[bytes, Receive], Awaitable[bytes]]
 
 
 class KServeRoutes:
-    def __init__(self, registry: Registry, read_body: BodyReader) -> None:
+    def __init__(self, registry: Registry, read_body: BodyReader, max_elements: int = 16 * 2**20,
+                 max_response_size: int = 6_553_500) -> None:
         self.registry = registry
         self.read_body = read_body
+        self.max_elements = max_elements
+        self.max_response_size = max_response_size
 
     async def health(self, send: Send, path: str, request_id: str) -> None:
         if path == "/v2/health/live":
@@ -99,13 +102,16 @@ class KServeRoutes:
         headers: tuple[tuple[bytes, bytes], ...] = ()
         try:
             declared = next((value for name, value in scope["headers"] if name == b"content-length"), b"")
-            request = parse_infer(await self.read_body(declared, receive))
+            request = parse_infer(await self.read_body(declared, receive), self.max_elements)
             items = [ItemRequest(f"{request_id}.{index}", body, content_type, [])
                      for index, (body, content_type) in enumerate(request.rows)]
             futures = model.queue.submit_many(items)
             results = await asyncio.gather(*futures)
             status, payload = build_response(model.name, model.version, request.request_id, request.output_name,
                                              list(results))
+            if len(payload) > self.max_response_size:
+                status, payload = 500, json.dumps({"error": f"the model's response ({len(payload)} bytes) is larger "
+                                                            f"than max_response_size={self.max_response_size}"}).encode()
         except LaunchkitError as error:
             status, payload, headers = kserve_error(error)
         except asyncio.CancelledError:

@@ -25,6 +25,7 @@ from launchkit.serve.wire import ItemResult
 DATATYPES = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32",
              "FP64", "BYTES"}
 MAX_ROWS = 4096
+MAX_ELEMENTS = 16 * 2**20  # default cap on the values of one request (max_tensor_elements in config.properties)
 
 
 @dataclass(frozen=True)
@@ -34,14 +35,18 @@ class V2Request:
     output_name: str
 
 
-def parse_infer(body: bytes) -> V2Request:
+def parse_infer(body: bytes, max_elements: int = MAX_ELEMENTS) -> V2Request:
+    """The rows of a v2 infer request. Shapes are checked against the data and ``max_elements``
+    before any row is built: an 85-byte shape must not make the server build millions of lists."""
     try:
         request = json.loads(body)
     except (ValueError, UnicodeDecodeError) as error:
         raise BadRequest(f"the infer request is not valid JSON ({error})") from None
+    except RecursionError:
+        raise BadRequest("the infer request is JSON nested too deeply to decode") from None
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list) or not request["inputs"]:
         raise BadRequest('expected {"inputs": [{"name", "shape", "datatype", "data"}, ...]}')
-    tensors = [_tensor(item, index) for index, item in enumerate(request["inputs"])]
+    tensors = [_tensor(item, index, max_elements) for index, item in enumerate(request["inputs"])]
     batch = {shape[0] for _, shape, _, _ in tensors}
     if len(batch) != 1:
         raise BadRequest(f"inputs disagree on the batch (first) dimension: {sorted(batch)}")
@@ -68,15 +73,19 @@ def parse_infer(body: bytes) -> V2Request:
     return V2Request(str(request_id) if request_id is not None else None, rows, output_name)
 
 
-def _tensor(item: Any, index: int) -> tuple[str, list[int], str, list[Any]]:
+def _tensor(item: Any, index: int, max_elements: int) -> tuple[str, list[int], str, list[Any]]:
     if not isinstance(item, dict):
         raise BadRequest(f"inputs[{index}] is not an object")
     name, shape, datatype, data = item.get("name"), item.get("shape"), item.get("datatype"), item.get("data")
     where = f"input {name!r}" if isinstance(name, str) else f"inputs[{index}]"
     if not isinstance(name, str) or not name:
         raise BadRequest(f"{where}: name is missing")
-    if not isinstance(shape, list) or not shape or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise BadRequest(f"{where}: shape must be a non-empty list of non-negative integers, got {shape!r}")
+    if not isinstance(shape, list) or not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1
+                                                           for d in shape):
+        raise BadRequest(f"{where}: shape must be a non-empty list of positive integers, got {str(shape)[:100]}")
+    if math.prod(shape) > max_elements:
+        raise BadRequest(f"{where}: shape {shape} holds {math.prod(shape):,} values; the server takes at most "
+                         f"{max_elements:,} per request (max_tensor_elements)")
     if datatype not in DATATYPES:
         raise BadRequest(f"{where}: datatype {datatype!r} is not one of {', '.join(sorted(DATATYPES))}")
     if not isinstance(data, list):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -28,16 +27,16 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from launchkit.core.errors import (
-    ArchiveError, BadRequest, Conflict, LaunchkitError, MethodNotAllowed, ModelLoadFailed, NotFound, RequestTimeout,
+    ArchiveError, BadRequest, Conflict, Forbidden, LaunchkitError, MethodNotAllowed, ModelLoadFailed, NotFound, RequestTimeout,
     Unauthorized,
 )
 from launchkit.core.values import parse_bool
 from launchkit.model.spec import OptimizationSpec, parse_spec
 from launchkit.serve.api.responses import bearer_token_ok, send_json, torchserve_error
 from launchkit.serve.fleet.fleet import Fleet, wait_loaded
-from launchkit.serve.loading import open_model
+from launchkit.serve.loading import discard_files, open_model
 from launchkit.serve.scheduling.registry import Registry, ServedModel
-from launchkit.serve.settings import ModelOverrides, ServerConfig
+from launchkit.serve.settings import ModelOverrides, ServerConfig, is_loopback
 from launchkit.serve.sources import SourcePolicy, fetch, resolve
 
 logger = logging.getLogger(__name__)
@@ -93,6 +92,12 @@ class ManagementApp:
         self.workdir = workdir
         self.metrics = metrics
         self.policy = SourcePolicy(config.model_store, config.allowed_urls)
+        # Bound to loopback, only a browser on this machine reaches it, and only under a loopback name.
+        # Bound beyond (a token is then required, which a rebinding page cannot know), any name is fine
+        # unless management_allowed_hosts lists them.
+        loopback = is_loopback(config.management_address.host)
+        self.hosts = ({"localhost", "127.0.0.1", "::1", config.management_address.host.lower()} if loopback else set())
+        self.hosts |= set(config.management_allowed_hosts)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -105,8 +110,22 @@ class ManagementApp:
             return
         await send_json(send, status, payload)
 
+    def _check_origin(self, scope: dict[str, Any]) -> None:
+        """A browser can be made to send requests here: refuse cross-origin ones (CSRF) and foreign Host
+        names (DNS rebinding: evil.example resolving to 127.0.0.1 passes the same-origin check)."""
+        headers = dict(scope["headers"])
+        if b"origin" in headers:
+            raise Forbidden("the management API does not answer cross-origin (browser) requests; call it from a "
+                            "script or a command line")
+        host = headers.get(b"host", b"").decode("latin-1").lower()
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if self.hosts and host and name.strip("[]") not in self.hosts:
+            raise Forbidden(f"Host {host!r} is not this management API's; add it to management_allowed_hosts "
+                            "(config.properties) if a proxy forwards it")
+
     async def _route(self, scope: dict[str, Any]) -> tuple[int, Any]:
         method, path = scope["method"], scope["path"]
+        self._check_origin(scope)
         if path == "/ping":
             return 200, {"status": "Healthy"}
         if self.config.management_token and not bearer_token_ok(scope, self.config.management_token):
@@ -165,7 +184,7 @@ class ManagementApp:
         return {
             "modelName": model.name, "modelVersion": model.version, "modelUrl": model.url,
             "default": self.registry.defaults.get(model.name) == model.version,
-            "ready": model.ready, "minWorkers": settings.workers,
+            "ready": model.ready, "failed": model.failure, "minWorkers": settings.workers,
             "maxWorkers": model.max_workers if model.max_workers is not None else settings.workers,
             "batchSize": settings.batch_size, "maxBatchDelay": settings.max_batch_delay_ms,
             "responseTimeout": settings.response_timeout_s, "loadedAtStartup": model.loaded_at_startup,
@@ -195,25 +214,28 @@ class ManagementApp:
             optimization=_optimization(query.text("optimization")),
         )
         startup_timeout = query.number("startup_timeout", float, 1) or STARTUP_TIMEOUT_S
+        source = resolve(url, self.policy)
+        archive = await asyncio.to_thread(fetch, source, self.policy, self.workdir)
         try:
-            source = resolve(url, self.policy)
-            archive = await asyncio.to_thread(fetch, source, self.policy, self.workdir)
             model = await asyncio.to_thread(open_model, archive, self.workdir, self.config, (overrides,),
                                             query.text("model_name") or None, query.text("sha256"), url, self.metrics)
         except ArchiveError as error:
             raise ArchiveError(f"url={url}: {error}") from None
+        finally:
+            if source.kind == "http":  # downloaded: extracted now, or refused; either way not needed
+                archive.unlink(missing_ok=True)
         model.loaded_at_startup = False
         async with self.fleet.lock:
             try:
                 self.registry.add(model)
             except Conflict:
-                shutil.rmtree(model.model_dir, ignore_errors=True)
+                discard_files(model)
                 raise
             try:
                 started = self.fleet.apply(only={model.key})
             except LaunchkitError:  # a PlanError: the counts do not fit the machine
                 self.registry.discard(model)
-                shutil.rmtree(model.model_dir, ignore_errors=True)
+                discard_files(model)
                 raise
             logger.info("registered %s v%s from %s with %d worker(s)", model.name, model.version, url,
                         model.settings.workers)
@@ -292,7 +314,7 @@ class ManagementApp:
             return False
         if model in self.registry.removed:
             self.registry.removed.remove(model)
-        shutil.rmtree(model.model_dir, ignore_errors=True)
+        discard_files(model)
         return True
 
     def _set_default(self, name: str, version: str) -> tuple[int, Any]:

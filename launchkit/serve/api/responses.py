@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from launchkit.core.errors import (
-    BadRequest, Conflict, LaunchkitError, MethodNotAllowed, ModelNotFound, NotFound, RequestTimeout, SourceMissing,
+    BadRequest, Conflict, Forbidden, LaunchkitError, MethodNotAllowed, ModelNotFound, NotFound, RequestTimeout, SourceMissing,
     SourceRefused, TooLarge, Unauthorized, Unavailable, UsageError, VersionNotFound,
 )
 from launchkit.serve.wire import error_body
@@ -24,6 +24,7 @@ RETRY_AFTER_S = b"1"
 # Most specific first: the first class an error is an instance of decides.
 _STATUSES: tuple[tuple[type[LaunchkitError], int, str], ...] = (
     (Unauthorized, 401, "UnauthorizedException"),
+    (Forbidden, 403, "ForbiddenException"),
     (VersionNotFound, 404, "ModelVersionNotFoundException"),
     (ModelNotFound, 404, "ModelNotFoundException"),
     (NotFound, 404, "ResourceNotFoundException"),

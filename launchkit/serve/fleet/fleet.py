@@ -74,12 +74,12 @@ class PlannedLaunches:
 
 
 class Fleet:
-    def __init__(self, registry: Registry, pool: WorkerPool, run_request: RunRequest, socket_path: str,
-                 warnings: tuple[str, ...] = ()) -> None:
+    def __init__(self, registry: Registry, pool: WorkerPool, run_request: RunRequest,
+                 warnings: tuple[str, ...] = (), max_load_failures: int = 3) -> None:
         self.registry = registry
+        self.max_load_failures = max_load_failures
         self.pool = pool
         self.run_request = run_request
-        self.socket_path = socket_path
         self.warnings = warnings
         self.lock = asyncio.Lock()
         self.last_plan: Any = None
@@ -126,6 +126,8 @@ class Fleet:
         if planned.plan is not None:
             self.last_plan = planned.plan
         models = {model.key: model for model in self.registry.all()}
+        for model in models.values():
+            model.queue.configured_workers = model.settings.workers
         launches = [launch for key in models for launch in planned.per_model[key]]
         running = {key: [(w.worker_id, launch_key(w.launch)) for w in model.workers if not w.retiring]
                    for key, model in models.items()}
@@ -167,11 +169,12 @@ class Fleet:
     def _new_worker(self, model: ServedModel, launch: InstanceLaunch) -> WorkerProcess:
         number = next(self._numbers.setdefault(model.key, itertools.count()))
         worker_id = f"{model.name}-{model.version}-{number}"
-        argv = launch.argv + ["--socket", self.socket_path, "--model-dir", str(model.model_dir),
+        argv = launch.argv + ["--model-dir", str(model.model_dir),
                               "--model-name", model.name, "--batch-size", str(model.settings.batch_size),
                               "--worker-id", worker_id]
         argv += ["--optimization", json.dumps(model.settings.optimization.to_dict())]  # the server decides
-        worker = WorkerProcess(worker_id, model.key, model.queue, launch, argv, model.settings.response_timeout_s)
+        worker = WorkerProcess(worker_id, model.key, model.queue, launch, argv, model.settings.response_timeout_s,
+                               max_load_failures=self.max_load_failures)
         if model.metrics is not None:
             worker.on_batch_done = model.metrics.batch_done
         model.workers.append(worker)

@@ -1,8 +1,10 @@
 """Worker processes of the server: start them as launcher instances, talk to them, restart them.
 
 Each worker is one instance of a launch plan made for *all* workers of the server at once, so
-workers of different models never share cores. A worker connects back over a Unix socket and
-says "ready" once its model is loaded. If it dies, the requests of its batch in flight get a
+workers of different models never share cores. Each worker process gets its end of a socketpair
+as an inherited file descriptor (``--fd``) and says "ready" on it once its model is loaded.
+Nothing listens for workers: a Unix socket in a 0700 folder still let any process of the same
+user connect, and the frontend unpickled its first frame before it knew who was speaking. If it dies, the requests of its batch in flight get a
 500 at once, the others stay queued, and it is restarted after a backoff (0.1 s doubling to
 30 s; reset after a minute of good health). Its states are :class:`WorkerState`.
 
@@ -18,6 +20,7 @@ import itertools
 import logging
 import os
 import signal
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +34,7 @@ from launchkit.serve.wire import ItemResult, batch_frame, encode, error_result, 
 logger = logging.getLogger(__name__)
 BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 HEALTHY_AFTER_S = 60.0
+LOAD_ATTEMPT_ENV = "LAUNCHKIT_LOAD_ATTEMPT"  # the worker prints its traceback on the first attempt only
 
 
 @dataclass(eq=False)  # identity: the batcher keeps workers in sets
@@ -49,6 +53,8 @@ class WorkerProcess:
     connected_at: float | None = None  # when it said ready in its current life
     restarts: int = 0
     consecutive_failures: int = 0
+    load_failures: int = 0  # in a row: exits before it ever said ready (reset once it does)
+    max_load_failures: int = 3  # after this many in a row its model is marked failed (still retried)
     last_error: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
     process: asyncio.subprocess.Process | None = None
@@ -65,6 +71,11 @@ class WorkerProcess:
     def ready(self) -> bool:
         """Takes new batches (see :attr:`WorkerState.ready`)."""
         return self.state.ready
+
+    @property
+    def failed_to_load(self) -> bool:
+        """Its model failed to load ``max_load_failures`` times in a row (and it has not loaded since)."""
+        return self.load_failures >= self.max_load_failures
 
     def move_to(self, state: WorkerState) -> None:
         check_transition(self.state, state)
@@ -103,19 +114,15 @@ _batch_ids = itertools.count(1)
 
 
 class WorkerPool:
-    def __init__(self, socket_path: str, workers: list[WorkerProcess]) -> None:
-        self.socket_path = socket_path
+    def __init__(self, workers: list[WorkerProcess]) -> None:
         self.workers = {worker.worker_id: worker for worker in workers}
         for worker in workers:
             worker.on_timeout = self._timed_out
         self.stopping = False
         self.started = False
-        self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
-        self._server = await asyncio.start_unix_server(self._on_connection, path=self.socket_path)
-        os.chmod(self.socket_path, 0o600)
         self.started = True
         for worker in self.workers.values():
             self._spawn(worker)
@@ -174,13 +181,21 @@ class WorkerPool:
         worker.started_at = time.time()
         worker.connected_at = None
         bind = worker.launch.cpus if worker.launch.bind_cpus else None
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            worker.process = await spawn_async(worker.argv, env={**os.environ, **worker.launch.env}, cpus=bind)
+            env = {**os.environ, **worker.launch.env, LOAD_ATTEMPT_ENV: str(worker.load_failures + 1)}
+            worker.process = await spawn_async([*worker.argv, "--fd", str(theirs.fileno())], env=env, cpus=bind,
+                                               pass_fds=(theirs.fileno(),))
         except OSError as error:
+            ours.close()
             worker.last_error = f"could not start: {error}"
             await self._after_exit(worker, None)
             return
+        finally:
+            theirs.close()  # the child holds its end; the frontend keeps only its own
         worker.pid = worker.process.pid
+        reader, writer = await asyncio.open_unix_connection(sock=ours)
+        self._track(self._converse(worker, reader, writer))
         if worker.state is WorkerState.STOPPED:  # retired while it was being started
             signal_group(worker.pid, signal.SIGKILL)
             await worker.process.wait()
@@ -200,7 +215,9 @@ class WorkerPool:
             worker.writer.close()
             worker.writer = None
             worker.move_to(WorkerState.EXITED)
-            worker.queue.worker_gone(worker, None if self.stopping else reason)
+            # a worker that will be restarted keeps its model's queued requests waiting for it
+            worker.queue.worker_gone(worker, None if self.stopping else reason,
+                                     coming_back=not worker.retiring and not self.stopping)
 
     async def _after_exit(self, worker: WorkerProcess, code: int | None) -> None:
         never_connected = worker.connected_at is None
@@ -221,25 +238,37 @@ class WorkerPool:
         healthy = not never_connected and time.time() - worker.started_at > HEALTHY_AFTER_S
         worker.consecutive_failures = 0 if healthy else worker.consecutive_failures + 1
         delay = BACKOFF_S[min(worker.consecutive_failures, len(BACKOFF_S) - 1)]
-        worker.move_to(WorkerState.RESTARTING)
         worker.restarts += 1
-        logger.warning("worker %s (%s) %s; restarting in %g s", worker.worker_id, worker.queue.name,
-                       worker.last_error, delay)
+        if never_connected:
+            worker.load_failures += 1
+        if worker.failed_to_load:
+            worker.move_to(WorkerState.FAILED)
+            worker.queue.fail_waiting(503, "ServiceUnavailableException", f'model "{worker.queue.name}" is marked failed: '
+                                      f"{worker.last_error}")
+            marked = " (model marked failed)" if worker.load_failures == worker.max_load_failures else ""
+            logger.error("worker %s (%s): load attempt %d failed%s: %s; retrying in %g s", worker.worker_id,
+                         worker.queue.name, worker.load_failures, marked, worker.last_error, delay)
+        else:
+            worker.move_to(WorkerState.RESTARTING)
+            logger.warning("worker %s (%s) %s; restarting in %g s", worker.worker_id, worker.queue.name,
+                           worker.last_error, delay)
         await asyncio.sleep(delay)
         if worker.retiring:
             self._forget(worker)
         elif not self.stopping:
             self._spawn(worker)
 
-    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        worker: WorkerProcess | None = None
+    async def _converse(self, worker: WorkerProcess, reader: asyncio.StreamReader,
+                        writer: asyncio.StreamWriter) -> None:
+        """The channel of one worker process: its hello, then results, until it closes."""
         try:
             hello = await read_frame(reader)
-            if hello is None or hello[1] not in self.workers:
+            if hello is None or len(hello) != 4 or hello[1] != worker.worker_id or hello[0] not in ("ready", "failed"):
+                if hello is not None:
+                    logger.error("worker %s opened its channel with %r: closed", worker.worker_id, str(hello)[:80])
                 writer.close()
                 return
-            kind, worker_id, pid, detail = hello
-            worker = self.workers[worker_id]
+            kind, _worker_id, pid, detail = hello
             if kind == "failed":
                 worker.last_error = f"model failed to load: {detail}"
                 worker.queue.last_error = worker.last_error
@@ -249,6 +278,7 @@ class WorkerPool:
             worker.info = detail
             worker.writer = writer
             worker.connected_at = time.time()
+            worker.load_failures = 0
             if worker.retiring:  # retired while it was loading
                 worker.drained()
                 worker.loaded.set()
@@ -262,9 +292,11 @@ class WorkerPool:
                     break
                 if message[0] == "result":
                     self._on_result(worker, message)
+                else:  # a second "ready", or anything else: a worker says hello once
+                    logger.error("worker %s sent %r after its hello: ignored", worker.worker_id, str(message[0])[:40])
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
-        if worker is not None and worker.writer is writer:
+        if worker.writer is writer:
             self._disconnect(worker, "connection to the worker closed")
 
     def _on_result(self, worker: WorkerProcess, message: tuple[Any, ...]) -> None:
@@ -305,9 +337,3 @@ class WorkerPool:
                 await asyncio.wait(pending, timeout=5)
         for task in list(self._tasks):
             task.cancel()
-        if self._server is not None:
-            self._server.close()
-        try:
-            os.unlink(self.socket_path)
-        except FileNotFoundError:
-            pass

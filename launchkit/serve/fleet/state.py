@@ -9,7 +9,8 @@
        ▼                                                         │
     EXITED ◀── the connection closed or the process ended, from any live state
        ├──▶ RESTARTING (after a crash; backoff) ──▶ STARTING
-       ├──▶ FAILED (its model failed to load too many times in a row; the model is marked failed)
+       ├──▶ FAILED (its model failed to load max_load_failures times in a row: the model is marked
+       │            failed; it is still retried, at the backoff's cap) ──▶ STARTING
        └──▶ STOPPED (retired, or the server is stopping): gone for good
 
 A worker is *ready* — it takes new batches — in READY and BUSY only (:attr:`WorkerState.ready`).
@@ -31,7 +32,7 @@ class WorkerState(enum.Enum):
     STOPPING = "stopping"  # told to exit (or killed while still loading)
     EXITED = "exited"  # its process ended or its connection closed; what happens next is being decided
     RESTARTING = "restarting"  # waiting out the backoff before it is started again
-    FAILED = "failed"  # its model failed to load too many times in a row: not restarted
+    FAILED = "failed"  # its model failed to load too many times in a row: the model is marked failed; retried
     STOPPED = "stopped"  # gone for good
 
     @property

@@ -60,6 +60,7 @@ class ModelQueue:
         self.queue: deque[Job] = deque()
         self.idle: deque[WorkerSlot] = deque()
         self.members: list[WorkerSlot] = []  # slots that joined (worker_ready) and are not gone
+        self.configured_workers = 1  # the workers the fleet was asked for (0: none is configured)
         self.retiring: set[WorkerSlot] = set()
         self.on_dispatch = on_dispatch  # metrics: (jobs, now) for each batch sent
         self.last_error: str | None = None
@@ -81,6 +82,9 @@ class ModelQueue:
     def submit_many(self, requests: list[ItemRequest]) -> list[asyncio.Future[ItemResult]]:
         """Queue requests that arrived together (a v2 tensor's rows): they are dispatched as one burst."""
         if not self.has_ready_worker():
+            if self.configured_workers == 0 and not self.retiring:
+                raise NoWorkerReady(f'model "{self.name}" has no worker configured (initial_workers=0 or '
+                                    f"min_worker=0): give it one with PUT /models/{self.name}?min_worker=1")
             detail = f" (last worker error: {self.last_error})" if self.last_error else " (workers are starting)"
             raise NoWorkerReady(f'model "{self.name}" has no worker ready to serve requests{detail}')
         if len(self.queue) + len(requests) > self.capacity:
@@ -123,7 +127,8 @@ class ModelQueue:
         self.retiring.add(slot)
         self._dispatch()
 
-    def worker_gone(self, slot: WorkerSlot, error: str | None = None) -> None:
+    def worker_gone(self, slot: WorkerSlot, error: str | None = None, coming_back: bool = False) -> None:
+        """``slot`` lost its process. ``coming_back``: it is being restarted, so queued requests wait for it."""
         if slot in self.members:
             self.members.remove(slot)
         self.retiring.discard(slot)
@@ -131,7 +136,7 @@ class ModelQueue:
             self.idle.remove(slot)
         if error:
             self.last_error = error
-        if not self.has_ready_worker() and not self.retiring:
+        if not self.has_ready_worker() and not self.retiring and not coming_back:
             self.fail_waiting(503, "ServiceUnavailableException",
                               f'model "{self.name}" lost its last worker; the request was not run')
 

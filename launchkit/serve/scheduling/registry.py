@@ -26,6 +26,7 @@ class ServedModel:
     loaded_at_startup: bool = True
     url: str = ""  # what it was registered from
     metrics: Any = None  # ModelMetrics, when the server keeps metrics
+    owns_dir: bool = True  # model_dir was extracted by the server (False: an operator's folder, used in place)
 
     @property
     def key(self) -> str:
@@ -35,6 +36,13 @@ class ServedModel:
     def ready(self) -> bool:
         """At least one worker takes new batches."""
         return any(worker.ready for worker in self.workers)
+
+    @property
+    def failure(self) -> str | None:
+        """Why the model is failed (a worker could not load it max_load_failures times in a row), or None."""
+        if self.ready:
+            return None
+        return next((worker.last_error for worker in self.workers if worker.failed_to_load), None)
 
 
 @dataclass
@@ -99,4 +107,9 @@ class Registry:
         return [model for versions in self.models.values() for model in versions.values()]
 
     def all_ready(self) -> bool:
-        return bool(self.models) and all(model.ready for model in self.all())
+        """Every model has a ready worker (true for a server holding no model: it is ready to register one)."""
+        return all(model.ready for model in self.all())
+
+    def failures(self) -> dict[str, str]:
+        """Failed models, ``name/version`` → reason."""
+        return {model.key: failure for model in self.all() if (failure := model.failure)}

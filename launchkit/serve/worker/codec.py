@@ -21,6 +21,8 @@ def decode_item(item: ItemRequest) -> dict[str, Any]:
             return {"body": json.loads(body)}
         except ValueError as error:
             raise BadRequest(f"body is not valid JSON ({error})") from None
+        except RecursionError:
+            raise BadRequest("body is JSON nested too deeply to decode") from None
     if content_type.startswith("text/"):
         try:
             return {"body": body.decode()}

@@ -67,6 +67,9 @@ class Worker:
                 positions.append(position)
             except BadRequest as error:
                 results[position] = error_result(400, "BadRequestException", f"cannot decode the request body: {error}")
+            except Exception as error:  # noqa: BLE001 - any input the decoders choke on (e.g. JSON nested 100k deep)
+                results[position] = error_result(400, "BadRequestException", "cannot decode the request body: "
+                                                 f"{type(error).__name__}: {str(error)[:200]}")
         if data:
             self.context.start_batch([items[p].request_id for p in positions],
                                      [dict(items[p].headers) for p in positions])
@@ -86,8 +89,9 @@ class Worker:
                 status, _phrase = self.context.get_response_status(index)
                 try:
                     content_type, body = encode_output(output)
-                except TypeError as error:
-                    results[position] = error_result(500, "InternalServerException", str(error))
+                except (TypeError, ValueError, RecursionError) as error:
+                    results[position] = error_result(500, "InternalServerException",
+                                                     f"the handler's output cannot be encoded: {str(error)[:200]}")
                     continue
                 content_type = self.context.get_response_content_type(index) or content_type
                 headers = list(self.context.get_response_headers(index).items())
@@ -123,7 +127,7 @@ def _whole(body: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="launchkit.serve.worker")
-    parser.add_argument("--socket", required=True)
+    parser.add_argument("--fd", type=int, required=True, help="the inherited end of the frontend's socketpair")
     parser.add_argument("--model-dir", required=True)
     parser.add_argument("--model-name", required=True)
     parser.add_argument("--batch-size", type=int, default=1)
@@ -132,14 +136,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format=f"launchkit worker {args.worker_id}: %(message)s")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(args.socket)
-    channel = BlockingChannel(sock)
+    channel = BlockingChannel(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=args.fd))
     try:
         worker = Worker(Path(args.model_dir), args.model_name, args.batch_size,
                         json.loads(args.optimization) if args.optimization else None)
     except Exception as error:  # noqa: BLE001 - report any load failure to the frontend
-        logger.exception("the model could not be loaded")
+        if os.environ.get("LAUNCHKIT_LOAD_ATTEMPT", "1") == "1":  # the whole traceback once; retries say one line
+            logger.exception("the model could not be loaded")
+        else:
+            logger.error("the model could not be loaded (attempt %s): %s: %s", os.environ["LAUNCHKIT_LOAD_ATTEMPT"],
+                         type(error).__name__, error)
         channel.send(("failed", args.worker_id, os.getpid(), f"{type(error).__name__}: {error}"))
         return 1
     release_free_memory()
@@ -154,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
         if message[0] == "batch":
             _, batch_id, items = message
             items = [item._replace(body=_whole(item.body)) for item in items]
-            results, timings = worker.run_batch(items)
+            try:
+                results, timings = worker.run_batch(items)
+            except Exception as error:  # noqa: BLE001 - whatever goes wrong, the worker stays up for the next batch
+                logger.exception("a batch failed outside the handler")
+                message_text = f"the worker could not run the batch: {type(error).__name__}: {str(error)[:200]}"
+                results, timings = [error_result(500, "InternalServerException", message_text)] * len(items), {}
             channel.send(("result", batch_id, results, timings))
 

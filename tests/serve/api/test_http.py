@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from launchkit.serve.api.http import ForegroundServer, keep_alive_protocol
+from launchkit.serve.api.http import ForegroundServer, http_protocol
 
 CHANGED = ("uvicorn's private HttpToolsProtocol changed shape ({what}); launchkit/serve/api/http.py was written "
            "for uvicorn 0.30-0.54: pin uvicorn below the release that changed it, or update http.py")
@@ -45,7 +45,7 @@ def test_http10_keep_alive_connections_stay_open():
         listener.listen(16)
         listener.setblocking(False)
         port = listener.getsockname()[1]
-        server = ForegroundServer(uvicorn.Config(_echo, http=keep_alive_protocol(), lifespan="off",
+        server = ForegroundServer(uvicorn.Config(_echo, http=http_protocol(), lifespan="off",
                                                  log_level="warning"))
         task = asyncio.ensure_future(server.serve(sockets=[listener]))
         while not server.started:

@@ -37,7 +37,10 @@ def test_bytes_rows_are_text_and_several_inputs_are_objects():
     (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FLOAT", "data": [1]}]}', "datatype"),
     (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": ["a"]}]}', "must be numbers"),
     (b'{"inputs": [{"name": "x", "shape": [], "datatype": "FP32", "data": [1]}]}', "shape"),
-    (b'{"inputs": [{"name": "x", "shape": [0], "datatype": "FP32", "data": []}]}', "batch dimension"),
+    (b'{"inputs": [{"name": "x", "shape": [0], "datatype": "FP32", "data": []}]}', "positive integers"),
+    (b'{"inputs": [{"name": "x", "shape": [8, 1000000, 0], "datatype": "FP32", "data": []}]}', "positive integers"),
+    (b'{"inputs": [{"name": "x", "shape": [9000, 9000], "datatype": "FP32", "data": []}]}', "at most"),
+    (b"[" * 100000 + b"]" * 100000, "nested too deeply"),
     (b'{"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": [1]},'
      b' {"name": "b", "shape": [2], "datatype": "FP32", "data": [1, 2]}]}', "disagree"),
 ])

@@ -1,0 +1,192 @@
+"""What a bench run is asked to do, parsed and checked before anything starts.
+
+Everything that can be wrong with a request is found here, up front (a wrong value, a flag that
+would be silently ignored, a baseline that is not comparable), so a run never measures for
+minutes and then fails on its arguments.
+
+benchmark-ab.py's JSON ``--config`` keys are accepted; those that mean nothing here are named in
+a note instead of being refused or silently dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from launchkit.bench.stats import DEFAULT_PERCENTILES
+from launchkit.core.errors import UsageError
+
+# benchmark-ab.py's keys that map onto bench's own options
+AB_CONFIG_KEYS = {"url", "concurrency", "requests", "batch_size", "batch_delay", "workers", "input", "content_type",
+                  "report_location", "duration", "rate", "warmup", "timeout"}
+# ...and those that mean nothing here, with the reason (said once, as a note)
+AB_IGNORED_KEYS = {
+    "exec_env": "bench runs the server locally, as a process it starts and stops",
+    "gpus": "launchkit serves on CPUs",
+    "image": "no Docker image is used", "docker_runtime": "no Docker image is used",
+    "backend_profiling": "the server-side view (from /metrics) is always reported",
+    "handler_profiling": "handler time by stage is always reported",
+    "generate_graphs": "plots are always written", "config_properties": "use --cpu-launcher-args / a .mar",
+    "inference_model_url": "TARGET or --url is the inference URL", "tmp_dir": "temporary files go to the system's",
+    "result_file": "the report folder holds every result", "benchmark_backend": "bench is its own load generator",
+    "metrics": "the server-side view is always reported", "test_plan": "give the levels with -c/--rate",
+}
+SERVER_FLAGS = {"workers": "-w/--workers", "batch_size": "-bs/--batch-size", "batch_delay_ms": "-bd/--batch-delay",
+                "cpu_launcher_args": "--cpu-launcher-args"}
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    target: str | None = None  # None: the bundled tiny example; a .mar; an http(s) URL
+    concurrency: tuple[int, ...] = (1,)
+    rates: tuple[float, ...] = ()
+    poisson: bool = False
+    requests: int | None = None
+    duration_s: float | None = None
+    warmup_requests: int = 0
+    warmup_s: float = 0.0
+    timeout_s: float = 30.0
+    inputs: tuple[str, ...] = ()
+    content_type: str | None = None  # None: the archive's declared one, or application/octet-stream
+    percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
+    stability: bool = False
+    stability_tolerance: float = 0.10
+    max_windows: int = 10
+    trials: int = 1
+    connections: int = 64
+    max_error_rate: float = 0.0  # fraction of failed requests a level may have before the run fails
+    # settings of the server this run starts (refused for a URL target)
+    workers: int | None = None
+    batch_size: int | None = None
+    batch_delay_ms: float | None = None
+    cpu_launcher_args: str | None = None
+    name: str | None = None
+    # a URL target's management API and /metrics (default: the same host on ports 8081 and 8082)
+    management_url: str | None = None
+    metrics_url: str | None = None
+
+    @property
+    def target_kind(self) -> str:
+        """``example``, ``archive`` (a local .mar), ``remote-archive`` (an http(s) .mar URL) or ``url``."""
+        return target_kind(self.target)
+
+    @property
+    def starts_a_server(self) -> bool:
+        return self.target_kind != "url"
+
+    def validate(self) -> None:
+        if self.requests is None and self.duration_s is None:
+            raise UsageError("give --requests N or --duration S")
+        if self.rates and any(rate <= 0 for rate in self.rates):
+            raise UsageError("--rate must be positive")
+        if any(level < 1 for level in self.concurrency):
+            raise UsageError("--concurrency must be at least 1")
+        if self.trials < 1:
+            raise UsageError("--trials must be at least 1")
+        if not 0 <= self.max_error_rate <= 1:
+            raise UsageError(f"--max-error-rate {self.max_error_rate * 100:g}%: give a percentage from 0 to 100")
+        if not self.starts_a_server:
+            given = [flag for key, flag in SERVER_FLAGS.items() if getattr(self, key) is not None]
+            if given:
+                raise UsageError(f"{', '.join(given)} set the server that bench starts for a .mar; {self.target} is "
+                                 "a running server, which keeps its own settings. Drop them, or give a .mar")
+            if not self.inputs:
+                raise UsageError(f"{self.target}: give the request body with --input FILE (and --content-type): "
+                                 "bench cannot know what this endpoint expects")
+
+    def levels_description(self) -> str:
+        if self.rates:
+            return "rate " + ", ".join(f"{rate:g}/s" for rate in self.rates)
+        return "concurrency " + ", ".join(str(level) for level in self.concurrency)
+
+
+def target_kind(target: str | None) -> str:
+    if target is None:
+        return "example"
+    scheme = urlsplit(target).scheme.lower()
+    if scheme in ("http", "https"):
+        return "remote-archive" if urlsplit(target).path.endswith(".mar") else "url"
+    return "archive"
+
+
+def parse_range(text: str, flag: str, kind: type) -> tuple[Any, ...]:
+    """``start:end[:step]`` (perf_analyzer's form), end included."""
+    parts = text.split(":")
+    try:
+        if len(parts) not in (2, 3):
+            raise ValueError
+        start, end = kind(parts[0]), kind(parts[1])
+        step = kind(parts[2]) if len(parts) == 3 else kind(1)
+    except ValueError:
+        raise UsageError(f"{flag} {text!r}: expected start:end[:step], e.g. 1:8 or 1:16:2") from None
+    if step <= 0 or end < start or start <= 0:
+        raise UsageError(f"{flag} {text!r}: need 0 < start <= end and a positive step")
+    values, value = [], start
+    while value <= end + (1e-9 if kind is float else 0):
+        values.append(value)
+        value += step
+    return tuple(values)
+
+
+def parse_warmup(text: str | None) -> tuple[int, float]:
+    """``--warmup 200`` (requests) or ``--warmup 2s`` (seconds)."""
+    if not text:
+        return 0, 0.0
+    try:
+        if text.endswith("s"):
+            return 0, float(text[:-1])
+        return int(text), 0.0
+    except ValueError:
+        raise UsageError(f"--warmup {text!r}: give a number of requests (200) or seconds (2s)") from None
+
+
+def parse_percent(text: str, flag: str) -> float:
+    """``5%`` or ``5`` → 0.05."""
+    try:
+        value = float(text.strip().removesuffix("%"))
+    except ValueError:
+        raise UsageError(f"{flag} {text!r}: expected a percentage, e.g. 0 or 1%") from None
+    return value / 100
+
+
+def load_ab_config(path: str) -> tuple[dict[str, Any], list[str]]:
+    """benchmark-ab.py's JSON config: (the keys bench uses, notes on the keys that mean nothing here)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as error:
+        raise UsageError(f"--config {path}: {error.strerror}") from None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise UsageError(f"--config {path}: not valid JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"--config {path}: expected a JSON object of benchmark-ab.py's keys")
+    unknown = set(data) - AB_CONFIG_KEYS - set(AB_IGNORED_KEYS)
+    if unknown:
+        raise UsageError(f"--config {path}: unknown keys {sorted(unknown)}; known: {sorted(AB_CONFIG_KEYS)} (and "
+                         f"benchmark-ab.py's {sorted(AB_IGNORED_KEYS)}, which mean nothing here)")
+    notes = [f"--config {path}: {key} ignored ({AB_IGNORED_KEYS[key]})" for key in sorted(data)
+             if key in AB_IGNORED_KEYS]
+    return {key: value for key, value in data.items() if key in AB_CONFIG_KEYS}, notes
+
+
+def comparable(baseline: dict[str, Any], config: BenchConfig, model: str | None) -> list[str]:
+    """Why a baseline summary is not comparable with this run (empty: it is)."""
+    reasons = []
+    old = baseline.get("config") or {}
+    if baseline.get("model") and model and baseline["model"] != model:
+        reasons.append(f"it measured model {baseline['model']!r}, this run measures {model!r}")
+    if target_kind(old.get("target")) != config.target_kind:
+        reasons.append(f"its target was {old.get('target') or 'the bundled example'}, this one is "
+                       f"{config.target or 'the bundled example'}")
+    elif config.target_kind == "url" and old.get("target") != config.target:
+        reasons.append(f"its target was {old.get('target')}, this one is {config.target}")
+    for key, flag in SERVER_FLAGS.items():
+        if old.get(key) != getattr(config, key):
+            reasons.append(f"its {flag} was {old.get(key)}, this run's is {getattr(config, key)}")
+    levels = {level.get("level") for level in baseline.get("levels", [])}
+    ours = {f"rate={rate:g}/s" for rate in config.rates} or {f"c={level}" for level in config.concurrency}
+    if not levels & ours:
+        reasons.append(f"its levels {sorted(levels)} and this run's {sorted(ours)} have none in common")
+    return reasons

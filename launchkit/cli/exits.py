@@ -1,0 +1,23 @@
+"""The one place launchkit's errors become exit statuses."""
+
+from __future__ import annotations
+
+from launchkit.core.errors import (AccuracyRefused, LaunchkitError, NotFaster, Regression, RequestsFailed,
+                                   UsageError)
+
+# Most specific first. 2 is bad usage (click's own, too); 3-6 are verdicts a CI job acts on; a command
+# stopped by a signal exits 128 + its number (130 for Ctrl-C), like a shell.
+EXIT_CODES: tuple[tuple[type[LaunchkitError], int], ...] = (
+    (Regression, 3),
+    (AccuracyRefused, 4),
+    (NotFaster, 5),
+    (RequestsFailed, 6),
+    (UsageError, 2),
+    (LaunchkitError, 1),
+)
+EXIT_STATUS_HELP = ("Exit status: 0 ok; 1 failure; 2 bad usage; 3 performance regression (--compare); 4 not "
+                    "accurate; 5 not faster; 6 requests failed beyond --max-error-rate; 128+N stopped by signal N.")
+
+
+def exit_code(error: LaunchkitError) -> int:
+    return next(code for cls, code in EXIT_CODES if isinstance(error, cls))
