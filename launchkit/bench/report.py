@@ -39,8 +39,8 @@ COLUMNS = {
 
 def _git_revision() -> str | None:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                              check=True).stdout.strip() or None
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True,
+                              cwd=Path(__file__).parent).stdout.strip() or None  # launchkit's own revision
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -258,6 +258,10 @@ def plot(result: BenchResult, folder: Path, created: str) -> list[Path]:
         throughput_axis.set(xlabel="target rate (req/s)" if levels[0].rate is not None else "concurrency",
                             ylabel="throughput (req/s)", title=f"Throughput and latency across the sweep\n{heading}")
         throughput_axis.set_ylim(bottom=0)
+        if levels[0].rate is None:  # concurrency levels are whole numbers
+            from matplotlib.ticker import MaxNLocator
+
+            throughput_axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         latency_axis = throughput_axis.twinx()
         for key, style, marker, colour in (("p50", "--", "s", "tab:green"), ("p99", ":", "^", "tab:red")):
             latency_axis.plot(x, [level.latency_ms.get(key, 0) for level in levels], style, marker=marker,
