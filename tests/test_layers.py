@@ -28,13 +28,13 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 )
 # Inside serve, by role, lowest first.
 SERVE_LAYERS: tuple[tuple[str, ...], ...] = (
-    ("wire", "properties"),
+    ("wire", "properties", "tensors"),
     ("settings", "sources"),
     ("scheduling",),
     ("fleet", "worker"),
     ("loading",),
     ("api",),
-    ("server",),
+    ("server", "daemon"),
 )
 # Modules that must not import torch, even indirectly: the CLI, the frontend, the launcher, bench.
 TORCH_FREE = ("cli", "core", "archive", "launch", "bench", "serve.server", "serve.api", "serve.fleet",

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from launchkit import __version__
+from launchkit.archive.handlers import check_handler
 from launchkit.archive.manifest import MANIFEST, Manifest, read_manifest
 from launchkit.core.errors import UsageError
 
@@ -69,6 +70,7 @@ def create_archive(request: ArchiveRequest) -> Path:
     requirements = add(request.requirements_file, "--requirements-file")
     for extra in request.extra_files:
         add(extra, "--extra-files")
+    check_handler(handler, files.__contains__, "--handler")  # a default handler, or a module among the files
     manifest = Manifest(
         model_name=request.model_name,
         version=request.version,

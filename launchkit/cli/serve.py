@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -31,10 +33,18 @@ from launchkit.cli.options import CONTEXT, option
              "launchkit optimize first.")
 @option("--graceful-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
         help="Seconds to let requests in flight finish on SIGINT/SIGTERM.")
+@option("--allow-shared-cores", is_flag=True,
+        help="Let workers share cores when there are more workers than cores (each then runs slower; "
+             "cpu_launcher_enable=false in config.properties allows it too).")
+@option("--start", is_flag=True, help="Run in the background (TorchServe's --start): return once it answers /ping.")
+@option("--stop", is_flag=True, help="Stop the server --start started (the one the pid file names).")
+@option("--foreground", is_flag=True, help="With --start: stay in the foreground, but write the pid file.")
+@option("--pid-file", metavar="FILE", help="Pid file of --start/--stop (default: $TMPDIR/.launchkit_serve.pid).")
+@option("--log-dir", metavar="DIR", help="Where --start writes the server's log (default: ./logs, or $LOG_LOCATION).")
+@option("--ncs", "--no-config-snapshots", is_flag=True,
+        help="Accepted for TorchServe's scripts: launchkit writes no config snapshots.")
 @option("--topology-root", metavar="DIR", envvar="LAUNCHKIT_TOPOLOGY_ROOT", hidden=True)
-@option("--foreground", is_flag=True, hidden=True)
 @option("--disable-token-auth", "--dt", is_flag=True, hidden=True)
-@option("--ncs", "--no-config-snapshots", is_flag=True, hidden=True)
 @option("--enable-model-api", is_flag=True, hidden=True)
 def serve(model_paths: tuple[str, ...], **params: Any) -> None:
     """Serve model archives over HTTP with dynamic batching, each worker on its own cores.
@@ -51,17 +61,35 @@ def serve(model_paths: tuple[str, ...], **params: Any) -> None:
       launchkit serve                                   # bundled examples on :8080
       launchkit serve tiny.mar --batch-size 8 --max-batch-delay 5
       launchkit serve --model-store store --models tiny=tiny.mar --ts-config config.properties
+      launchkit serve --start --model-store store --ts-config config.properties; launchkit serve --stop
     """
     from launchkit.model.spec import parse_spec
+    from launchkit.serve import daemon
     from launchkit.serve.loading import resolve_sources
     from launchkit.serve.server import ServeRequest, run_server
     from launchkit.serve.settings import ModelOverrides, ServerFlags, server_config
 
+    pid_file = Path(params["pid_file"]) if params["pid_file"] else daemon.default_pid_file()
+    if params["stop"]:
+        stopped = daemon.stop(pid_file, params["graceful_timeout"] + 10)
+        click.echo(f"launchkit serve (pid {stopped}) has stopped." if stopped else
+                   f"launchkit serve is not running (no live server in {pid_file}).")
+        return
     config = server_config(ServerFlags(
         ts_config=params["ts_config"], model_store=params["model_store"],
         inference_address=params["inference_address"], management_address=params["management_address"],
         metrics_address=params["metrics_address"], cpu_launcher_args=params["cpu_launcher_args"],
+        allow_shared_cores=params["allow_shared_cores"],
     ))
+    if params["start"] and not params["foreground"]:
+        argv = sys.argv[sys.argv.index("serve") + 1:] if "serve" in sys.argv else []
+        log_dir = Path(params["log_dir"]) if params["log_dir"] else daemon.default_log_dir()
+        click.echo(f"launchkit serve: starting in the background (log: {log_dir / daemon.LOG_NAME}) ...", err=True)
+        started = daemon.start([arg for arg in argv if arg != "--start"], f"{config.inference_address}/ping",
+                               pid_file, log_dir)
+        click.echo(f"launchkit serve started (pid {started.pid}); log: {started.log}; stop it with "
+                   f"launchkit serve --stop" + (f" --pid-file {pid_file}" if params["pid_file"] else ""))
+        return
     models = [item for entry in params["models"] for item in entry.split(",") if item]
     paths = list(model_paths)
     if not paths and not models and not config.load_models and config.model_store is None:
@@ -77,4 +105,10 @@ def serve(model_paths: tuple[str, ...], **params: Any) -> None:
         graceful_timeout_s=params["graceful_timeout"],
         topology_root=params["topology_root"],
     )
+    if params["start"]:  # --start --foreground: this process is the server; the pid file says so
+        pid_file.write_text(f"{os.getpid()}\n")
+        try:
+            sys.exit(run_server(request))
+        finally:
+            pid_file.unlink(missing_ok=True)
     sys.exit(run_server(request))

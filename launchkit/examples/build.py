@@ -40,7 +40,8 @@ def build_example(name: str, export_path: str, force: bool = True) -> Path:
 
             sample = folder / "sample.bin"  # what `launchkit bench` sends: 64 float32 values
             sample.write_bytes(struct.pack(f"<{INPUTS}f", *[i / INPUTS for i in range(INPUTS)]))
-            config = _model_config(folder, "", sample.name, "application/octet-stream")
+            config = _model_config(folder, _tensors(("input0", "FP32", [INPUTS])), sample.name,
+                                   "application/octet-stream", ("output0", "FP32", [10]))
             # Traced and frozen (weights as constants): what a careful user ships for a small model.
             with torch.no_grad():
                 traced = torch.jit.freeze(torch.jit.trace(tiny_mlp(), torch.zeros(1, INPUTS)))
@@ -58,8 +59,9 @@ def build_example(name: str, export_path: str, force: bool = True) -> Path:
         weights = folder / "resnet18.pth"
         torch.save(resnet18().state_dict(), str(weights))
         config = _model_config(folder, "# launchkit: how workers run the model (see launchkit optimize)\n"
-                               "optimization:\n  dtype: fp32\n  channels_last: true\n  graph: torchscript\n",
-                               sample.name, "image/jpeg")
+                               "optimization:\n  dtype: fp32\n  channels_last: true\n  graph: torchscript\n"
+                               + _tensors(("input0", "FP32", [3, 224, 224])),
+                               sample.name, "image/jpeg", ("output0", "BYTES", []))
         return create_archive(ArchiveRequest(
             model_name=name, version="1.0", handler=str(HERE / "resnet_handler.py"), serialized_file=str(weights),
             model_file=str(HERE / "resnet.py"), extra_files=(str(labels), str(sample)), config_file=str(config),
@@ -67,12 +69,22 @@ def build_example(name: str, export_path: str, force: bool = True) -> Path:
         ))
 
 
-def _model_config(folder: Path, settings: str, sample: str, content_type: str) -> Path:
-    """model-config.yaml with ``settings`` and the sample input `launchkit bench` sends (bench_input)."""
+def _model_config(folder: Path, settings: str, sample: str, content_type: str,
+                  output: tuple[str, str, list[int]]) -> Path:
+    """model-config.yaml with ``settings``, the v2 output tensor and the sample input `launchkit
+    bench` sends (bench_input)."""
     config = folder / "model-config.yaml"
-    config.write_text(settings + "# launchkit bench sends this file when no --input is given\n"
+    config.write_text(settings + _tensors(output, key="outputs")
+                      + "# launchkit bench sends this file when no --input is given\n"
                       f"bench_input:\n  file: {sample}\n  content_type: {content_type}\n")
     return config
+
+
+def _tensors(tensor: tuple[str, str, list[int]], key: str = "inputs") -> str:
+    """A v2 tensor declaration (GET /v2/models/NAME and Triton's /config show it; perf_analyzer needs it)."""
+    name, datatype, shape = tensor
+    comment = "# the KServe v2 signature: one row's shape (the batch dimension is added)\n" if key == "inputs" else ""
+    return f"{comment}{key}:\n  - name: {name}\n    datatype: {datatype}\n    shape: {shape}\n"
 
 
 def _sample_image(path: Path) -> Path:
@@ -105,8 +117,9 @@ def _build_minilm(folder: Path, export_path: str, force: bool) -> Path:
     sample = folder / "sample.txt"
     sample.write_text("A man is playing a guitar on stage while the crowd sings along.")
     config = _model_config(folder, "# launchkit optimize reads the sample inputs it needs from here; the model runs "
-                           "as written\noptimize_inputs:\n  kind: text\n  tokenizer: tokenizer.json\n",
-                           sample.name, "text/plain")
+                           "as written\noptimize_inputs:\n  kind: text\n  tokenizer: tokenizer.json\n"
+                           + _tensors(("text", "BYTES", [1])),
+                           sample.name, "text/plain", ("embedding", "FP32", [384]))
     return create_archive(ArchiveRequest(
         model_name="minilm", version="1.0", handler=str(HERE / "minilm_handler.py"), serialized_file=str(weights),
         model_file=str(HERE / "minilm.py"), extra_files=(str(tokenizer), str(sample)), config_file=str(config),

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from launchkit.archive.handlers import check_handler
 from launchkit.archive.manifest import check_name, read_manifest
 from launchkit.archive.reading import extract_archive, inspect_archive, read_model_config
 from launchkit.core.errors import Conflict, UsageError
@@ -18,6 +19,7 @@ from launchkit.serve.scheduling.batcher import ModelQueue
 from launchkit.serve.scheduling.registry import Registry, ServedModel
 from launchkit.serve.settings import ModelOverrides, ModelSource, ServerConfig, model_settings
 from launchkit.serve.sources import check_sha256
+from launchkit.serve.tensors import declared_tensors
 
 _folders = itertools.count()
 
@@ -43,7 +45,7 @@ def resolve_sources(config: ServerConfig, paths: list[str], models: list[str]) -
 
 def open_model(archive: Path, workdir: Path, config: ServerConfig, overrides: tuple[ModelOverrides, ...] = (),
                name: str | None = None, sha256: str | None = None, url: str = "",
-               metrics: Any = None) -> ServedModel:
+               metrics: Any = None, handler: str | None = None) -> ServedModel:
     """Check, extract and describe one archive; raises ArchiveError or SourceError, and then leaves
     nothing behind (nothing is registered, nothing extracted stays on disk).
 
@@ -61,13 +63,16 @@ def open_model(archive: Path, workdir: Path, config: ServerConfig, overrides: tu
     owns_dir = not archive.is_dir()  # a folder archive is the operator's: used in place, never deleted
     model_dir = extract_archive(archive, workdir / f"model-{next(_folders)}", config.limits.extraction())
     try:
+        handler = handler or manifest.handler  # handler= at registration beats the manifest's
+        check_handler(handler, lambda file: (model_dir / file).is_file(), str(archive))
         archive_config = read_model_config(model_dir, manifest)
         settings = model_settings(config, name, manifest.version, archive_config, overrides)
         max_workers = archive_config.get("maxWorkers")
         model = ServedModel(name, manifest.version, model_dir, archive, manifest, settings,
                             ModelQueue(name, settings.batch_size, settings.max_batch_delay_ms, settings.job_queue_size),
                             url=url or str(archive),
-                            max_workers=int(max_workers) if isinstance(max_workers, int) else None, owns_dir=owns_dir)
+                            max_workers=int(max_workers) if isinstance(max_workers, int) else None, owns_dir=owns_dir,
+                            tensors=declared_tensors(archive_config, str(archive)), handler=handler)
     except BaseException:
         if owns_dir:
             shutil.rmtree(model_dir, ignore_errors=True)

@@ -129,7 +129,8 @@ async def _serve(request: ServeRequest) -> int:
             attach_metrics(model, metrics)
         run_request, warnings = base_run_request(config, request.topology_root)
         pool = WorkerPool([])
-        fleet = Fleet(registry, pool, run_request, warnings, config.max_load_failures)
+        fleet = Fleet(registry, pool, run_request, warnings, config.max_load_failures,
+                      share_cores=config.allow_shared_cores or config.cpu_launcher_enable is False)
         fleet.apply()
         inference = InferenceApp(registry, config.max_request_size, config.max_response_size, metrics,
                                  config.inference_token, limits.max_tensor_elements)

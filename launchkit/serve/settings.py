@@ -52,7 +52,7 @@ SUPPORTED_KEYS = {
     "allowed_urls", "enable_model_api", "enable_metrics_api", "unregister_model_timeout", "disable_token_authorization",
     "max_load_failures", "max_header_size", "max_headers", "header_timeout", "body_timeout", "keep_alive_timeout",
     "max_connections", "max_tensor_elements", "max_archive_size", "max_archive_entries", "max_archive_ratio",
-    "management_allowed_hosts",
+    "management_allowed_hosts", "allow_shared_cores",
 }
 # TorchServe keys that mean nothing here (Java/Netty tuning, features of other issues): accepted quietly
 # would hide a typo, so each gets a one-line note instead of a warning.
@@ -151,6 +151,7 @@ class ServerFlags:
     management_address: str | None = None
     metrics_address: str | None = None
     cpu_launcher_args: str | None = None
+    allow_shared_cores: bool = False
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,7 @@ class ServerConfig:
     max_response_size: int = 6_553_500
     ipex_enable: bool = False
     cpu_launcher_enable: bool | None = None  # None: not said; launchkit pins workers anyway
+    allow_shared_cores: bool = False  # more workers than cores: share them (also when cpu_launcher_enable=false)
     cpu_launcher_args: str = ""
     default_response_timeout_s: float = DEFAULT_RESPONSE_TIMEOUT_S
     management_token: str | None = None
@@ -219,6 +221,8 @@ def server_config(flags: ServerFlags, environ: Mapping[str, str] = os.environ) -
             config = replace(config, **{key: parse_address(value, "--" + key.replace("_", "-"))})
     if flags.cpu_launcher_args is not None:
         config = replace(config, cpu_launcher_args=flags.cpu_launcher_args)
+    if flags.allow_shared_cores:
+        config = replace(config, allow_shared_cores=True)
     return _checked_exposure(config)
 
 
@@ -282,7 +286,7 @@ def config_from_properties(entries: dict[str, str], source: str) -> ServerConfig
                            ("unregister_model_timeout", "unregister_model_timeout_s")):
         if key in entries:
             values[attribute] = float(_positive_int(entries[key], key, source))
-    for key in ("ipex_enable", "cpu_launcher_enable", "enable_model_api", "enable_metrics_api"):
+    for key in ("ipex_enable", "cpu_launcher_enable", "enable_model_api", "enable_metrics_api", "allow_shared_cores"):
         if key in entries:
             values[key] = parse_bool(entries[key], f"{source}: {key}")
     if "cpu_launcher_args" in entries:

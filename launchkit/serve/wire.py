@@ -13,8 +13,10 @@ time. In the worker they arrive as bytearrays (TorchServe hands bodies over as b
 Messages:
   worker → frontend  ("ready", worker_id, pid, info)   model loaded; info: dict (optimization path, ...)
                      ("failed", worker_id, pid, message) model could not be loaded
-                     ("result", batch_id, [ItemResult...], timings) one result per request of the
-                                                        batch, in order; timings: handler seconds by stage
+                     ("result", batch_id, [ItemResult...], timings, metrics) one result per request of
+                                                        the batch, in order; timings: handler seconds by
+                                                        stage; metrics: what the handler emitted through
+                                                        context.metrics (worker/metrics_api.py)
   frontend → worker  ("batch", batch_id, [ItemRequest...])
                      ("stop",)
 """

@@ -112,13 +112,12 @@ def test_bad_management_requests_get_clear_4xx(tmp_path, store):
             ("POST", "/models?url=echo.mar&bogus=1", 400, "unknown parameter(s) bogus"),
             ("POST", "/models?url=missing.mar", 404, "no such archive"),
             ("PUT", "/models/echo?min_worker=2&max_worker=1", 400, "below min_worker"),
-            ("PUT", "/models/echo?min_worker=99", 400, "own cores"),
             ("PATCH", "/models", 405, "use GET, POST"),
             ("GET", "/elsewhere", 404, "no such endpoint"),
         ]
         for method, path, expected, message in cases:
             status, body = server.manage(method, path)
-            assert (status, message in body["message"]) == (expected, True), (method, path, body)
+            assert (status, message in (body or {}).get("message", "")) == (expected, True), (method, path, body)
         status, body = server.manage("POST", "/models?url=broken.mar")
         assert status == 500 and "could not be started" in body["message"]
         assert server.manage("GET", "/models/broken")[0] == 404

@@ -65,7 +65,7 @@ def test_kserve_v2_endpoints_and_rows_batch_together(example_archives):
         status, _, body = server.request("GET", "/v2/models/tiny")
         assert status == 200 and json.loads(body)["versions"] == ["1.0"]
 
-        request = {"id": "q1", "inputs": [{"name": "x", "shape": [3, 64], "datatype": "FP32", "data": ROW * 3}]}
+        request = {"id": "q1", "inputs": [{"name": "input0", "shape": [3, 64], "datatype": "FP32", "data": ROW * 3}]}
         before = server.metrics()
         for path in ("/v2/models/tiny/infer", "/v2/models/tiny/versions/1.0/infer"):
             status, _, body = server.request("POST", path, json.dumps(request).encode(),
@@ -84,7 +84,7 @@ def test_kserve_v2_endpoints_and_rows_batch_together(example_archives):
 
         bad = [
             ("POST", "/v2/models/tiny/infer", b"{", 400),
-            ("POST", "/v2/models/tiny/infer", json.dumps({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32",
+            ("POST", "/v2/models/tiny/infer", json.dumps({"inputs": [{"name": "input0", "shape": [1, 3], "datatype": "FP32",
                                                                       "data": [1, 2, 3]}]}).encode(), 400),
             ("POST", "/v2/models/nope/infer", json.dumps(request).encode(), 404),
             ("GET", "/v2/models/tiny/infer", None, 405),

@@ -300,7 +300,10 @@ def test_bad_serve_arguments(args, message):
 def test_more_workers_than_cores_is_a_clear_error(archives):
     result = subprocess.run([sys.executable, "-m", "launchkit", "serve", str(archives["echo"]), "--workers",
                              str(len(ALLOWED) + 1)], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2 and "lower --workers" in result.stderr and "echo:" in result.stderr
+    assert result.returncode == 2 and "Lower --workers" in result.stderr and "echo:" in result.stderr
+    # in the server's terms: its flags and the management API's parameters, not launchkit run's
+    assert "--allow-shared-cores" in result.stderr and "min_worker" in result.stderr
+    assert "--ninstances" not in result.stderr and "instances" not in result.stderr
 
 
 def test_model_store_models_and_model_config_yaml(tmp_path):

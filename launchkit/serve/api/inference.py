@@ -1,8 +1,9 @@
 """The inference API as a bare ASGI application (no framework: every microsecond here is per request).
 
 Routes: ``GET /ping``, ``GET /v2/health/live|ready``, ``POST|PUT /predictions/{model}[/{version}]``
-(errors are TorchServe's JSON ``{"code", "type", "message"}``), and the KServe v2 routes under
-``/v2`` (:mod:`launchkit.serve.api.kserve`). With an inference token set, everything but
+(errors are TorchServe's JSON ``{"code", "type", "message"}``), the KServe v2 routes under
+``/v2`` (:mod:`launchkit.serve.api.kserve`) and the KServe v1 / TF Serving ones under ``/v1/models``
+(:mod:`launchkit.serve.api.kserve_v1`). With an inference token set, everything but
 ``/ping`` and ``/v2/health/*`` needs ``Authorization: Bearer <token>``.
 """
 
@@ -17,6 +18,7 @@ from typing import Any, Awaitable, Callable
 
 from launchkit.core.errors import LaunchkitError, MethodNotAllowed, NotFound, TooLarge, Unauthorized
 from launchkit.serve.api.kserve import KServeRoutes
+from launchkit.serve.api.kserve_v1 import V1Routes
 from launchkit.serve.api.responses import RETRY_AFTER_S, bearer_token_ok, send_json, torchserve_error
 from launchkit.serve.scheduling.registry import Registry, ServedModel
 from launchkit.serve.wire import ItemRequest, ItemResult, error_body
@@ -35,6 +37,7 @@ class InferenceApp:
         self.metrics = metrics
         self.token = token
         self.kserve = KServeRoutes(registry, self.read_body, max_tensor_elements, max_response_size)
+        self.kserve_v1 = V1Routes(registry, self.read_body)
         self.shutting_down = False  # set on SIGINT/SIGTERM; requests cut off by --graceful-timeout get a 503
         self._ids = itertools.count(1)
         self._id_prefix = f"{os.getpid():x}-"
@@ -63,6 +66,8 @@ class InferenceApp:
                 raise Unauthorized("inference")
             elif path == "/v2" or path.startswith("/v2/"):
                 await self.kserve.handle(scope, receive, send, path, method, request_id)
+            elif path.startswith("/v1/models/"):
+                await self.kserve_v1.handle(scope, receive, send, path, method, request_id)
             else:
                 raise NotFound(f"no such endpoint: {method} {path}")
         except LaunchkitError as error:
@@ -73,7 +78,7 @@ class InferenceApp:
                 raise  # the client went away
             # uvicorn cancels what is still running when --graceful-timeout runs out: say so, in JSON
             message = "the server is shutting down: this request outlasted --graceful-timeout and was not completed"
-            body = json.dumps({"error": message}).encode() if path.startswith("/v2") else \
+            body = json.dumps({"error": message}).encode() if path.startswith(("/v1/", "/v2")) else \
                 error_body(503, "ServiceUnavailableException", message)
             try:
                 await send_json(send, 503, body, request_id, ((b"connection", b"close"),))

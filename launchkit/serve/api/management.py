@@ -42,8 +42,9 @@ from launchkit.serve.sources import SourcePolicy, fetch, resolve
 logger = logging.getLogger(__name__)
 
 REGISTER_PARAMS = {"url", "model_name", "batch_size", "max_batch_delay", "initial_workers", "synchronous",
-                   "response_timeout", "startup_timeout", "sha256", "runtime", "s3_sse_kms", "optimization"}
-SCALE_PARAMS = {"min_worker", "max_worker", "synchronous", "timeout"}
+                   "response_timeout", "startup_timeout", "sha256", "runtime", "s3_sse_kms", "optimization",
+                   "handler", "number_gpu"}
+SCALE_PARAMS = {"min_worker", "max_worker", "synchronous", "timeout", "number_gpu"}
 STARTUP_TIMEOUT_S = 120.0
 
 
@@ -182,8 +183,8 @@ class ManagementApp:
         settings = model.settings
         ready = [w for w in model.workers if w.ready]
         return {
-            "modelName": model.name, "modelVersion": model.version, "modelUrl": model.url,
-            "default": self.registry.defaults.get(model.name) == model.version,
+            "modelName": model.name, "modelVersion": model.version, "modelUrl": model.url, "runtime": "python",
+            "handler": model.handler or model.manifest.handler, "default": self.registry.defaults.get(model.name) == model.version,
             "ready": model.ready, "failed": model.failure, "minWorkers": settings.workers,
             "maxWorkers": model.max_workers if model.max_workers is not None else settings.workers,
             "batchSize": settings.batch_size, "maxBatchDelay": settings.max_batch_delay_ms,
@@ -205,6 +206,7 @@ class ManagementApp:
             raise BadRequest("url= is required: the name of a .mar in the model store")
         if query.text("runtime") not in (None, "", "python", "python3"):
             raise BadRequest(f"runtime={query.text('runtime')}: only python is supported")
+        note = _gpu_note(query)
         synchronous = query.flag("synchronous", True)
         overrides = ModelOverrides(
             batch_size=query.number("batch_size", int, 1),
@@ -218,7 +220,8 @@ class ManagementApp:
         archive = await asyncio.to_thread(fetch, source, self.policy, self.workdir)
         try:
             model = await asyncio.to_thread(open_model, archive, self.workdir, self.config, (overrides,),
-                                            query.text("model_name") or None, query.text("sha256"), url, self.metrics)
+                                            query.text("model_name") or None, query.text("sha256"), url, self.metrics,
+                                            query.text("handler") or None)
         except ArchiveError as error:
             raise ArchiveError(f"url={url}: {error}") from None
         finally:
@@ -239,7 +242,8 @@ class ManagementApp:
                 raise
             logger.info("registered %s v%s from %s with %d worker(s)", model.name, model.version, url,
                         model.settings.workers)
-        what = f'Model "{model.name}" Version: {model.version} registered with {model.settings.workers} initial workers'
+        what = (f'Model "{model.name}" Version: {model.version} registered with {model.settings.workers} initial '
+                f"workers{note}")
         if not synchronous:
             self.fleet.track(self._settle(model, started))
             return 202, {"status": f"{what}. Processing worker updates..."}
@@ -280,7 +284,7 @@ class ManagementApp:
                 raise
             model.max_workers = high
             logger.info("%s v%s: scaled to %d worker(s)", model.name, model.version, low)
-        what = f"Workers scaled to {low} for model: {model.name}, version: {model.version}"
+        what = f"Workers scaled to {low} for model: {model.name}, version: {model.version}{_gpu_note(query)}"
         if not query.flag("synchronous", False):
             return 202, {"status": f"Processing worker updates... ({what.lower()} once they are ready)"}
         wait = STARTUP_TIMEOUT_S if timeout is None or timeout < 0 else timeout
@@ -345,6 +349,12 @@ def _describe_worker(worker: Any) -> dict[str, Any]:
 
 def _optimization(value: str | None) -> OptimizationSpec | None:
     return parse_spec(value, "optimization") if value else None
+
+
+def _gpu_note(query: Query) -> str:
+    """TorchServe's scripts pass number_gpu=; workers here run on CPUs: say it was ignored."""
+    gpus = query.number("number_gpu", int, 0)
+    return f" (number_gpu={gpus} ignored: launchkit serves on CPUs)" if gpus else ""
 
 
 def _method_not_allowed(method: str, path: str, allowed: str) -> MethodNotAllowed:

@@ -69,11 +69,7 @@ async def send_json(send: Any, status: int, payload: Any, request_id: str | None
     """A JSON response (``payload``: bytes already encoded, or anything json can encode) with a
     content-length (HTTP/1.0 keep-alive clients such as ab -k need it)."""
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    all_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]
-    if request_id is not None:
-        all_headers.append((b"x-request-id", request_id.encode()))
-    await send({"type": "http.response.start", "status": status, "headers": all_headers})
-    await send({"type": "http.response.body", "body": body})
+    await send_bytes(send, status, body, "application/json", request_id, headers)
 
 
 def bearer_token_ok(scope: dict[str, Any], token: str) -> bool:
@@ -83,3 +79,13 @@ def bearer_token_ok(scope: dict[str, Any], token: str) -> bool:
             scheme, _, given = value.decode("latin-1").partition(" ")
             return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
     return False
+
+
+async def send_bytes(send: Any, status: int, body: bytes, content_type: str, request_id: str | None = None,
+                     headers: Headers = ()) -> None:
+    all_headers = [(b"content-type", content_type.encode("latin-1")), (b"content-length", str(len(body)).encode()),
+                   *headers]
+    if request_id is not None:
+        all_headers.append((b"x-request-id", request_id.encode()))
+    await send({"type": "http.response.start", "status": status, "headers": all_headers})
+    await send({"type": "http.response.body", "body": body})

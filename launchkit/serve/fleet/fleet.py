@@ -75,8 +75,9 @@ class PlannedLaunches:
 
 class Fleet:
     def __init__(self, registry: Registry, pool: WorkerPool, run_request: RunRequest,
-                 warnings: tuple[str, ...] = (), max_load_failures: int = 3) -> None:
+                 warnings: tuple[str, ...] = (), max_load_failures: int = 3, share_cores: bool = False) -> None:
         self.registry = registry
+        self.share_cores = share_cores  # more workers than cores: hand the cores out round-robin
         self.max_load_failures = max_load_failures
         self.pool = pool
         self.run_request = run_request
@@ -93,26 +94,46 @@ class Fleet:
         total = sum(count for _, count in wanted)
         if total == 0:
             return PlannedLaunches({model.key: [] for model in models}, self.last_plan)
-        cpu = replace(self.run_request.cpu, ninstances=total)
         waits = {model.key: wait_policy(model, self.run_request.omp_wait) for model in models}
-        try:
-            # One plan per wait policy in use: the CPU split is the same in each (same inputs), only
-            # the OpenMP variables differ, and each worker takes its instance from its model's plan.
-            plans = {wait: plan_run(replace(self.run_request, cpu=cpu, omp_wait=wait))[1]
-                     for wait in sorted(set(waits.values()))}
-        except PlanError as error:
-            listing = ", ".join(f"{model.name}: {count} (v{model.version})" for model, count in wanted)
-            raise PlanError(
-                f"cannot give {total} worker(s) ({listing}) their own cores: {error} "
-                "For the server: lower --workers (minWorkers in the archive, min_worker in the management API), "
-                "or serve fewer models."
-            ) from None
+        plans, slots = self._plans(total, sorted(set(waits.values())), wanted)
         per_model: dict[str, list[InstanceLaunch]] = {}
         index = 0
         for model, count in wanted:
-            per_model[model.key] = [plans[waits[model.key]].instances[i] for i in range(index, index + count)]
+            # with shared cores, worker i runs on slot i mod slots: the cores go round
+            per_model[model.key] = [plans[waits[model.key]].instances[i % slots] for i in range(index, index + count)]
             index += count
         return PlannedLaunches(per_model, next(iter(plans.values())))
+
+    def _plans(self, total: int, waits: list[str], wanted: list[tuple[ServedModel, int]]) -> tuple[dict[str, Any], int]:
+        """One launch plan per OpenMP wait policy in use (the CPU split is the same in each, only the
+        OpenMP variables differ), and how many distinct core slots they hold."""
+        def plan_for(count: int) -> dict[str, Any]:
+            cpu = replace(self.run_request.cpu, ninstances=count)
+            return {wait: plan_run(replace(self.run_request, cpu=cpu, omp_wait=wait))[1] for wait in waits}
+
+        try:
+            return plan_for(total), total
+        except PlanError as error:
+            first_error = error
+        for slots in range(total - 1, 0, -1) if self.share_cores else ():
+            try:
+                plans = plan_for(slots)
+            except PlanError:
+                continue
+            logger.warning("%d workers share %d core slot(s) (--allow-shared-cores or cpu_launcher_enable=false): "
+                           "workers on one core take turns, so each runs about %.1f× slower under load and its "
+                           "latency varies with the others' work", total, slots, total / slots)
+            return plans, slots
+        listing = ", ".join(f"{model.name}: {count} (v{model.version})" for model, count in wanted)
+        # the launcher's reason, in the server's terms (its advice names launchkit run's flags)
+        reason = str(first_error).split(" Use --ninstances")[0].split(" Lower --ninstances")[0]
+        reason = reason.replace("instances", "workers").replace("instance", "worker")
+        raise PlanError(
+            f"cannot give {total} worker(s) ({listing}) their own cores: {reason} "
+            "Lower --workers (minWorkers in the archive, initial_workers or min_worker in the management API), "
+            "serve fewer models, or let workers share cores (--allow-shared-cores, or cpu_launcher_enable=false "
+            "in config.properties)."
+        ) from None
 
     def apply(self, only: set[str] | None = None) -> list[WorkerProcess]:
         """Bring the running workers in line with the wanted counts; returns the workers started.
@@ -173,6 +194,7 @@ class Fleet:
                               "--model-name", model.name, "--batch-size", str(model.settings.batch_size),
                               "--worker-id", worker_id]
         argv += ["--optimization", json.dumps(model.settings.optimization.to_dict())]  # the server decides
+        argv += ["--handler", model.handler or model.manifest.handler]
         worker = WorkerProcess(worker_id, model.key, model.queue, launch, argv, model.settings.response_timeout_s,
                                max_load_failures=self.max_load_failures)
         if model.metrics is not None:

@@ -312,7 +312,7 @@ class WorkerPool:
             if not job.future.done():
                 job.future.set_result(result)
         if worker.on_batch_done is not None and len(message) > 3:
-            worker.on_batch_done(message[3])
+            worker.on_batch_done(message[3], len(jobs), message[4] if len(message) > 4 else None)
         if not self.stopping:
             if worker.state is WorkerState.BUSY:
                 worker.move_to(WorkerState.READY)

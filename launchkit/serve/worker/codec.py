@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from launchkit.core.errors import BadRequest
+from launchkit.serve.tensors import DATATYPES, ROWS_CONTENT_TYPE, bytes_elements, nest
 from launchkit.serve.wire import ItemRequest
 
 
@@ -16,6 +17,8 @@ def decode_item(item: ItemRequest) -> dict[str, Any]:
     """TorchServe's decoding: JSON → objects, text → str, multipart/urlencoded → fields, else bytes."""
     content_type = item.content_type.split(";")[0].strip().lower()
     body = item.body
+    if content_type == ROWS_CONTENT_TYPE:  # a row of a v2 request with binary tensors
+        return {"body": decode_row(body)}
     if content_type == "application/json" or content_type.endswith("+json"):
         try:
             return {"body": json.loads(body)}
@@ -62,3 +65,38 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
     raise TypeError(f"output of type {type(value).__name__} is not JSON serialisable")
+
+
+TORCH_DTYPES = {"BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32", "UINT64": "uint64",
+                "INT8": "int8", "INT16": "int16", "INT32": "int32", "INT64": "int64", "FP16": "float16",
+                "FP32": "float32", "FP64": "float64"}
+
+
+def decode_row(body: bytes | bytearray) -> Any:
+    """What the handler sees for one row of a v2 request with binary tensors (the format is in
+    :mod:`launchkit.serve.tensors`): a numeric tensor as a ``torch.Tensor`` of the row's shape,
+    made over the request's bytes without copying them; BYTES elements as bytes (nested lists for
+    several per row); an input that came as JSON as its values. Several inputs: ``{name: value}``."""
+    import torch
+
+    end = body.find(b"\n")
+    if end < 0:
+        raise BadRequest("tensor row without its header line")
+    header = json.loads(bytes(body[:end]))
+    if not isinstance(body, bytearray):
+        body = bytearray(body)  # torch.frombuffer wants a writable buffer; rows under 64 KiB come as bytes
+    offset = end + 1
+    values = {}
+    for tensor in header:
+        if "data" in tensor:
+            values[tensor["name"]] = tensor["data"]
+            continue
+        size, kind, shape = tensor["size"], DATATYPES[tensor["datatype"]], tensor["shape"]
+        if kind.size:
+            dtype = getattr(torch, TORCH_DTYPES[kind.name])
+            values[tensor["name"]] = torch.frombuffer(body, dtype=dtype, count=size // kind.size,
+                                                      offset=offset).reshape(shape)
+        else:
+            values[tensor["name"]] = nest(bytes_elements(memoryview(body)[offset:offset + size]), shape)
+        offset += size + (-size % 8)  # buffers are padded to 8 bytes
+    return next(iter(values.values())) if len(values) == 1 else values

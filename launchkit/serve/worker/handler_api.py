@@ -10,14 +10,19 @@ point here. Imported only in worker processes.
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import json
+import os
 import sys
 import time
 import types
 from pathlib import Path
 from typing import Any, Callable
 
+from launchkit.archive.handlers import BUILTIN_HANDLERS, builtin_handler
 from launchkit.model.loading import import_file, load_files
+from launchkit.serve.worker.metrics_api import HandlerMetricsCache
 
 
 class PredictionException(Exception):
@@ -43,7 +48,7 @@ class Context:
         self.model_yaml_config = model_yaml_config or {}
         self.request_ids: dict[int, str] = {}
         self.request_processor: list[dict[str, str]] = []
-        self.metrics = None
+        self.metrics = HandlerMetricsCache(model_name)  # TorchServe's custom-metrics API
         self.optimization: dict[str, Any] | None = None  # the server's OptimizationSpec, as a dict
         self.stage_times: dict[str, float] = {}  # BaseHandler.handle fills it; the worker reports it
         self._statuses: dict[int, tuple[int, str]] = {}
@@ -53,6 +58,7 @@ class Context:
     def start_batch(self, request_ids: list[str], headers: list[dict[str, str]]) -> None:
         self.request_ids = dict(enumerate(request_ids))
         self.request_processor = headers
+        self.metrics.set_request_ids(self.request_ids)
         self._statuses, self._content_types, self._headers = {}, {}, {}
 
     # -- the TorchServe methods -----------------------------------------------------------------
@@ -93,6 +99,54 @@ class Context:
         return self.get_request_header(idx, "ts_request_sequence_id")
 
 
+def load_label_mapping(path: str) -> dict[str, str] | None:
+    """``index_to_name.json`` as TorchServe reads it: ``{"0": "tench", ...}``, values that are lists
+    (``["n01440764", "tench"]``) give their last item, ``{"object_type_names": [...]}`` is numbered."""
+    if not os.path.isfile(path):
+        return None
+    with open(path) as file:
+        mapping = json.load(file)
+    if not isinstance(mapping, dict):
+        raise RuntimeError(f"{os.path.basename(path)}: expected {{\"class index\": \"label\"}}")
+    if isinstance(mapping.get("object_type_names"), list):
+        return {str(index): str(name) for index, name in enumerate(mapping["object_type_names"])}
+    labels = {}
+    for key, value in mapping.items():
+        label = value[-1] if isinstance(value, list) and value else value
+        if not isinstance(label, str):
+            raise RuntimeError(f"{os.path.basename(path)}: the label of class {key} is not a string or a list of them")
+        labels[str(key)] = label
+    return labels
+
+
+def map_class_to_label(probabilities: list[list[float]], mapping: dict[str, str] | None = None,
+                       classes: list[list[int]] | None = None) -> list[dict[str, Any]]:
+    """One ``{label: probability}`` per row (TorchServe's util of the same name); without ``classes``
+    every column is a class; without a mapping, labels are the class indices as strings."""
+    if classes is None:
+        classes = [list(range(len(row))) for row in probabilities]
+    return [{(mapping.get(str(c), str(c)) if mapping is not None else str(c)): p for c, p in zip(row_classes, row)}
+            for row_classes, row in zip(classes, probabilities)]
+
+
+def timed(method: Callable[..., Any]) -> Callable[..., Any]:
+    """TorchServe's decorator: with ``handler: {profile: true}`` in model-config.yaml, report the
+    method's time as ``ts_handler_<name>`` through ``context.metrics``."""
+
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        config = getattr(self, "model_yaml_config", None) or {}
+        if not (config.get("handler") or {}).get("profile"):
+            return method(self, *args, **kwargs)
+        start = time.perf_counter()
+        result = method(self, *args, **kwargs)
+        self.context.metrics.add_time(f"ts_handler_{method.__name__}", (time.perf_counter() - start) * 1000)
+        return result
+
+    wrapper.__name__ = method.__name__
+    wrapper.__doc__ = method.__doc__
+    return wrapper
+
+
 def _version() -> str:
     from launchkit import __version__
 
@@ -110,6 +164,7 @@ class BaseHandler:
         self.device = "cpu"
         self.map_location = "cpu"
         self.model_yaml_config: dict[str, Any] = {}
+        self.mapping: dict[str, str] | None = None  # index_to_name.json, when the archive has one
         self.optimization = "none"  # which execution path runs: shown by the management API
 
     def initialize(self, context: Context) -> None:
@@ -121,6 +176,7 @@ class BaseHandler:
         model_dir = Path(context.system_properties["model_dir"])
         model = self.manifest.get("model", {})
         self.model = load_files(model_dir, model.get("modelFile"), model.get("serializedFile"))
+        self.mapping = load_label_mapping(str(model_dir / "index_to_name.json"))
         self.optimization = ("TorchScript, fp32 (as archived)" if isinstance(self.model, torch.jit.ScriptModule)
                              else "eager, fp32 (as written)")
         self._optimize(context)
@@ -193,11 +249,13 @@ def load_entry(model_dir: Path, handler: str) -> tuple[Callable[[Any, Context], 
     if module_name.endswith(".py"):
         module_name = module_name[:-3]
     path = model_dir / f"{module_name}.py"
+    builtin = builtin_handler(handler)
+    if builtin is not None and not path.is_file():  # a file of the archive wins, as in TorchServe
+        instance = builtin_class(builtin)()
+        return instance.handle, instance.initialize
     if not path.is_file():
-        raise RuntimeError(
-            f"handler {handler!r}: {path.name} is not in the archive. launchkit does not ship TorchServe's "
-            "built-in handlers (image_classifier, ...); put a handler file in the archive (--handler my_handler.py)."
-        )
+        raise RuntimeError(f"handler {handler!r}: {path.name} is not in the archive, and it is not a default "
+                           f"handler ({', '.join(BUILTIN_HANDLERS)})")
     sys.path.insert(0, str(model_dir))
     module = import_file(path, module_name)
     if function:
@@ -218,24 +276,65 @@ def load_entry(model_dir: Path, handler: str) -> tuple[Callable[[Any, Context], 
     return entry, lambda context: entry(None, context)
 
 
+# The default handlers' classes, imported when first used (they need torch and PIL).
+BUILTIN_CLASSES = {
+    "image_classifier": ("launchkit.serve.worker.builtin_vision", "ImageClassifier"),
+    "image_segmenter": ("launchkit.serve.worker.builtin_vision", "ImageSegmenter"),
+    "object_detector": ("launchkit.serve.worker.builtin_vision", "ObjectDetector"),
+    "vision_handler": ("launchkit.serve.worker.builtin_vision", "VisionHandler"),
+    "text_classifier": ("launchkit.serve.worker.builtin_text", "TextClassifier"),
+    "text_handler": ("launchkit.serve.worker.builtin_text", "TextHandler"),
+}
+
+
+def builtin_class(name: str) -> type:
+    if name == "base_handler":
+        return BaseHandler
+    module, attribute = BUILTIN_CLASSES[name]
+    return getattr(importlib.import_module(module), attribute)
+
+
 def install_ts_shim() -> None:
-    """Make ``ts.context``, ``ts.torch_handler.base_handler`` and ``ts.utils.util`` importable."""
+    """Make TorchServe's handler-facing modules importable when TorchServe is not installed:
+    ``ts.context``, ``ts.torch_handler.{base_handler, vision_handler, image_classifier,
+    image_segmenter, object_detector, text_handler, text_classifier}``, ``ts.utils.util``,
+    ``ts.metrics.{dimension, metric_type_enum}`` and ``ts.handler_utils.timer``. With TorchServe
+    installed its own modules are used (its handlers then run on its BaseHandler)."""
     try:
         import ts.context  # noqa: F401  (real TorchServe installed: use it)
 
         return
     except ImportError:
         pass
-    modules = {
+    from launchkit.serve.worker.metrics_api import Dimension, MetricTypes
+
+    modules: dict[str, dict[str, Any]] = {
         "ts": {},
         "ts.context": {"Context": Context},
         "ts.torch_handler": {},
         "ts.torch_handler.base_handler": {"BaseHandler": BaseHandler},
         "ts.utils": {},
-        "ts.utils.util": {"PredictionException": PredictionException},
+        "ts.utils.util": {"PredictionException": PredictionException, "map_class_to_label": map_class_to_label,
+                          "load_label_mapping": load_label_mapping},
+        "ts.metrics": {},
+        "ts.metrics.dimension": {"Dimension": Dimension},
+        "ts.metrics.metric_type_enum": {"MetricTypes": MetricTypes},
+        "ts.handler_utils": {},
+        "ts.handler_utils.timer": {"timed": timed},
     }
+    for name, (_, attribute) in BUILTIN_CLASSES.items():
+        modules[f"ts.torch_handler.{name}"] = {"__getattr__": _lazy(name, attribute)}
     for name, attributes in modules.items():
         module = types.ModuleType(name)
         module.__dict__.update(attributes)
         module.__path__ = []  # a package, so submodules resolve
         sys.modules[name] = module
+
+
+def _lazy(name: str, attribute: str) -> Callable[[str], Any]:
+    def attribute_of(requested: str) -> Any:
+        if requested != attribute:
+            raise AttributeError(f"launchkit's ts.torch_handler.{name} has {attribute}, not {requested}")
+        return builtin_class(name)
+
+    return attribute_of

@@ -30,18 +30,20 @@ logger = logging.getLogger("launchkit.serve.worker")
 
 
 class Worker:
-    def __init__(self, model_dir: Path, model_name: str, batch_size: int, optimization: dict[str, Any] | None = None) -> None:
+    def __init__(self, model_dir: Path, model_name: str, batch_size: int, optimization: dict[str, Any] | None = None,
+                 handler: str | None = None) -> None:
         install_ts_shim()
         self.manifest_obj = read_manifest(model_dir)
         self.context = Context(model_name, str(model_dir), self.manifest_obj.raw, batch_size,
                                read_model_config(model_dir, self.manifest_obj))
         self.context.optimization = optimization
         os.chdir(model_dir)
-        self.handle, initialize = load_entry(model_dir, self.manifest_obj.handler)
+        self.handler_name = handler or self.manifest_obj.handler
+        self.handle, initialize = load_entry(model_dir, self.handler_name)
         initialize(self.context)
 
     def info(self) -> dict[str, Any]:
-        info: dict[str, Any] = {"handler": self.manifest_obj.handler}
+        info: dict[str, Any] = {"handler": self.handler_name}
         torch = sys.modules.get("torch")
         if torch is not None:
             info["torch_threads"] = torch.get_num_threads()
@@ -51,12 +53,14 @@ class Worker:
                 info[key] = getattr(owner, key)
         return info
 
-    def run_batch(self, items: list[ItemRequest]) -> tuple[list[ItemResult], dict[str, float]]:
-        """Results, one per item, and the handler's timings (``handle`` and, if known, its stages)."""
+    def run_batch(self, items: list[ItemRequest]) -> tuple[list[ItemResult], dict[str, float], list[Any]]:
+        """Results, one per item, the handler's timings (``handle`` and, if known, its stages) and
+        the metrics it emitted through ``context.metrics``."""
         self.context.stage_times = {}
         start = time.perf_counter()
         results = self._run_batch(items)
-        return results, {"handle": time.perf_counter() - start, **self.context.stage_times}
+        timings = {"handle": time.perf_counter() - start, **self.context.stage_times}
+        return results, timings, self.context.metrics.take_updates()
 
     def _run_batch(self, items: list[ItemRequest]) -> list[ItemResult]:
         results: list[ItemResult | None] = [None] * len(items)
@@ -133,13 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--worker-id", required=True)
     parser.add_argument("--optimization", help="JSON of the OptimizationSpec the server settled on")
+    parser.add_argument("--handler", help="the handler to run, when not the manifest's (handler= at registration)")
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format=f"launchkit worker {args.worker_id}: %(message)s")
     channel = BlockingChannel(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=args.fd))
     try:
         worker = Worker(Path(args.model_dir), args.model_name, args.batch_size,
-                        json.loads(args.optimization) if args.optimization else None)
+                        json.loads(args.optimization) if args.optimization else None, args.handler)
     except Exception as error:  # noqa: BLE001 - report any load failure to the frontend
         if os.environ.get("LAUNCHKIT_LOAD_ATTEMPT", "1") == "1":  # the whole traceback once; retries say one line
             logger.exception("the model could not be loaded")
@@ -161,10 +166,10 @@ def main(argv: list[str] | None = None) -> int:
             _, batch_id, items = message
             items = [item._replace(body=_whole(item.body)) for item in items]
             try:
-                results, timings = worker.run_batch(items)
+                results, timings, updates = worker.run_batch(items)
             except Exception as error:  # noqa: BLE001 - whatever goes wrong, the worker stays up for the next batch
                 logger.exception("a batch failed outside the handler")
                 message_text = f"the worker could not run the batch: {type(error).__name__}: {str(error)[:200]}"
-                results, timings = [error_result(500, "InternalServerException", message_text)] * len(items), {}
-            channel.send(("result", batch_id, results, timings))
+                results, timings, updates = [error_result(500, "InternalServerException", message_text)] * len(items), {}, []
+            channel.send(("result", batch_id, results, timings, updates))
 

@@ -1,0 +1,133 @@
+"""TorchServe's metric names on ``/metrics``, beside launchkit's own, so dashboards and alerts built
+on TorchServe keep working: its frontend counters and the metrics handlers emit.
+
+TorchServe's names, with its labels (its ``metrics.yaml``)::
+
+    ts_inference_requests_total{model_name, model_version, hostname}        counter
+    ts_inference_latency_microseconds{model_name, model_version, hostname}  counter (cumulative µs)
+    ts_queue_latency_microseconds{model_name, model_version, hostname}      counter (cumulative µs)
+    Requests2XX / Requests4XX / Requests5XX{Level="Host", Hostname}         counter
+    HandlerTime / PredictionTime{ModelName, Level="Model", Hostname}        gauge (ms, the last batch)
+
+They are computed when Prometheus scrapes, from sums the server keeps anyway, so serving pays
+nothing for them. ``model_version`` is the version that answered (TorchServe writes ``default``
+when the URL names none). Handler metrics (``context.metrics.add_time(...)`` and the rest; see
+:mod:`launchkit.serve.worker.metrics_api`) arrive with each batch's results: counters add up,
+gauges keep the last value, histograms are exposed as summaries (count and sum).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from launchkit.serve.scheduling.registry import Registry
+
+HOSTNAME = socket.gethostname()
+
+
+class HandlerMetrics:
+    """The metrics one model's handler emitted: (type, name, dimension names) → dimension values → value."""
+
+    def __init__(self, model_name: str) -> None:
+        self.model_name = model_name
+        self.families: dict[tuple[str, str, tuple[str, ...]], dict[tuple[str, ...], Any]] = {}
+        self.units: dict[tuple[str, str, tuple[str, ...]], str] = {}
+        self._lock = threading.Lock()  # updates come on the event loop; a scrape may run in another thread
+
+    def apply(self, updates: list[Any]) -> None:
+        with self._lock:
+            for name, unit, kind, names, values, value in updates:
+                key = (kind, name, tuple(names))
+                samples = self.families.setdefault(key, {})
+                self.units[key] = unit
+                if kind == "counter":
+                    samples[values] = samples.get(values, 0.0) + value
+                elif kind == "gauge":
+                    samples[values] = value
+                else:
+                    count, total = samples.get(values, (0, 0.0))
+                    samples[values] = (count + 1, total + value)
+
+    def snapshot(self) -> list[tuple[str, str, tuple[str, ...], str, dict[tuple[str, ...], Any]]]:
+        with self._lock:
+            return [(kind, name, names, self.units[(kind, name, names)], dict(samples))
+                    for (kind, name, names), samples in self.families.items()]
+
+
+class TorchServeCollector(Collector):
+    def __init__(self, models: Registry, unknown: Any) -> None:
+        self.models = models
+        self.unknown = unknown  # ModelMetrics of requests for models that are not loaded
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self._frontend_families()
+
+    @staticmethod
+    def _frontend_families() -> list[Metric]:
+        return [
+            Metric("ts_inference_requests_total", "Inference requests answered (TorchServe's name)", "counter"),
+            Metric("ts_inference_latency_microseconds", "Cumulative inference latency in microseconds "
+                   "(TorchServe's name)", "counter"),
+            Metric("ts_queue_latency_microseconds", "Cumulative queue latency in microseconds (TorchServe's name)",
+                   "counter"),
+            *(Metric(f"Requests{group}XX", f"Requests answered with a {group}xx status (TorchServe's name)", "counter")
+              for group in (2, 4, 5)),
+        ]
+
+    def collect(self) -> Iterator[Metric]:
+        requests, latency, queue, *by_group = self._frontend_families()
+        groups = {2: 0, 4: 0, 5: 0}
+        handler_families: dict[str, Metric] = {}  # by name: one family, whatever its dimensions
+        derived = {"HandlerTime": Metric("HandlerTime", "Handler time of the last batch in ms (TorchServe's name)",
+                                         "gauge"),
+                   "PredictionTime": Metric("PredictionTime", "Prediction time of the last batch in ms "
+                                            "(TorchServe's name)", "gauge")}
+        emitted: set[str] = set()
+        models = [model for model in self.models.all() if model.metrics is not None]
+        for metrics in [self.unknown, *(model.metrics for model in models)]:
+            for code, count in metrics.by_code.items():
+                if code // 100 in groups:
+                    groups[code // 100] += count
+        for model in models:
+            metrics = model.metrics
+            totals = metrics.totals
+            labels = {"model_name": model.name, "model_version": model.version, "hostname": HOSTNAME}
+            requests.add_sample("ts_inference_requests_total", labels, float(totals.ok + totals.failed))
+            latency.add_sample("ts_inference_latency_microseconds", labels,
+                               (totals.ok_seconds + totals.failed_seconds) * 1e6)
+            queue.add_sample("ts_queue_latency_microseconds", labels, totals.queue_seconds * 1e6)
+            for kind, name, names, unit, samples in metrics.handler_metrics.snapshot():
+                emitted.add(name)
+                family = handler_families.get(name)
+                if family is None:
+                    family = Metric(_metric_name(name), f"Handler metric {name} ({unit or 'no unit'})",
+                                    "summary" if kind == "histogram" else kind)
+                    handler_families[name] = family
+                for values, value in samples.items():
+                    sample_labels = {**dict(zip(names, values)), "Hostname": HOSTNAME}
+                    if isinstance(value, tuple):  # a histogram: count and sum
+                        family.add_sample(family.name + "_count", sample_labels, float(value[0]))
+                        family.add_sample(family.name + "_sum", sample_labels, float(value[1]))
+                    else:
+                        family.add_sample(family.name, sample_labels, float(value))
+            if totals.batches:
+                model_labels = {"ModelName": model.name, "Level": "Model", "Hostname": HOSTNAME}
+                for name, family in derived.items():
+                    family.add_sample(name, model_labels, round(totals.last_handle_seconds * 1000, 2))
+        for group, family in zip(groups, by_group):
+            family.add_sample(family.name, {"Level": "Host", "Hostname": HOSTNAME}, float(groups[group]))
+        yield from (requests, latency, queue, *by_group)
+        yield from (family for name, family in derived.items() if name not in emitted and family.samples)
+        yield from handler_families.values()
+
+
+def _metric_name(name: str) -> str:
+    """A Prometheus-legal name: TorchServe's handlers may use dots or dashes."""
+    cleaned = "".join(ch if ch.isalnum() or ch in "_:" else "_" for ch in name)
+    return cleaned if cleaned and not cleaned[0].isdigit() else f"_{cleaned}"
