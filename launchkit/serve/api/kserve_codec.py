@@ -87,8 +87,10 @@ def parse_infer(body: bytes, header_length: int | None = None, max_elements: int
     try:
         request = json.loads(body)
     except (ValueError, UnicodeDecodeError) as error:
-        hint = "" if header_length is not None or body[:1] in (b"{", b" ") else \
-            " (binary tensors need the Inference-Header-Content-Length header)"
+        looks_binary = isinstance(error, UnicodeDecodeError) or "Extra data" in str(error) or \
+            not body.lstrip().startswith(b"{")
+        hint = " (binary tensors need the Inference-Header-Content-Length header)" \
+            if header_length is None and looks_binary else ""
         raise BadRequest(f"the infer request is not valid JSON ({error}){hint}") from None
     except RecursionError:
         raise BadRequest("the infer request is JSON nested too deeply to decode") from None
