@@ -215,6 +215,11 @@ def _binary_rows(tensors: list[_Tensor], count: int) -> list[tuple[bytes, str]]:
     if len(tensors) == 1 and only.binary is not None and only.kind.name == "BYTES" and math.prod(only.shape[1:]) == 1:
         # one BYTES element per row (an image, a text): the handler gets its bytes, as from /predictions
         return [(bytes_elements(row)[0], BINARY) for row in only.binary]
+    if len(tensors) == 1 and only.binary is not None and only.kind.size:  # rows of one size: one header for all
+        entry = {"name": only.name, "datatype": only.kind.name, "shape": only.shape[1:], "size": len(only.binary[0])}
+        prefix = encode_row([entry], [])
+        padding = b"\0" * (-entry["size"] % 8)
+        return [(b"".join((prefix, row, padding)), ROWS_CONTENT_TYPE) for row in only.binary]
     json_rows = {t.name: _split_rows(t.flat, t.shape) for t in tensors if t.flat is not None}
     rows = []
     for index in range(count):
@@ -307,7 +312,12 @@ def _output_tensor(name: str, values: list[Any], spec: TensorSpec | None) -> tup
     shapes = {_numeric_shape(value) for value in values}
     if len(shapes) == 1 and None not in shapes and (spec is None or spec.datatype != "BYTES"):
         inner = list(shapes.pop())
-        flat = [x for value in values for x in (_flatten(value) if isinstance(value, list) else [value])]
+        if len(inner) == 1:
+            flat = [x for value in values for x in value]
+        elif not inner:
+            flat = list(values)
+        else:
+            flat = [x for value in values for x in _flatten(value)]
         if spec is not None:
             kind = DATATYPES[spec.datatype]
         else:
@@ -344,6 +354,11 @@ def decode_result(result: ItemResult) -> Any:
 
 def _numeric_shape(value: Any) -> tuple[int, ...] | None:
     """The shape of a number or a regular nested list of numbers; None for anything else."""
+    kind = type(value)
+    if kind is float or kind is int:
+        return ()
+    if kind is list and value and type(value[0]) is not list:  # the common case, a row of numbers: no recursion
+        return (len(value),) if all(type(x) is float or type(x) is int for x in value) else None
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):

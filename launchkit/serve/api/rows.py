@@ -14,6 +14,8 @@ async def run_rows(model: ServedModel, rows: list[tuple[bytes, str]], request_id
     futures = model.queue.submit_many([ItemRequest(f"{request_id}.{index}", body, content_type, [])
                                        for index, (body, content_type) in enumerate(rows)])
     try:
+        if len(futures) == 1:  # one row: await it directly (gather costs a second trip around the loop)
+            return [await futures[0]]
         return list(await asyncio.gather(*futures))
     except asyncio.CancelledError:
         for future in futures:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-from email.parser import BytesParser
-from email.policy import HTTP
+import re
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -32,17 +31,7 @@ def decode_item(item: ItemRequest) -> dict[str, Any]:
         except UnicodeDecodeError:
             raise BadRequest("text body is not valid UTF-8") from None
     if content_type == "multipart/form-data":
-        message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + item.content_type.encode() + b"\r\n\r\n" + body)
-        if not message.is_multipart():
-            raise BadRequest("multipart body could not be parsed (boundary missing?)")
-        fields: dict[str, Any] = {}
-        for part in message.iter_parts():
-            name = part.get_param("name", header="content-disposition")
-            if name:
-                fields[name] = part.get_payload(decode=True)
-        if not fields:
-            raise BadRequest("multipart body has no named fields")
-        return fields
+        return form_fields(body, item.content_type)
     if content_type == "application/x-www-form-urlencoded":
         # curl -d and urllib label any body this way; a body that is not a form is passed on raw.
         try:
@@ -51,6 +40,37 @@ def decode_item(item: ItemRequest) -> dict[str, Any]:
         except (ValueError, UnicodeDecodeError):
             pass
     return {"body": body}
+
+
+BOUNDARY = re.compile(r'boundary=(?:"([^"]+)"|([^;\s]+))', re.IGNORECASE)
+FIELD_NAME = re.compile(rb'(?:^|;)\s*name="([^"]*)"|(?:^|;)\s*name=([^;\s]+)', re.IGNORECASE)
+
+
+def form_fields(body: bytes | bytearray, content_type: str) -> dict[str, Any]:
+    """The named parts of a multipart/form-data body (RFC 7578), name → bytes.
+
+    Split on the boundary directly: the standard library's email parser took 1.5 ms for one small
+    part (perf_analyzer's TorchServe mode uploads every request this way), this takes microseconds."""
+    found = BOUNDARY.search(content_type)
+    if found is None:
+        raise BadRequest("multipart body could not be parsed (its content type has no boundary=)")
+    delimiter = b"\r\n--" + (found.group(1) or found.group(2)).encode("latin-1")
+    parts = (b"\r\n" + bytes(body)).split(delimiter)
+    fields: dict[str, Any] = {}
+    for part in parts[1:]:
+        if part.startswith(b"--"):
+            break  # the closing delimiter
+        head, separator, content = part.partition(b"\r\n\r\n")
+        if not separator:
+            raise BadRequest("multipart body could not be parsed (a part has no blank line after its headers)")
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-disposition:"):
+                name = FIELD_NAME.search(line.split(b":", 1)[1])
+                if name is not None:
+                    fields[(name.group(1) or name.group(2)).decode("utf-8", errors="replace")] = content
+    if not fields:
+        raise BadRequest("multipart body has no named fields")
+    return fields
 
 
 def encode_output(value: Any) -> tuple[str, bytes]:
