@@ -26,6 +26,9 @@ from launchkit.cli.options import CONTEXT, option
 @option("--batch-size", type=click.IntRange(min=1), help="Largest batch per model (default 1).")
 @option("--max-batch-delay", type=click.FloatRange(min=0), metavar="MS",
         help="Longest a request waits for batch-mates, from its arrival (default 100 ms).")
+@option("--streams", type=click.IntRange(min=1),
+        help="Batches each worker runs at once, each on its share of the worker's cores, one copy of the "
+             "weights (default 1; for traced/frozen/compiled models).")
 @option("--cpu-launcher-args", metavar="ARGS", help="launchkit run flags for the workers, e.g. '--use-logical-core'.")
 @option("--optimization", metavar="SPEC",
         help="How workers run every model: e.g. 'bf16,channels_last,torchscript' (dtype fp32|bf16|int8, "
@@ -101,7 +104,8 @@ def serve(model_paths: tuple[str, ...], **params: Any) -> None:
         config=config,
         sources=tuple(resolve_sources(config, paths, models)),
         overrides=ModelOverrides(params["batch_size"], params["max_batch_delay"], params["workers"],
-                                 optimization=parse_spec(optimization, "--optimization") if optimization else None),
+                                 optimization=parse_spec(optimization, "--optimization") if optimization else None,
+                                 streams=params["streams"]),
         graceful_timeout_s=params["graceful_timeout"],
         topology_root=params["topology_root"],
     )

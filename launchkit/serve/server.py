@@ -51,10 +51,12 @@ def startup_report(config: ServerConfig, registry: Registry, fleet: Fleet,
         settings = model.settings
         lines.append(f"  model {model.name} v{model.version} ({model.archive}): batch_size={settings.batch_size} "
                      f"max_batch_delay={settings.max_batch_delay_ms:g}ms workers={settings.workers} "
-                     f"job_queue_size={settings.job_queue_size} response_timeout={settings.response_timeout_s:g}s")
+                     f"job_queue_size={settings.job_queue_size} response_timeout={settings.response_timeout_s:g}s"
+                     + (f" streams={settings.streams}" if settings.streams > 1 else ""))
         for worker in model.workers:
             lines.append(f"    worker {worker.worker_id}: CPUs {','.join(map(str, worker.launch.cpus))} "
-                         f"threads={worker.launch.threads} memory nodes={list(worker.launch.mem_nodes) or 'unbound'}")
+                         f"threads={worker.launch.threads} memory nodes={list(worker.launch.mem_nodes) or 'unbound'}"
+                         + (f" streams={worker.streams}" if worker.streams > 1 else ""))
     plan = fleet.last_plan
     if plan is not None:
         runtime = plan.runtime

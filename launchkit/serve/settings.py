@@ -70,6 +70,7 @@ MODEL_KEYS = {
     "minWorkers": ("workers", int),
     "responseTimeout": ("response_timeout_s", float),
     "jobQueueSize": ("job_queue_size", int),
+    "streams": ("streams", int),  # launchkit's: batches one worker runs at once (one copy of the weights)
 }
 
 
@@ -90,6 +91,7 @@ class ModelSettings:
     response_timeout_s: float = DEFAULT_RESPONSE_TIMEOUT_S
     job_queue_size: int = 100
     optimization: OptimizationSpec = OptimizationSpec()
+    streams: int = 1  # per worker: batches at once, each on its share of the worker's cores
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ class ModelOverrides:
     workers: int | None = None
     response_timeout_s: float | None = None
     optimization: OptimizationSpec | None = None
+    streams: int | None = None
 
     def apply(self, settings: ModelSettings) -> ModelSettings:
         changes = {key: value for key, value in vars(self).items() if value is not None}

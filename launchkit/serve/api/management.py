@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 
 REGISTER_PARAMS = {"url", "model_name", "batch_size", "max_batch_delay", "initial_workers", "synchronous",
                    "response_timeout", "startup_timeout", "sha256", "runtime", "s3_sse_kms", "optimization",
-                   "handler", "number_gpu"}
+                   "handler", "number_gpu", "streams"}
 SCALE_PARAMS = {"min_worker", "max_worker", "synchronous", "timeout", "number_gpu"}
 STARTUP_TIMEOUT_S = 120.0
 
@@ -188,6 +188,7 @@ class ManagementApp:
             "ready": model.ready, "failed": model.failure, "minWorkers": settings.workers,
             "maxWorkers": model.max_workers if model.max_workers is not None else settings.workers,
             "batchSize": settings.batch_size, "maxBatchDelay": settings.max_batch_delay_ms,
+            "streams": settings.streams,
             "responseTimeout": settings.response_timeout_s, "loadedAtStartup": model.loaded_at_startup,
             "jobQueueStatus": {"remainingCapacity": max(0, settings.job_queue_size - len(model.queue.queue)),
                                "pendingRequests": len(model.queue.queue)},
@@ -214,6 +215,7 @@ class ManagementApp:
             workers=query.number("initial_workers", int, 0),
             response_timeout_s=query.number("response_timeout", float, 1),
             optimization=_optimization(query.text("optimization")),
+            streams=query.number("streams", int, 1),
         )
         startup_timeout = query.number("startup_timeout", float, 1) or STARTUP_TIMEOUT_S
         source = resolve(url, self.policy)
@@ -344,6 +346,7 @@ def _describe_worker(worker: Any) -> dict[str, Any]:
         "lastError": worker.last_error, "ompWaitPolicy": "passive" if worker.launch.env.get("OMP_WAIT_POLICY") == "PASSIVE"
         or worker.launch.env.get("KMP_BLOCKTIME") == "0" else "spin",
         "handler": worker.info.get("handler"),
+        "streams": worker.info.get("streams") or [{"stream": 0, "cpus": list(worker.launch.cpus)}],
     }
 
 

@@ -107,7 +107,8 @@ class ModelMetrics:
         self.totals.queued += len(waits)
         self.totals.queue_seconds += sum(waits)
 
-    def batch_done(self, timings: dict[str, float], size: int = 1, handler_updates: list[Any] | None = None) -> None:
+    def batch_done(self, timings: dict[str, float], size: int = 1, handler_updates: list[Any] | None = None,
+                   worker: str = "") -> None:
         for stage, seconds in timings.items():
             histogram = self.stages.get(stage)
             if histogram is not None:
@@ -124,6 +125,9 @@ class ModelMetrics:
                 totals.stage_seconds[stage] = totals.stage_seconds.get(stage, 0.0) + timings[stage] * size
         if handler_updates:
             self.handler_metrics.apply(handler_updates)
+        if "stream" in timings:  # a multi-stream worker: batches per stream
+            key = (worker, int(timings["stream"]))
+            totals.stream_batches[key] = totals.stream_batches.get(key, 0) + 1
 
 
 @dataclass
@@ -142,6 +146,7 @@ class RunningTotals:
     last_handle_seconds: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)  # per row: a batch's time × its size
     batch_sizes: dict[int, tuple[int, float]] = field(default_factory=dict)  # size → (batches, handler seconds)
+    stream_batches: dict[tuple[str, int], int] = field(default_factory=dict)  # (worker, stream) → batches
 
 
 class ServerMetrics:
@@ -194,6 +199,8 @@ class EventCollector(Collector):
             "handler": HistogramMetricFamily("launchkit_handler_seconds", "Handler time per batch: preprocess, "
                                              "inference, postprocess (BaseHandler subclasses), and handle (the "
                                              "whole call, every handler)", labels=labels + ["stage"]),
+            "streams": CounterMetricFamily("launchkit_stream_batches", "Batches run by each stream of multi-stream "
+                                           "workers", labels=labels + ["worker", "stream"]),
         }
 
     def describe(self) -> Iterator[Any]:
@@ -213,6 +220,8 @@ class EventCollector(Collector):
                 buckets, total = histogram.buckets()
                 if buckets[-1][1]:
                     families["handler"].add_metric(metrics.labels + [stage], buckets, total)
+            for (worker, stream), count in sorted(metrics.totals.stream_batches.items()):
+                families["streams"].add_metric(metrics.labels + [worker, str(stream)], count)
         yield from families.values()
 
 

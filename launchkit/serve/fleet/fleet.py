@@ -9,6 +9,7 @@ serialised by ``Fleet.lock``; the management API holds it for the whole of a req
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import logging
@@ -195,10 +196,13 @@ class Fleet:
                               "--worker-id", worker_id]
         argv += ["--optimization", json.dumps(model.settings.optimization.to_dict())]  # the server decides
         argv += ["--handler", model.handler or model.manifest.handler]
+        streams = min(model.settings.streams, len(launch.cpus))  # a stream needs a core of its own
+        if streams > 1:
+            argv += ["--streams", str(streams)]
         worker = WorkerProcess(worker_id, model.key, model.queue, launch, argv, model.settings.response_timeout_s,
-                               max_load_failures=self.max_load_failures)
+                               max_load_failures=self.max_load_failures, streams=streams)
         if model.metrics is not None:
-            worker.on_batch_done = model.metrics.batch_done
+            worker.on_batch_done = functools.partial(model.metrics.batch_done, worker=worker_id)
         model.workers.append(worker)
         self.pool.add(worker)
         return worker

@@ -60,7 +60,8 @@ class WorkerProcess:
     process: asyncio.subprocess.Process | None = None
     writer: asyncio.StreamWriter | None = None
     in_flight: dict[int, list[Job]] = field(default_factory=dict)
-    timeout_handle: asyncio.TimerHandle | None = None
+    timeouts: dict[int, asyncio.TimerHandle] = field(default_factory=dict)  # per batch in flight
+    streams: int = 1  # batches it runs at once (multi-stream worker: one per stream)
     on_timeout: Any = None  # set by the pool: called with (worker, batch_id) when a batch overstays
     on_batch_done: Any = None  # metrics: called with the handler's stage timings of each batch
     retiring: bool = False  # taken out of service for good: never restarted
@@ -71,6 +72,11 @@ class WorkerProcess:
     def ready(self) -> bool:
         """Takes new batches (see :attr:`WorkerState.ready`)."""
         return self.state.ready
+
+    @property
+    def capacity(self) -> int:
+        """For the batcher: how many batches this worker runs at once."""
+        return self.streams
 
     @property
     def failed_to_load(self) -> bool:
@@ -91,7 +97,7 @@ class WorkerProcess:
         assert self.writer is not None
         self.writer.writelines(batch_frame(batch_id, [job.request for job in jobs]))
         loop = asyncio.get_running_loop()
-        self.timeout_handle = loop.call_later(self.response_timeout_s, self.on_timeout, self, batch_id)
+        self.timeouts[batch_id] = loop.call_later(self.response_timeout_s, self.on_timeout, self, batch_id)
 
     def drained(self) -> None:
         """The batcher no longer needs this retiring worker: ask it to exit."""
@@ -103,6 +109,9 @@ class WorkerProcess:
                 pass
 
     def _fail_in_flight(self, status: int, kind: str, message: str) -> None:
+        for handle in self.timeouts.values():
+            handle.cancel()
+        self.timeouts.clear()
         for jobs in self.in_flight.values():
             for job in jobs:
                 if not job.future.done():
@@ -163,7 +172,7 @@ class WorkerPool:
         """A batch overstayed responseTimeout: answer it, take the worker out of service, kill it."""
         if batch_id not in worker.in_flight or not worker.pid:
             return
-        worker.timeout_handle = None
+        worker.timeouts.pop(batch_id, None)
         worker.last_error = f"no response within responseTimeout={worker.response_timeout_s:g} s: worker killed"
         worker._fail_in_flight(500, "InternalServerException", f"worker {worker.worker_id} did not respond in "
                                f"{worker.response_timeout_s:g} s and was restarted")
@@ -205,9 +214,6 @@ class WorkerPool:
 
     def _disconnect(self, worker: WorkerProcess, reason: str) -> None:
         """The worker is gone (connection closed or process exited): idempotent."""
-        if worker.timeout_handle is not None:
-            worker.timeout_handle.cancel()
-            worker.timeout_handle = None
         worker._fail_in_flight(500, "InternalServerException",
                                f"worker {worker.worker_id} of model {worker.queue.name} died ({reason}); "
                                "the request was not completed")
@@ -302,9 +308,9 @@ class WorkerPool:
     def _on_result(self, worker: WorkerProcess, message: tuple[Any, ...]) -> None:
         batch_id = message[1]
         jobs = worker.in_flight.pop(batch_id, None)
-        if worker.timeout_handle is not None:
-            worker.timeout_handle.cancel()
-            worker.timeout_handle = None
+        handle = worker.timeouts.pop(batch_id, None)
+        if handle is not None:
+            handle.cancel()
         if jobs is None:
             return  # the batch timed out and was answered already
         results: list[ItemResult] = message[2]
@@ -314,7 +320,7 @@ class WorkerPool:
         if worker.on_batch_done is not None and len(message) > 3:
             worker.on_batch_done(message[3], len(jobs), message[4] if len(message) > 4 else None)
         if not self.stopping:
-            if worker.state is WorkerState.BUSY:
+            if worker.state is WorkerState.BUSY and not worker.in_flight:  # every stream is free again
                 worker.move_to(WorkerState.READY)
             worker.queue.worker_idle(worker)
 

@@ -12,6 +12,8 @@ Semantics (documented in the README):
 * A retiring worker (scale-down, replacement, unregister) gets no new batches while the model has
   an active worker; without one it keeps taking batches until the queue is empty, so requests
   already accepted are served, never dropped. It is told ``drained()`` when it is no longer needed.
+* A worker with several streams (``capacity``) runs that many batches at once: it stands in the
+  idle line once per free stream, and is drained only when all its streams are idle.
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ class WorkerSlot(Protocol):
     def send_batch(self, jobs: list[Job]) -> None: ...
 
     def drained(self) -> None: ...
+
+
+def capacity(slot: WorkerSlot) -> int:
+    """How many batches a slot runs at once (its streams); 1 unless it says otherwise."""
+    return getattr(slot, "capacity", 1)
 
 
 DispatchHook = Callable[[list[Job], float], None]
@@ -114,6 +121,8 @@ class ModelQueue:
         if slot not in self.members:
             self.members.append(slot)
         self.last_error = None
+        for _ in range(capacity(slot) - 1):
+            self.idle.append(slot)
         self.worker_idle(slot)
 
     def worker_idle(self, slot: WorkerSlot) -> None:
@@ -133,7 +142,7 @@ class ModelQueue:
             self.members.remove(slot)
         self.retiring.discard(slot)
         if slot in self.idle:
-            self.idle.remove(slot)
+            self.idle = deque(other for other in self.idle if other is not slot)
         if error:
             self.last_error = error
         if not self.has_ready_worker() and not self.retiring and not coming_back:
@@ -157,8 +166,10 @@ class ModelQueue:
 
     def _release_retiring(self) -> None:
         if not self.queue or self.has_ready_worker():
-            for slot in [slot for slot in self.idle if slot in self.retiring]:
-                self.idle.remove(slot)
+            for slot in {id(slot): slot for slot in self.idle if slot in self.retiring}.values():
+                if sum(1 for other in self.idle if other is slot) < capacity(slot):
+                    continue  # a stream of it still runs a batch
+                self.idle = deque(other for other in self.idle if other is not slot)
                 slot.drained()
 
     def _send_batches(self) -> None:

@@ -55,6 +55,16 @@ class Context:
         self._content_types: dict[int, str] = {}
         self._headers: dict[int, dict[str, str]] = {}
 
+    def replica(self) -> "Context":
+        """The same model's context for another stream: per-batch state and metrics of its own."""
+        import copy
+
+        twin = copy.copy(self)
+        twin.request_ids, twin.request_processor, twin.stage_times = {}, [], {}
+        twin._statuses, twin._content_types, twin._headers = {}, {}, {}
+        twin.metrics = HandlerMetricsCache(self.model_name)
+        return twin
+
     def start_batch(self, request_ids: list[str], headers: list[dict[str, str]]) -> None:
         self.request_ids = dict(enumerate(request_ids))
         self.request_processor = headers

@@ -10,6 +10,7 @@ an item that cannot be decoded gets its own 400 and the rest of the batch still 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ from launchkit.core.errors import BadRequest
 from launchkit.serve.wire import BlockingChannel, ItemRequest, ItemResult, error_result
 from launchkit.serve.worker.codec import decode_item, encode_output
 from launchkit.serve.worker.handler_api import Context, PredictionException, install_ts_shim, load_entry
+from launchkit.serve.worker.streams import Streams
 
 logger = logging.getLogger("launchkit.serve.worker")
 
@@ -41,6 +43,16 @@ class Worker:
         self.handler_name = handler or self.manifest_obj.handler
         self.handle, initialize = load_entry(model_dir, self.handler_name)
         initialize(self.context)
+
+    def replica(self) -> "Worker":
+        """The same model for another stream: a copy of the handler object (sharing its model and
+        everything else it holds) and a context of its own."""
+        twin = copy.copy(self)
+        twin.context = self.context.replica()
+        owner = getattr(self.handle, "__self__", None)
+        if owner is not None:
+            twin.handle = getattr(copy.copy(owner), self.handle.__name__)
+        return twin
 
     def info(self) -> dict[str, Any]:
         info: dict[str, Any] = {"handler": self.handler_name}
@@ -138,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker-id", required=True)
     parser.add_argument("--optimization", help="JSON of the OptimizationSpec the server settled on")
     parser.add_argument("--handler", help="the handler to run, when not the manifest's (handler= at registration)")
+    parser.add_argument("--streams", type=int, default=1, help="batches run at once, each on its share of the cores")
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format=f"launchkit worker {args.worker_id}: %(message)s")
@@ -155,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     release_free_memory()
     info = worker.info()
+    streams = Streams(worker, args.streams, channel.send) if args.streams > 1 else None
+    if streams is not None:
+        info["streams"] = streams.describe()
+        logger.info("%d streams on CPUs %s", len(streams.pools), "; ".join(
+            ",".join(map(str, pool.core_ids)) for pool in streams.pools))
     if info.get("optimization"):
         logger.info("%s", info["optimization"])
     channel.send(("ready", args.worker_id, os.getpid(), info))
@@ -165,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         if message[0] == "batch":
             _, batch_id, items = message
             items = [item._replace(body=_whole(item.body)) for item in items]
+            if streams is not None:
+                streams.submit(batch_id, items)
+                continue
             try:
                 results, timings, updates = worker.run_batch(items)
             except Exception as error:  # noqa: BLE001 - whatever goes wrong, the worker stays up for the next batch
