@@ -12,6 +12,7 @@ placement ``OMP_PROC_BIND``/``OMP_PLACES``/``KMP_AFFINITY`` made from the proces
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import ctypes
 import functools
@@ -115,6 +116,20 @@ class pin:  # noqa: N801 - IPEX's name
         return pinned
 
 
+_live: "weakref.WeakSet[_PinnedThread]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    """End every pinned thread before the interpreter does: a daemon thread torn down at
+    finalization while torch's thread-local state lives can abort the process."""
+    threads = list(_live)
+    for thread in threads:
+        thread.stop()
+    for thread in threads:
+        thread.thread.join(timeout=5)
+
+
 class _PinnedThread:
     """One daemon thread on a pool, running submitted calls in order."""
 
@@ -126,6 +141,7 @@ class _PinnedThread:
         self.thread = threading.Thread(target=self._run, args=(started,), name=name, daemon=True)
         self.thread.start()
         started.wait()
+        _live.add(self)
 
     def _run(self, started: threading.Event) -> None:
         try:
