@@ -8,9 +8,12 @@
    default mode (v2, binary tensors) and ``--service-kind torchserve`` (``/predictions``, the body
    uploaded as a file), interleaved; its throughput and p50/p99 as it reports them. Target: v2
    within 10 % of /predictions' throughput (ratio ≥ 0.90) at every level.
-2. The v1 path's overhead: `ab -k` at c=8 posting the same 64 numbers as JSON to ``/predictions``,
-   to ``/v1/models/tiny:predict`` (``{"instances": [row]}``) and to v2 ``infer`` (JSON), in
-   interleaved rounds; the medians' throughput ratios and p50 differences.
+2. The v1 path's overhead: launchkit's load generator at c=8 posting the same 64 numbers as JSON
+   to ``/predictions``, to ``/v1/models/tiny:predict`` (``{"instances": [row]}``) and to v2
+   ``infer`` (JSON), in interleaved rounds; the medians' throughput ratios and p50 differences.
+
+perf_analyzer comes from .venv-clients, or from ``$PERF_ANALYZER`` (its libraries, libb64.so.0d and
+libcudart.so.12, beside it): how the lent 16-core machine, which has no package registry, runs it.
 
 Writes results/<ts>-drop-in/.
 """
@@ -30,7 +33,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _report import Check, markdown_table, relative, results_dir, write  # noqa: E402
-from peers import ab  # noqa: E402
 from serve_anchors import Served  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,10 +40,11 @@ CLIENTS = ROOT / ".venv-clients"
 
 
 def perf_analyzer(url: str, concurrency: int, window_ms: int, work: Path, torchserve_input: Path | None) -> dict:
-    binary = CLIENTS / "bin" / "perf_analyzer"
+    given = os.environ.get("PERF_ANALYZER")
+    binary = Path(given) if given else CLIENTS / "bin" / "perf_analyzer"
     if not binary.exists():
         raise SystemExit("perf_analyzer is missing: run bash scripts/setup.sh --tests (it installs .venv-clients)")
-    cudart = next(CLIENTS.glob("lib/python3*/site-packages/nvidia/cuda_runtime/lib"))
+    cudart = binary.parent if given else next(CLIENTS.glob("lib/python3*/site-packages/nvidia/cuda_runtime/lib"))
     report = work / f"pa-{concurrency}-{'ts' if torchserve_input else 'v2'}.csv"
     args = [str(binary), "-m", "tiny", "-u", url, "--concurrency-range", f"{concurrency}:{concurrency}",
             "-p", str(window_ms), "-s", "20", "-r", "8", "-f", str(report), "--percentile", "50"]
@@ -57,6 +60,20 @@ def perf_analyzer(url: str, concurrency: int, window_ms: int, work: Path, torchs
             "p99 ms": float(row["p99 latency"]) / 1000, "errors": 0}
 
 
+def load(url: str, body: bytes, concurrency: int, requests: int) -> dict:
+    """launchkit's closed-loop load generator: req/s, p50, errors."""
+    import uvloop
+
+    from launchkit.bench.loadgen import LoadSpec, Payload, Target, encode_requests, run_level
+    from launchkit.bench.stats import summarize
+
+    target = Target.from_url(url)
+    encoded = encode_requests(target, [Payload(body, "application/json")])
+    samples = uvloop.run(run_level(target, encoded, LoadSpec(concurrency=concurrency, requests=requests)))
+    result = summarize(samples, concurrency, None)
+    return {"req/s": result.throughput, "p50 ms": result.latency_ms["p50"], "errors": result.requests_failed}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--levels", default="1,2,4,8")
@@ -65,6 +82,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     levels = [int(level) for level in args.levels.split(",")]
+    if len(os.sched_getaffinity(0)) > 2:  # a bigger machine: more to measure per window
+        args.requests = max(args.requests, 30000)
     work = Path(tempfile.mkdtemp(prefix="lk-drop-in-"))
     subprocess.run([sys.executable, "-m", "launchkit.examples.build", "--export-path", str(work), "tiny"],
                    check=True, capture_output=True)
@@ -95,7 +114,7 @@ def main() -> int:
             names = list(bodies) if round_index % 2 == 0 else list(reversed(bodies))
             for name in names:
                 body, _, path = bodies[name]
-                overhead[name].append(ab(server.url + path, body, 8, args.requests, content_type="application/json"))
+                overhead[name].append(load(server.url + path, body.read_bytes(), 8, args.requests))
             print(f"v1 overhead round {round_index + 1}/{args.rounds}", file=sys.stderr)
 
     checks: list[Check] = []
@@ -115,11 +134,11 @@ def main() -> int:
     base = medians["/predictions"]
     overhead_rows = [[name, f"{m['req/s']:.0f}", f"{m['req/s'] / base['req/s']:.3f}", f"{m['p50 ms']:.2f}",
                       f"{(m['p50 ms'] - base['p50 ms']) * 1000:+.0f}"] for name, m in medians.items()]
-    overhead_table = markdown_table(["route (ab -k, c=8, the same 64 numbers as JSON)", "req/s", "÷ /predictions",
+    overhead_table = markdown_table(["route (c=8, the same 64 numbers as JSON)", "req/s", "÷ /predictions",
                                      "p50 ms", "p50 vs /predictions µs"], overhead_rows)
     errors = sum(run["errors"] for runs in overhead.values() for run in runs)
     if errors:  # the overhead has no bound to meet, but a load with errors makes the run a failure
-        checks.append(Check("v1 overhead, ab -k", "errors", errors, "0", False, errors=errors))
+        checks.append(Check("v1 overhead", "errors", errors, "0", False, errors=errors))
     table = "## perf_analyzer, its own figures\n\n" + pa_table + "\n\n## The v1 path's overhead\n\n" + overhead_table
     return write(results_dir("drop-in"), "Drop-in protocols: perf_analyzer over v2 binary vs /predictions; v1's "
                  "overhead (tiny, batch 1)", table, {"perf_analyzer": levels_data, "overhead": overhead,
