@@ -6,19 +6,19 @@
 # Results are copied to $OUT when it is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -x /tmp/lk-venv/bin/python ]; then
-  python3 -m venv --system-site-packages /tmp/lk-venv
-  /tmp/lk-venv/bin/python -m pip install -q --no-index --find-links .device/wheels click rich psutil py-cpuinfo \
+PY=$(command -v python3)  # the machine's own Python, the one with torch
+if [ ! -d /tmp/lk-deps/click ]; then
+  "$PY" -m pip install -q --no-index --find-links .device/wheels --target /tmp/lk-deps click rich psutil py-cpuinfo \
     uvicorn httptools uvloop pyyaml pillow prometheus-client
 fi
-export PYTHONPATH="$PWD" PERF_ANALYZER="$PWD/.device/pa/perf_analyzer"
+export PYTHONPATH="$PWD:/tmp/lk-deps" PERF_ANALYZER="$PWD/.device/pa/perf_analyzer"
 chmod +x .device/pa/perf_analyzer 2>/dev/null || true
-/tmp/lk-venv/bin/python -c "import torch, os; print('torch', torch.__version__, 'cpus', len(os.sched_getaffinity(0)))"
+"$PY" -c "import torch, os; print('torch', torch.__version__, 'cpus', len(os.sched_getaffinity(0)))"
 for name in "$@"; do
   script="benchmarks/${name%%:*}.py"
   args="${name#*:}"; [ "$args" = "$name" ] && args=""
   echo "=== $script $args"
   # shellcheck disable=SC2086
-  /tmp/lk-venv/bin/python "$script" $args || echo "=== $script exited $?"
+  "$PY" "$script" $args || echo "=== $script exited $?"
 done
 if [ -n "${OUT:-}" ]; then cp -r results/. "$OUT/"; fi
