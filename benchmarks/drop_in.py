@@ -47,7 +47,9 @@ def perf_analyzer(url: str, concurrency: int, window_ms: int, work: Path, torchs
     cudart = binary.parent if given else next(CLIENTS.glob("lib/python3*/site-packages/nvidia/cuda_runtime/lib"))
     report = work / f"pa-{concurrency}-{'ts' if torchserve_input else 'v2'}.csv"
     args = [str(binary), "-m", "tiny", "-u", url, "--concurrency-range", f"{concurrency}:{concurrency}",
-            "-p", str(window_ms), "-s", "20", "-r", "8", "-f", str(report), "--percentile", "50"]
+            # -s 100: a noisy machine rarely gives three windows within perf_analyzer's default 10 %, and
+            # an "unstable" run writes no figures at all; each figure is still its three last windows' average
+            "-p", str(window_ms), "-s", "100", "-r", "10", "-f", str(report), "--percentile", "50"]
     if torchserve_input is not None:
         args += ["--service-kind", "torchserve", "-i", "http", "--input-data", str(torchserve_input)]
     result = subprocess.run(args, capture_output=True, text=True, env={
