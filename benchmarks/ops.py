@@ -2,9 +2,10 @@
 
     python benchmarks/ops.py [--requests 20000] [--pairs 4] [--scale 1,2,1]
 
-1. Metrics on the hot path: tiny, batch 1, `ab -k -c 8`, a server with metrics on and one with
-   `enable_metrics_api=false` (no accounting at all), interleaved pairs (alternating which goes
-   first); ratio of the medians. Also the accounting's own CPU per request, timed in-process.
+1. Metrics on the hot path: tiny, batch 1, `ab -k -c 8`, a server with metrics on (launchkit's
+   and TorchServe's names) and one with `enable_metrics_api=false` (no accounting at all),
+   interleaved pairs (alternating which goes first); ratio of the medians. Also the accounting's
+   own CPU per request, timed in-process, and what one scrape of /metrics costs.
 2. Scaling under load: tiny under `ab -k -c 8` for the whole run while the management API scales
    it through --scale (synchronous PUTs); how long each step took and how many requests failed.
 
@@ -57,6 +58,43 @@ def accounting_us(count: int = 200_000) -> float:
     return timeit.timeit(one_request, number=count) / count * 1e6
 
 
+def scrape_ms(count: int = 200) -> float:
+    """One /metrics text rendering for a server holding two models with traffic, timed alone."""
+    import timeit
+    from dataclasses import dataclass, field
+
+    from prometheus_client import generate_latest
+
+    from launchkit.serve.api.metrics import ServerMetrics
+
+    @dataclass
+    class Model:  # what the collectors read of a served model
+        name: str
+        version: str = "1.0"
+        metrics: object = None
+        workers: list = field(default_factory=list)
+        ready: bool = True
+        queue: object = field(default_factory=lambda: type("Q", (), {"queue": []})())
+
+    class Models:
+        def __init__(self, models: list[Model]) -> None:
+            self.models = models
+
+        def all(self) -> list[Model]:
+            return self.models
+
+    models = [Model("tiny"), Model("resnet18")]
+    server = ServerMetrics(Models(models))  # type: ignore[arg-type]
+    for model in models:
+        model.metrics = server.for_model(model)  # type: ignore[arg-type]
+        for _ in range(5000):
+            model.metrics.batch_sent([0.0002])
+            model.metrics.batch_done({"handle": 1e-4}, 1, [("HandlerTime", "ms", "gauge", ("ModelName", "Level"),
+                                                            (model.name, "Model"), 0.1)])
+            model.metrics.request_done(200, 0.0005)
+    return timeit.timeit(lambda: generate_latest(server.registry), number=count) / count * 1000
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=20000)
@@ -86,6 +124,8 @@ def main() -> int:
     ratio = medians["metrics on"]["req/s"] / medians["metrics off"]["req/s"]
     rows.append(["on ÷ off", f"{ratio:.3f}", "", "", ""])
     rows.append(["accounting CPU per batch-1 request, in-process", f"{accounting_us():.2f} µs", "", "", ""])
+    rows.append(["one scrape of /metrics (TorchServe's names included), in-process", f"{scrape_ms():.2f} ms", "", "",
+                 ""])
     table = markdown_table(["tiny b1 c8 (ab -k)", "req/s (median)", "p50 ms", "p99 ms", "runs"], rows)
 
     steps = [int(count) for count in args.scale.split(",")]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
 from bisect import bisect_left
 from collections.abc import Iterator
 from itertools import accumulate
@@ -29,6 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from launchkit.serve.api.responses import send_json
+from launchkit.serve.api.totals import FOLD_EVERY, RunningTotals, Totals
 from launchkit.serve.api.ts_metrics import HandlerMetrics, TorchServeCollector
 from launchkit.serve.fleet.state import WorkerState
 from launchkit.serve.scheduling.registry import Registry, ServedModel
@@ -85,27 +85,24 @@ class ModelMetrics:
         self.queue_wait = BufferedHistogram(SECONDS_BUCKETS)
         self.batch_size = BufferedHistogram(BATCH_BUCKETS)
         self.stages = {stage: BufferedHistogram(SECONDS_BUCKETS) for stage in STAGES}
-        self.totals = RunningTotals()
+        self.running = RunningTotals()
         self.handler_metrics = HandlerMetrics(name)
+
+    @property
+    def totals(self) -> Totals:
+        """Counts and sums so far (Triton's statistics, TorchServe's counters): folded when read."""
+        return self.running.read(self.by_code, self.latency, self.queue_wait)
 
     def request_done(self, status: int, seconds: float) -> None:
         self.by_code[status] = self.by_code.get(status, 0) + 1
         self.latency.observe(seconds)
-        totals = self.totals
-        if status < 400:
-            totals.ok += 1
-            totals.ok_seconds += seconds
-        else:
-            totals.failed += 1
-            totals.failed_seconds += seconds
-        totals.last_at = time.time()
+        if status >= 400:
+            self.running.failed_seconds += seconds
 
     def batch_sent(self, waits: list[float]) -> None:
         self.batch_size.observe(len(waits))
         for wait in waits:
             self.queue_wait.observe(wait)
-        self.totals.queued += len(waits)
-        self.totals.queue_seconds += sum(waits)
 
     def batch_done(self, timings: dict[str, float], size: int = 1, handler_updates: list[Any] | None = None,
                    worker: str = "") -> None:
@@ -113,40 +110,12 @@ class ModelMetrics:
             histogram = self.stages.get(stage)
             if histogram is not None:
                 histogram.observe(seconds)
-        totals = self.totals
-        totals.batches += 1
-        totals.rows += size
-        handle = timings.get("handle", 0.0)
-        count, seconds = totals.batch_sizes.get(size, (0, 0.0))
-        totals.batch_sizes[size] = (count + 1, seconds + handle)
-        totals.last_handle_seconds = handle
-        for stage in ("preprocess", "inference", "postprocess", "handle"):
-            if stage in timings:
-                totals.stage_seconds[stage] = totals.stage_seconds.get(stage, 0.0) + timings[stage] * size
+        pending = self.running.pending  # folded when read (serve/api/totals.py): one append here
+        pending.append((timings, size, worker, time.time()))
+        if len(pending) >= FOLD_EVERY:
+            self.running.fold()
         if handler_updates:
             self.handler_metrics.apply(handler_updates)
-        if "stream" in timings:  # a multi-stream worker: batches per stream
-            key = (worker, int(timings["stream"]))
-            totals.stream_batches[key] = totals.stream_batches.get(key, 0) + 1
-
-
-@dataclass
-class RunningTotals:
-    """Plain sums for the v2 statistics extension and TorchServe's counters (a few additions a request)."""
-
-    ok: int = 0
-    ok_seconds: float = 0.0
-    failed: int = 0
-    failed_seconds: float = 0.0
-    queued: int = 0
-    queue_seconds: float = 0.0
-    batches: int = 0
-    rows: int = 0
-    last_at: float = 0.0  # wall clock of the last answer
-    last_handle_seconds: float = 0.0
-    stage_seconds: dict[str, float] = field(default_factory=dict)  # per row: a batch's time × its size
-    batch_sizes: dict[int, tuple[int, float]] = field(default_factory=dict)  # size → (batches, handler seconds)
-    stream_batches: dict[tuple[str, int], int] = field(default_factory=dict)  # (worker, stream) → batches
 
 
 class ServerMetrics:
