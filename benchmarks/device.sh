@@ -20,5 +20,5 @@ for name in "$@"; do
   echo "=== $script $args"
   # shellcheck disable=SC2086
   "$PY" "$script" $args || echo "=== $script exited $?"
+  if [ -n "${OUT:-}" ]; then cp -r results/. "$OUT/"; fi  # after each script: a later timeout loses nothing
 done
-if [ -n "${OUT:-}" ]; then cp -r results/. "$OUT/"; fi
