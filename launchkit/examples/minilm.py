@@ -129,3 +129,8 @@ def text_inputs(tokenizer_path: Path, count: int, seed: int) -> tuple[torch.Tens
     chooser = random.Random(seed)
     texts = [" ".join(chooser.sample(SENTENCES, chooser.randint(1, 3))) for _ in range(count)]
     return encode(tokenizer(tokenizer_path), texts)
+
+
+def encode_lines(tokenizer_path: Path, lines: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real text lines (``launchkit optimize --calibration lines.txt``), tokenized as the handler does."""
+    return encode(tokenizer(tokenizer_path), lines)

@@ -19,10 +19,27 @@ def load_files(model_dir: Path, model_file: str | None, serialized: str | None) 
     if model_file:
         model = _load_eager(model_dir / model_file, model_dir / serialized if serialized else None)
     elif serialized:
-        model = torch.jit.load(str(model_dir / serialized), map_location="cpu")
+        model = _load_torchscript(model_dir / serialized)
     else:
         raise RuntimeError("the manifest names neither serializedFile nor modelFile: nothing to load")
     return model.eval()
+
+
+def _load_torchscript(path: Path) -> Any:
+    import torch
+
+    try:
+        return torch.jit.load(str(path), map_location="cpu")
+    except RuntimeError as error:
+        text = str(error)
+        if "ipex" in text.lower():  # ipex_prepack::, torch_ipex::: operators only IPEX registers
+            missing = next((word.strip("'\",.") for word in text.split() if "ipex" in word.lower()), "IPEX's operators")
+            raise RuntimeError(
+                f"{path.name} is TorchScript made with Intel Extension for PyTorch: it calls {missing}, which only "
+                "IPEX provides, and IPEX cannot be installed beside this torch. Re-create the model from its eager "
+                "form (model.py + weights): launchkit optimize MODEL.mar --dtype int8 -o MODEL-int8.mar "
+                "(static int8 without IPEX)") from None
+        raise
 
 
 def load_archived_model(model_dir: Path, manifest: Any) -> Any:

@@ -24,6 +24,7 @@ class OptimizationSpec:
     channels_last: bool = False
     graph: str = "none"
     ipex: bool = False  # ipex_enable=true: use IPEX when importable, else this native path
+    int8: str = "static"  # how int8 is made: static (calibrated, convolutions and Linear) or dynamic (Linear)
 
     @property
     def is_identity(self) -> bool:
@@ -31,7 +32,8 @@ class OptimizationSpec:
 
     def describe(self) -> str:
         parts = [{"fp32": "fp32", "bf16": "bf16 (autocast, AMX where present)",
-                  "int8": "int8 (dynamic, Linear layers)"}[self.dtype]]
+                  "int8": "int8 (static: calibrated, convolutions and Linear, per-channel weights)"
+                  if self.int8 == "static" else "int8 (dynamic, Linear layers)"}[self.dtype]]
         if self.channels_last:
             parts.append("channels-last")
         parts.append({"none": "eager", "torchscript": "TorchScript trace + freeze", "compile": "torch.compile"}[self.graph])
@@ -41,7 +43,8 @@ class OptimizationSpec:
         return asdict(self)
 
     def compact(self) -> str:
-        return f"dtype={self.dtype},channels_last={str(self.channels_last).lower()},graph={self.graph}"
+        int8 = f",int8={self.int8}" if self.dtype == "int8" else ""
+        return f"dtype={self.dtype},channels_last={str(self.channels_last).lower()},graph={self.graph}{int8}"
 
 
 def parse_spec(value: Any, where: str = "optimization") -> OptimizationSpec:
@@ -54,9 +57,12 @@ def parse_spec(value: Any, where: str = "optimization") -> OptimizationSpec:
         value = _parse_compact(value, where)
     if not isinstance(value, dict):
         raise SpecError(f"{where}: expected a mapping like {{dtype: bf16, channels_last: true, graph: torchscript}}")
-    unknown = sorted(set(value) - {"dtype", "channels_last", "graph", "ipex"})
+    unknown = sorted(set(value) - {"dtype", "channels_last", "graph", "ipex", "int8"})
     if unknown:
-        raise SpecError(f"{where}: unknown key(s) {', '.join(unknown)}; known: dtype, channels_last, graph")
+        raise SpecError(f"{where}: unknown key(s) {', '.join(unknown)}; known: dtype, channels_last, graph, int8")
+    int8 = str(value.get("int8", "static")).lower()
+    if int8 not in ("static", "dynamic"):
+        raise SpecError(f"{where}: int8={int8!r} is not static or dynamic")
     dtype = str(value.get("dtype", "fp32")).lower()
     dtype = {"float32": "fp32", "bfloat16": "bf16", "qint8": "int8"}.get(dtype, dtype)
     if dtype not in DTYPES:
@@ -66,7 +72,7 @@ def parse_spec(value: Any, where: str = "optimization") -> OptimizationSpec:
     if graph not in GRAPHS:
         raise SpecError(f"{where}: graph={graph!r} is not one of {', '.join(GRAPHS)}")
     return OptimizationSpec(dtype, _flag(value.get("channels_last", False), f"{where}: channels_last"), graph,
-                            _flag(value.get("ipex", False), f"{where}: ipex"))
+                            _flag(value.get("ipex", False), f"{where}: ipex"), int8)
 
 
 def _parse_compact(text: str, where: str) -> dict[str, Any]:

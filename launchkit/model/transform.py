@@ -9,16 +9,22 @@ img/s: eager fp32 58; TorchScript trace + freeze 70; channels-last
 in the graph and freezing folds the weights already converted. A model that is TorchScript
 already cannot be re-traced; it runs under autocast as it is (131 img/s for the frozen ResNet).
 
-int8 is dynamic quantization of Linear layers (torch.ao): it needs no calibration and helps
-Linear-heavy models (MLPs, transformers) in speed, but cost accuracy on all-MiniLM-L6-v2 (cosine
-0.945 to fp32); convolutions are left in fp32. The accuracy gate of ``launchkit optimize``
-exists for exactly this.
+int8 is static post-training quantization by default: the model is captured with torch.fx,
+observers calibrate on real inputs (``calibration``), and convolutions and Linear layers become
+int8 with per-channel weights (x86 backend: oneDNN with VNNI/AMX-INT8), then traced and frozen
+like any graph. torch.export's PT2E flow (torchao's X86InductorQuantizer, then inductor) was the
+first choice and was measured out: on torch 2.13 with torchao 0.18 it refuses models that reuse a
+module, as torchvision's ResNets reuse their ReLU ("Input partition has more than one output
+node"). A model FX cannot capture (data-dependent control flow) falls back to dynamic quantization
+of its Linear layers, said in the notes. ``int8=dynamic`` asks for the latter directly: no
+calibration, Linear layers only (it cost all-MiniLM-L6-v2 accuracy: cosine 0.917 to fp32). The
+accuracy gate of ``launchkit optimize`` exists for exactly this.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from launchkit.model.spec import OptimizationSpec
@@ -27,13 +33,15 @@ from launchkit.model.spec import OptimizationSpec
 class OptimizedModel:
     """A callable model plus the path that actually runs (``description``) and any fallbacks (``notes``)."""
 
-    def __init__(self, model: Any, spec: OptimizationSpec, example: Callable[[], tuple[Any, ...]] | None) -> None:
+    def __init__(self, model: Any, spec: OptimizationSpec, example: Callable[[], tuple[Any, ...]] | None,
+                 calibration: Callable[[], Iterable[tuple[Any, ...]]] | None = None) -> None:
         import torch
 
         self.torch = torch
         self.spec = spec
         self.notes: list[str] = []
         self._example = example
+        self._calibration = calibration
         self._graph_pending = spec.graph != "none"
         self.model = self._prepare(model.eval())
         self.autocast = spec.dtype == "bf16"
@@ -59,11 +67,7 @@ class OptimizedModel:
             if self.is_script:
                 self.notes.append("int8 needs an eager model (TorchScript cannot be quantized here): kept fp32")
             else:
-                import warnings
-
-                with warnings.catch_warnings():  # torch.ao's deprecation notice (torchao is its successor)
-                    warnings.simplefilter("ignore")
-                    model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+                model = self._quantize(model)
         if self.spec.channels_last and not self.is_script:
             model = model.to(memory_format=torch.channels_last)
         if self.spec.dtype == "bf16" and not self.is_script:
@@ -78,6 +82,42 @@ class OptimizedModel:
             self.notes.append("the model is TorchScript already: not re-traced")
             self._graph_pending = False
         return model
+
+    def _quantize(self, model: Any) -> Any:
+        import warnings
+
+        torch = self.torch
+        with warnings.catch_warnings():  # torch.ao's deprecation notices (torchao is its successor)
+            warnings.simplefilter("ignore")
+            if self.spec.int8 == "static":
+                if self._example is None:
+                    self.notes.append("static int8 needs example inputs to calibrate: dynamic int8 instead")
+                else:
+                    try:
+                        return self._quantize_static(model)
+                    except Exception as error:  # noqa: BLE001 - FX capture fails in many ways
+                        self.notes.append(f"static int8 failed ({type(error).__name__}: {str(error)[:160]}): "
+                                          "dynamic int8 of Linear layers instead")
+            return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+    def _quantize_static(self, model: Any) -> Any:
+        torch = self.torch
+        from torch.ao.quantization import get_default_qconfig_mapping
+        from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+        torch.backends.quantized.engine = "x86"
+        assert self._example is not None
+        example = self._example()
+        prepared = prepare_fx(model, get_default_qconfig_mapping("x86"), example)
+        batches = list(self._calibration()) if self._calibration is not None else [example]
+        with torch.inference_mode():
+            for batch in batches:
+                prepared(*batch)
+        if self._calibration is None:
+            self.notes.append("calibrated on the example inputs only: give real ones (--calibration) for accuracy")
+        else:
+            self.notes.append(f"calibrated on {sum(batch[0].shape[0] for batch in batches)} inputs")
+        return convert_fx(prepared)
 
     def _inputs(self, inputs: tuple[Any, ...]) -> tuple[Any, ...]:
         if not self.spec.channels_last:
@@ -156,7 +196,9 @@ def _float32() -> Any:
 
 
 def optimize_model(model: Any, spec: OptimizationSpec,
-                   example: Callable[[], tuple[Any, ...]] | None = None) -> OptimizedModel:
+                   example: Callable[[], tuple[Any, ...]] | None = None,
+                   calibration: Callable[[], Iterable[tuple[Any, ...]]] | None = None) -> OptimizedModel:
     """``example``: makes example inputs for tracing/compiling now; without it the first call does.
+    ``calibration``: batches of real inputs for static int8 (never the ones accuracy is measured on).
     The model is converted in place (channels-last, bf16 weights): pass a copy you will not use otherwise."""
-    return OptimizedModel(model, spec, example)
+    return OptimizedModel(model, spec, example, calibration)

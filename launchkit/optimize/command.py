@@ -40,6 +40,8 @@ class OptimizeRequest:
     force: bool = False
     output: str | None = None
     threads: int | None = None
+    calibration: str | None = None  # images folder, text lines, or saved tensors (.pt)
+    calibration_samples: int = 256
 
 
 @dataclass
@@ -51,6 +53,11 @@ class Source:
     make_inputs: Callable[[int, int], tuple[Any, ...]]  # (count, seed) → input tensors
     archive: Path | None = None
     task: str = "auto"
+    # real inputs for static int8's calibration: (count) → batches; None: the model's own example inputs
+    calibration: Callable[[int], list[tuple[Any, ...]]] | None = None
+    # a labelled held-out set (inputs, labels): label accuracy is reported beside agreement
+    labelled: Callable[[], tuple[tuple[Any, ...], Any]] | None = None
+    preprocess: str = "tensor"  # how calibration files become inputs: "image", "text" or "tensor"
 
 
 @dataclass
@@ -63,6 +70,7 @@ class OptimizeResult:
     agreement: dict[str, Any] = field(default_factory=dict)
     accepted: bool = False
     reason: str = ""
+    labels: dict[str, Any] = field(default_factory=dict)  # label accuracy, fp32 and optimized, when known
     slower: bool = False  # measurably slower than the original (every round, and > 5% at the median)
     output: str | None = None  # where the artifact goes (None: measure only)
     artifact: str | None = None  # what was written
@@ -94,17 +102,24 @@ def load_source(request: OptimizeRequest, workdir: Path) -> Source:
     manifest = read_manifest(model_dir)
     config = read_model_config(model_dir, manifest)
     inputs = config.get("optimize_inputs") or {}
+    source = Source(manifest.model_name, lambda: load_archived_model(model_dir, manifest), None, archive)  # type: ignore[arg-type]
     if inputs.get("kind") == "text":
         from launchkit.examples.minilm import text_inputs
 
         tokenizer = model_dir / inputs.get("tokenizer", "tokenizer.json")
-        maker = lambda count, seed: text_inputs(tokenizer, count, seed)  # noqa: E731
-        task = "embedding"
+        source.make_inputs = lambda count, seed: text_inputs(tokenizer, count, seed)
+        source.task, source.preprocess = "embedding", "text"
+        source.tokenizer = tokenizer  # type: ignore[attr-defined]
+    elif inputs.get("kind") == "mnist":
+        from launchkit.optimize.calibration import mnist_source
+
+        mnist_source(source)
     else:
         shape = request.input_shape or (tuple(inputs["shape"]) if "shape" in inputs else
                                          EXAMPLE_SHAPES.get(manifest.model_name))
-        maker, task = _input_maker(request, shape, archive.name), "auto"
-    return Source(manifest.model_name, lambda: load_archived_model(model_dir, manifest), maker, archive, task)
+        source.make_inputs = _input_maker(request, shape, archive.name)
+        source.preprocess = "image" if inputs.get("kind") == "image" or manifest.model_name == "resnet18" else "tensor"
+    return source
 
 
 def _input_maker(request: OptimizeRequest, shape: tuple[int, ...] | None, what: str) -> Callable[[int, int], tuple[Any, ...]]:
@@ -134,7 +149,8 @@ def run_optimize(request: OptimizeRequest, progress: Callable[[str], None] = lam
     import torch
 
     from launchkit.model.transform import optimize_model
-    from launchkit.optimize.measure import agreement, compare_throughput
+    from launchkit.optimize.calibration import calibration_batches
+    from launchkit.optimize.measure import agreement, compare_throughput, label_accuracy
 
     if request.threads:
         torch.set_num_threads(request.threads)
@@ -143,7 +159,8 @@ def run_optimize(request: OptimizeRequest, progress: Callable[[str], None] = lam
         output = output_path(request, source)
         largest = max(request.batch_sizes)
         original = optimize_model(source.load(), OptimizationSpec())  # the fp32 model as it is
-        optimized = optimize_model(source.load(), request.spec, lambda: source.make_inputs(largest, 1))
+        calibration = calibration_batches(request, source, largest, progress)
+        optimized = optimize_model(source.load(), request.spec, lambda: source.make_inputs(largest, 1), calibration)
         result = OptimizeResult(source.name, request.spec.to_dict(), optimized.description, request.task,
                                 output=str(output) if output else None, threads=torch.get_num_threads())
         comparisons = []
@@ -156,9 +173,11 @@ def run_optimize(request: OptimizeRequest, progress: Callable[[str], None] = lam
                                       "optimized": round(statistics.median(comparison.optimized), 2),
                                       "speedup": round(comparison.speedup, 3), "unit": "samples/s"})
         result.slower = all(comparison.slower_beyond_noise for comparison in comparisons)
-        progress(f"agreement with the fp32 original on {request.samples} inputs")
+        progress(f"agreement with the fp32 original on {request.samples} held-out inputs")
         measured = agreement(original, optimized, source.make_inputs(request.samples, 3), largest)
         result.agreement = asdict(measured)
+        if source.labelled is not None:
+            result.labels = label_accuracy(original, optimized, *source.labelled(), largest)
         task = request.task if request.task != "auto" else source.task
         if task == "auto":
             sample = original(*source.make_inputs(2, 4))
@@ -219,9 +238,21 @@ def write_artifact(request: OptimizeRequest, source: Source, optimized: Any, out
 
     assert source.archive is not None
     spec = request.spec
+    if spec.dtype == "int8" and spec.int8 == "static":
+        # calibration happened here, on inputs the workers will not have: ship the quantized graph itself
+        if optimized.traced is None or spec.graph != "torchscript":
+            raise UsageError("a static int8 archive ships the quantized graph: add --graph torchscript")
+        with tempfile.TemporaryDirectory(prefix="launchkit-int8-") as scratch:
+            graph = Path(scratch) / f"{source.name}-int8.pt"
+            optimized.traced.save(str(graph))
+            return copy_with_config(source.archive, output, {"optimization": None,
+                                                             "quantized": "static int8, TorchScript (launchkit "
+                                                                          "optimize)"}, serialized=graph)
     return copy_with_config(source.archive, output, {"optimization": {"dtype": spec.dtype,
                                                                       "channels_last": spec.channels_last,
-                                                                      "graph": spec.graph}})
+                                                                      "graph": spec.graph,
+                                                                      **({"int8": spec.int8} if spec.dtype == "int8"
+                                                                         else {})}})
 
 
 def write_report(result: OptimizeResult, folder: Path, argv: list[str]) -> None:

@@ -89,3 +89,21 @@ def _main_output(output: Any) -> Any:
     if isinstance(output, dict):
         return next(iter(output.values()))
     return output
+
+
+def label_accuracy(original: Callable[..., Any], optimized: Callable[..., Any], inputs: tuple[Any, ...],
+                   labels: Any, batch_size: int) -> dict[str, Any]:
+    """Label accuracy of both on a labelled held-out set, and the drop in points."""
+    import torch
+
+    def correct(model: Callable[..., Any]) -> float:
+        hits = 0
+        for start in range(0, labels.shape[0], batch_size):
+            chunk = tuple(tensor[start:start + batch_size] for tensor in inputs)
+            hits += int((_main_output(model(*chunk)).argmax(dim=1) == labels[start:start + batch_size]).sum())
+        return hits / labels.shape[0]
+
+    with torch.inference_mode():
+        fp32, ours = correct(original), correct(optimized)
+    return {"samples": int(labels.shape[0]), "original": round(fp32, 5), "optimized": round(ours, 5),
+            "drop_points": round((fp32 - ours) * 100, 2)}

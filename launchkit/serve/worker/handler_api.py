@@ -187,8 +187,9 @@ class BaseHandler:
         model = self.manifest.get("model", {})
         self.model = load_files(model_dir, model.get("modelFile"), model.get("serializedFile"))
         self.mapping = load_label_mapping(str(model_dir / "index_to_name.json"))
-        self.optimization = ("TorchScript, fp32 (as archived)" if isinstance(self.model, torch.jit.ScriptModule)
-                             else "eager, fp32 (as written)")
+        quantized = self.model_yaml_config.get("quantized")  # launchkit optimize's int8 archives say so
+        self.optimization = (f"TorchScript, {quantized or 'fp32'} (as archived)"
+                             if isinstance(self.model, torch.jit.ScriptModule) else "eager, fp32 (as written)")
         self._optimize(context)
         self.initialized = True
 

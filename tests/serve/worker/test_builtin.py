@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from launchkit.serve.worker.builtin_text import basic_english, expand_contractions, with_ngrams
-from launchkit.serve.worker.builtin_vision import center_crop, normalize, resize_shorter, to_tensor
+from launchkit.model.images import center_crop, normalize, resize_shorter, to_tensor
 from launchkit.serve.worker.handler_api import load_label_mapping, map_class_to_label
 from launchkit.serve.worker.metrics_api import Dimension, HandlerMetricsCache, MetricsCacheError, MetricTypes
 
