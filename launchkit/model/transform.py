@@ -108,7 +108,17 @@ class OptimizedModel:
         torch.backends.quantized.engine = "x86"
         assert self._example is not None
         example = self._example()
-        prepared = prepare_fx(model, get_default_qconfig_mapping("x86"), example)
+        mapping = get_default_qconfig_mapping("x86")
+        convolutional = any(isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)) for m in model.modules())
+        if not convolutional:
+            # Linear-only models (MLPs, transformers): quantize the Linear layers alone; quantizing
+            # everything, norms, softmax and attention's matmuls included, ruined all-MiniLM
+            # (least cosine 0.05) and ran slower than bf16
+            from torch.ao.quantization import QConfigMapping
+
+            mapping = QConfigMapping().set_object_type(torch.nn.Linear, mapping.global_qconfig)
+            self.notes.append("Linear layers only (the model has no convolution)")
+        prepared = prepare_fx(model, mapping, example)
         batches = list(self._calibration()) if self._calibration is not None else [example]
         with torch.inference_mode():
             for batch in batches:
