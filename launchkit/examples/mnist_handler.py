@@ -9,10 +9,7 @@ import io
 
 import torch
 
-try:  # launchkit's BaseHandler when serving with launchkit (its optimization settings apply), else TorchServe's
-    from launchkit.serve.worker.handler_api import BaseHandler
-except ImportError:
-    from ts.torch_handler.base_handler import BaseHandler
+from ts.torch_handler.base_handler import BaseHandler
 
 IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
 
