@@ -9,9 +9,10 @@
    - minilm (real weights, real sentences): least cosine; target int8 ≥ 1.3× bf16 at ≥ 0.99, or a
      refusal stated plainly;
    - mnist (real digits): label accuracy on the 1,000 held-out digits; target a drop ≤ 0.5 points.
-2. Served resnet18: the int8 archive `launchkit optimize` writes, the sample JPEG, closed loop at 8,
-   against TorchServe's recorded fp32 figure (41-45 req/s on this machine); cold start of its worker
-   (start to first correct answer) twice: the first, and again (TorchScript needs no compile cache).
+2. Served resnet18: the int8 archive `launchkit optimize` writes against the fp32 archive served by
+   TorchServe 0.12 (live, same JPEG, `ab -k -c 8`, batch 8 / 5 ms); target ≥ 5× (what bf16 reaches);
+   cold start of the int8 worker (server start to first answer) twice: the first, and again
+   (TorchScript needs no compile cache).
 
 Writes results/<ts>-int8/.
 """
@@ -28,9 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
-from _report import Check, absolute, markdown_table, relative, results_dir, write  # noqa: E402
+from _report import absolute, markdown_table, relative, results_dir, write  # noqa: E402
 
-TORCHSERVE_FP32 = (41.0, 45.0)  # recorded: TorchServe 0.12 serving resnet18 fp32 here (README, serving figures)
 
 
 def model_case(name: str, calibration_samples: int = 256):  # noqa: ANN201
@@ -100,14 +100,12 @@ def in_process(name: str, seconds: float, rounds: int, mode: str = "static") -> 
 
 
 def served(seconds: float) -> dict:
+    """resnet18 int8 served by launchkit and fp32 served by TorchServe, the same JPEG under ``ab -k -c 8``."""
     import urllib.request
     from zipfile import ZipFile
 
-    import uvloop
-
-    from launchkit.bench.loadgen import LoadSpec, Payload, Target, encode_requests, run_level
-    from launchkit.bench.server import ServerUnderTest
-    from launchkit.bench.stats import summarize
+    from peers import PeerUnavailable, TorchServe, ab
+    from serve_anchors import Served
 
     work = Path(tempfile.mkdtemp(prefix="lk-int8-"))
     subprocess.run([sys.executable, "-m", "launchkit.examples.build", "--export-path", str(work), "resnet18"],
@@ -116,25 +114,31 @@ def served(seconds: float) -> dict:
     subprocess.run([sys.executable, "-m", "launchkit", "optimize", str(work / "resnet18.mar"), "--dtype", "int8",
                     "--seconds", "1", "--batch-sizes", "8", "--samples", "64", "-o", str(int8), "--force"],
                    check=True, capture_output=True)
-    sample = ZipFile(work / "resnet18.mar").read("sample.jpg")
+    sample = work / "sample.jpg"
+    sample.write_bytes(ZipFile(work / "resnet18.mar").read("sample.jpg"))
     results: dict = {"cold_start_s": []}
     for attempt in range(2):
-        log = Path(tempfile.mkstemp(prefix="lk-int8-serve-", suffix=".log")[1])
         started = time.perf_counter()
-        with ServerUnderTest(int8, ["--batch-size", "8", "--max-batch-delay", "5"], log) as server:
-            request = urllib.request.Request(f"{server.url}/predictions/resnet18", data=sample, method="POST")
+        with Served(int8, "--batch-size", "8", "--max-batch-delay", "5") as server:
+            url = f"{server.url}/predictions/resnet18"
+            request = urllib.request.Request(url, data=sample.read_bytes(), method="POST")
             with urllib.request.urlopen(request, timeout=60) as response:
                 assert response.status == 200
             results["cold_start_s"].append(time.perf_counter() - started)
             if attempt == 0:
-                target = Target.from_url(f"{server.url}/predictions/resnet18")
-                encoded = encode_requests(target, [Payload(sample, "image/jpeg")])
-                uvloop.run(run_level(target, encoded, LoadSpec(concurrency=8, duration_s=2)))
-                summary = summarize(uvloop.run(run_level(target, encoded, LoadSpec(concurrency=8,
-                                                                                   duration_s=seconds))), 8, None)
-                results.update({"req/s": summary.throughput, "p50 ms": summary.latency_ms["p50"],
-                                "errors": summary.requests_failed})
+                ab(url, sample, CONCURRENCY, 100, content_type="image/jpeg")  # warm-up
+                results["launchkit int8"] = ab(url, sample, CONCURRENCY, seconds=seconds, content_type="image/jpeg")
+    try:
+        with TorchServe([work / "resnet18.mar"], batch_size=8, max_batch_delay_ms=5) as server:
+            url = server.predictions("resnet18")
+            ab(url, sample, CONCURRENCY, 100, content_type="image/jpeg")
+            results["TorchServe fp32"] = ab(url, sample, CONCURRENCY, seconds=seconds, content_type="image/jpeg")
+    except PeerUnavailable as error:
+        results["peer_unavailable"] = str(error)
     return results
+
+
+CONCURRENCY = 8
 
 
 def main() -> int:
@@ -152,15 +156,20 @@ def main() -> int:
             data["minilm (dynamic int8)"] = dynamic
             rows.append(["minilm, int8=dynamic", f"{dynamic['bf16/s']:.1f}", f"{dynamic['int8/s']:.1f}",
                          f"{dynamic['speedup']:.2f}", f"least cosine {dynamic['min_cosine']:.4f}", dynamic["int8_path"]])
-            if dynamic["min_cosine"] > figure["min_cosine"]:
-                figure = dynamic
-        data[name] = figure
-        accuracy = (f"top-1 {figure['top1']:.2%}" if name == "resnet18" else f"least cosine {figure['min_cosine']:.4f}"
-                    if name == "minilm" else f"labels {figure['labels']['original']:.2%} → "
-                    f"{figure['labels']['optimized']:.2%}")
-        rows.append([name, f"{figure['bf16/s']:.1f}", f"{figure['int8/s']:.1f}", f"{figure['speedup']:.2f}", accuracy,
-                     figure["int8_path"]])
-        print(f"{name}: bf16 {figure['bf16/s']:.1f}/s, int8 {figure['int8/s']:.1f}/s, {accuracy}", file=sys.stderr)
+            rows.append(["minilm, int8=static", f"{figure['bf16/s']:.1f}", f"{figure['int8/s']:.1f}",
+                         f"{figure['speedup']:.2f}", f"least cosine {figure['min_cosine']:.4f}", figure["int8_path"]])
+            data["minilm (static int8)"] = figure
+            figure = max(figure, dynamic, key=lambda run: run["min_cosine"])  # the verdict is the better recipe's
+            data[name] = figure
+            print(f"{name}: bf16 {figure['bf16/s']:.1f}/s, int8 {figure['int8/s']:.1f}/s (best of static and "
+                  f"dynamic), least cosine {figure['min_cosine']:.4f}", file=sys.stderr)
+        else:
+            data[name] = figure
+            accuracy = (f"top-1 {figure['top1']:.2%}" if name == "resnet18" else f"labels {figure['labels']['original']:.2%}"
+                        f" → {figure['labels']['optimized']:.2%}")
+            rows.append([name, f"{figure['bf16/s']:.1f}", f"{figure['int8/s']:.1f}", f"{figure['speedup']:.2f}", accuracy,
+                         figure["int8_path"]])
+            print(f"{name}: bf16 {figure['bf16/s']:.1f}/s, int8 {figure['int8/s']:.1f}/s, {accuracy}", file=sys.stderr)
         scenario = f"{name} batch 8, in process"
         if name == "resnet18":
             checks += [relative(scenario, "int8 img/s", figure["int8/s"], figure["bf16/s"], 1.5, higher=True,
@@ -178,14 +187,18 @@ def main() -> int:
     if not args.skip_served:
         figure = served(args.seconds * 2)
         data["served"] = figure
-        low, high = TORCHSERVE_FP32
-        checks.append(Check("served resnet18 int8, JPEG, c=8", "req/s", figure["req/s"], "reported beside "
-                            f"TorchServe's recorded fp32 {low:g}-{high:g}", True, (low + high) / 2,
-                            figure["req/s"] / ((low + high) / 2), figure["errors"],
-                            note="TorchServe recorded, not live", peer_name="TorchServe fp32 (recorded)"))
-        table += "\n\n" + markdown_table(["served resnet18 int8", "req/s", "p50 ms", "cold start (first, again) s"],
-                                         [["c=8, batch 8", f"{figure['req/s']:.1f}", f"{figure['p50 ms']:.1f}",
-                                           ", ".join(f"{s:.2f}" for s in figure["cold_start_s"])]])
+        ours, peer = figure["launchkit int8"], figure.get("TorchServe fp32")
+        errors = ours["errors"] + (peer["errors"] if peer else 0)
+        checks.append(relative(f"served resnet18, JPEG, batch 8 / 5 ms, ab -k -c {CONCURRENCY}", "req/s",
+                               ours["req/s"], peer["req/s"] if peer else None, 5, higher=True, errors=errors,
+                               peer_name="TorchServe 0.12 fp32 (live)",
+                               note="target: bf16's 5x; the issue's recorded TorchServe figure was 41-45 req/s"))
+        served_rows = [[name, f"{run['req/s']:.1f}", f"{run['p50 ms']:.0f}", f"{run['p99 ms']:.0f}", run["errors"]]
+                       for name, run in figure.items() if isinstance(run, dict)]
+        table += "\n\n" + markdown_table(["served resnet18, JPEG, c=8", "req/s", "p50 ms", "p99 ms", "errors"],
+                                         served_rows)
+        table += ("\n\nCold start of the int8 worker (server start to first answer): "
+                  + ", ".join(f"{s:.2f} s" for s in figure["cold_start_s"]) + " (first, again; TorchScript: no compile)")
     return write(results_dir("int8"), "Static int8 vs bf16", table, data, checks)
 
 
