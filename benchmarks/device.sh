@@ -10,6 +10,9 @@ PY=$(command -v python3)  # the machine's own Python, the one with torch
 if [ ! -d /tmp/lk-deps/click ]; then
   "$PY" -m pip install -q --no-index --find-links .device/wheels --target /tmp/lk-deps click rich psutil py-cpuinfo \
     uvicorn httptools uvloop pyyaml pillow prometheus-client
+  # plots (tune, bench): matplotlib without its numpy dependency, which the machine's torch brings
+  "$PY" -m pip install -q --no-index --no-deps --find-links .device/wheels --target /tmp/lk-deps matplotlib \
+    contourpy cycler fonttools kiwisolver packaging pyparsing python-dateutil tzdata
 fi
 export PYTHONPATH="$PWD:/tmp/lk-deps" PERF_ANALYZER="$PWD/.device/pa/perf_analyzer"
 chmod +x .device/pa/perf_analyzer 2>/dev/null || true

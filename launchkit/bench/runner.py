@@ -113,7 +113,7 @@ def run_bench(config: BenchConfig, report_dir: Path, progress: Progress | None =
     say = status or (lambda message: None)
     server: ServerUnderTest | None = None
     result = BenchResult(config, config.target or "", [])
-    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in STOP_SIGNALS}
+    previous = {sig: signal.signal(sig, raise_interrupted) for sig in STOP_SIGNALS}
     try:
         if config.starts_a_server:
             log = report_dir / "server.log"
@@ -156,7 +156,7 @@ def run_bench(config: BenchConfig, report_dir: Path, progress: Progress | None =
                                                             if config.trials > 1 else ""))
                 if config.warmup_requests or config.warmup_s:
                     warm = replace(spec, requests=config.warmup_requests or None, duration_s=config.warmup_s or None)
-                    _run(run_level(target, requests, warm, record=False))
+                    run_interruptible(run_level(target, requests, warm, record=False))
                 levels.append(_measure(config, target, requests, spec, progress, view))
         result.levels = _median_levels(result.trials)
     except _PartialLevel as partial:
@@ -179,7 +179,7 @@ def run_bench(config: BenchConfig, report_dir: Path, progress: Progress | None =
     return result
 
 
-def _raise_interrupted(signum: int, _frame: object) -> None:
+def raise_interrupted(signum: int, _frame: object) -> None:
     raise Interrupted(signum)
 
 
@@ -215,7 +215,7 @@ def _measure(config: BenchConfig, target: Target, requests: list[bytes], spec: L
         before = view.start() if view else None
         samples = Samples()
         try:
-            _run(run_level(target, requests, spec, progress=report, samples=samples))
+            run_interruptible(run_level(target, requests, spec, progress=report, samples=samples))
         except Interrupted as stop:  # what this level measured so far is kept, marked partial
             partial = replace(summarize(samples, spec.concurrency, spec.rate, config.percentiles), interrupted=True)
             raise _PartialLevel(stop.signum, partial) from None
@@ -249,8 +249,10 @@ def _median_levels(trials: list[list[LevelResult]]) -> list[LevelResult]:
     return medians
 
 
-def _run(coroutine: Any) -> Any:
-    """Run one level on uvloop; a stop signal cancels it and surfaces as Interrupted."""
+def run_interruptible(coroutine: Any) -> Any:
+    """Run one level on uvloop; a stop signal cancels it and surfaces as Interrupted.
+
+    Between levels the caller keeps ``raise_interrupted`` as the stop signals' handler."""
     caught: list[int] = []
 
     async def guarded() -> Any:
@@ -279,4 +281,4 @@ def _run(coroutine: Any) -> Any:
         raise Interrupted(signal.SIGINT) from None
     finally:  # the loop put the default handlers back: ours again, for the time between levels
         for sig in STOP_SIGNALS:
-            signal.signal(sig, _raise_interrupted)
+            signal.signal(sig, raise_interrupted)

@@ -53,6 +53,7 @@ def main(verbose: int, log_level: str | None) -> None:
       launchkit serve [MODEL.mar]    serve models with dynamic batching on pinned workers
       launchkit bench [TARGET]       load-test a server, write a report, gate CI on regressions
       launchkit optimize [MODEL]     bf16 / channels-last / TorchScript / int8, measured and accuracy-checked
+      launchkit tune [TARGET]        find the best serving configuration under a latency budget
     """
     configure_logging("debug" if verbose and not log_level else (log_level or "info"))
 
@@ -64,8 +65,9 @@ def _register() -> None:
     from launchkit.cli.optimize import optimize
     from launchkit.cli.run import run
     from launchkit.cli.serve import serve
+    from launchkit.cli.tune import tune
 
-    for command in (info, run, archive, serve, bench, report, optimize):
+    for command in (info, run, archive, serve, bench, report, optimize, tune):
         main.add_command(command)
 
 

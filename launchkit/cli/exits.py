@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from launchkit.core.errors import (AccuracyRefused, LaunchkitError, NotFaster, Regression, RequestsFailed,
-                                   UsageError)
+from launchkit.core.errors import (AccuracyRefused, LaunchkitError, NoConfiguration, NotFaster, Regression,
+                                   RequestsFailed, UsageError)
 
-# Most specific first. 2 is bad usage (click's own, too); 3-6 are verdicts a CI job acts on; a command
+# Most specific first. 2 is bad usage (click's own, too); 3-7 are verdicts a CI job acts on; a command
 # stopped by a signal exits 128 + its number (130 for Ctrl-C), like a shell.
 EXIT_CODES: tuple[tuple[type[LaunchkitError], int], ...] = (
     (Regression, 3),
     (AccuracyRefused, 4),
     (NotFaster, 5),
     (RequestsFailed, 6),
+    (NoConfiguration, 7),
     (UsageError, 2),
     (LaunchkitError, 1),
 )

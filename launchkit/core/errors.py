@@ -171,3 +171,7 @@ class RequestsFailed(LaunchkitError):
 
 class Regression(LaunchkitError):
     """``launchkit bench``/``report compare``: a level regressed beyond ``--fail-on``."""
+
+
+class NoConfiguration(LaunchkitError):
+    """``launchkit tune``: no configuration measured meets the constraints (the report names the closest)."""

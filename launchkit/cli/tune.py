@@ -1,0 +1,152 @@
+"""`launchkit tune`: flags in, one call to launchkit.tune.runner.run_tune, a line per trial, the verdict out."""
+
+from __future__ import annotations
+
+import re
+import signal
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import click
+
+from launchkit.cli.options import CONTEXT, option
+from launchkit.core.errors import NoConfiguration, UsageError
+
+
+def _seconds(text: str) -> float:
+    """``600``, ``90s``, ``10m`` or ``1h`` → seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    if not match or float(match.group(1)) <= 0:
+        raise UsageError(f"--max-time {text!r}: expected a positive duration such as 600, 90s, 10m or 1h")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("target", required=False, metavar="[MODEL.mar|EXAMPLE]")
+@option("--latency-budget", type=click.FloatRange(min=0, min_open=True), metavar="MS",
+        help="Largest acceptable latency at --percentile, in ms (default: none; throughput alone decides).")
+@option("--percentile", type=click.FloatRange(0, 100, min_open=True), default=99.0, show_default=True,
+        help="The latency percentile the budget applies to.")
+@option("--min-throughput", type=click.FloatRange(min=0), metavar="REQ/S", help="Reject configurations below this.")
+@option("--max-memory", type=click.FloatRange(min=0, min_open=True), metavar="MIB",
+        help="Reject configurations whose server and workers hold more resident memory.")
+@option("--objective", type=click.Choice(["throughput", "latency"]), default="throughput", show_default=True,
+        help="What the best configuration maximizes (latency: the lowest percentile latency).")
+@option("--mode", type=click.Choice(["quick", "brute"]), default="quick", show_default=True,
+        help="quick: hill-climb from the default configuration; brute: every configuration of --space.")
+@option("--space", default="", metavar="KNOB=V,V;...", help="Values to try per knob, replacing the defaults: "
+        "workers, cores (per worker, or auto), streams, batch, delay (ms), variant (original|bf16|int8, each "
+        "through launchkit optimize's accuracy gate), allocator (auto|default|tcmalloc|jemalloc), omp "
+        "(auto|gnu|intel|default), wait (auto|spin|passive). E.g. 'workers=1,2;batch=1,4,8;delay=0,2,5'.")
+@option("--max-time", default="10m", show_default=True, metavar="DURATION",
+        help="Stop starting configurations after this long (600, 90s, 10m, 1h); what was measured is kept.")
+@option("--level-seconds", type=click.FloatRange(min=0.2), default=3.0, show_default=True,
+        help="Measuring time per concurrency level.")
+@option("--input", "inputs", multiple=True, metavar="FILE",
+        help="Request body (repeatable); default: the archive's declared sample input.")
+@option("--content-type", help="Content-Type of --input bodies (default application/octet-stream).")
+@option("--report-dir", metavar="DIR", help="Where the report goes (default results/<ts>-tune-<model>).")
+@option("--resume", metavar="DIR", help="Continue the search of an interrupted run, in its report folder.")
+@option("--quiet", "-q", is_flag=True, help="Only the verdict.")
+def tune(target: str | None, **params: Any) -> None:
+    """Find the best serving configuration for a model on this machine, within a latency budget.
+
+    Starts `launchkit serve` for each configuration (rescaling in place when only the worker count
+    changes), drives it with bench's load generator at increasing concurrency until throughput
+    stops growing or the budget breaks, and keeps every measurement. TARGET: a .mar, a bundled
+    example (tiny, resnet18, minilm, mnist), or nothing (tiny).
+
+    \b
+    Examples:
+      launchkit tune --latency-budget 5                       # tiny, p99 <= 5 ms
+      launchkit tune resnet18 --latency-budget 200 --max-time 10m
+      launchkit tune model.mar --space 'workers=1,2;batch=1,4,8;delay=0,5' --mode brute
+      launchkit serve --ts-config results/<run>/best/config.properties   # serve what it found
+
+    Writes summary.json (default, best, every trial), trials.csv, tune.png, report.md and
+    best/config.properties + best/serve-command.txt. Exit status: 0 found; 2 bad usage; 7 no
+    configuration meets the constraints (the report names the closest); 128+N stopped by signal N
+    (what was measured is kept; --resume continues).
+    """
+    from launchkit.core.results import default_report_dir, writable_folder
+    from launchkit.tune.measure import MeasureSettings, trial_line
+    from launchkit.tune.runner import TuneRequest, run_tune
+    from launchkit.tune.search import Constraints
+
+    max_time = _seconds(params["max_time"])
+    constraints = Constraints(params["latency_budget"], params["percentile"], params["min_throughput"],
+                              params["max_memory"], params["objective"])
+    request = TuneRequest(target, constraints, params["mode"], params["space"], max_time,
+                          MeasureSettings(level_seconds=params["level_seconds"],
+                                          warmup_seconds=min(1.0, params["level_seconds"])),
+                          tuple(params["inputs"]), params["content_type"])
+    if params["space"]:  # checked before anything starts
+        from launchkit.tune.space import ServingConfig, default_space, parse_space
+
+        parse_space(params["space"], default_space(1, ServingConfig(), ["original"]))
+    resume = Path(params["resume"]) if params["resume"] else None
+    if resume is not None and params["report_dir"]:
+        raise UsageError("--resume DIR continues in DIR: give --resume or --report-dir, not both")
+    if resume is not None and not (resume / "trials.jsonl").is_file():
+        raise UsageError(f"--resume: {resume / 'trials.jsonl'} not found; give the report folder of an earlier "
+                         "launchkit tune run")
+    # the target and its request body are checked before any folder is made or server started
+    from launchkit.bench.inputs import load_payloads
+    from launchkit.tune.runner import resolve_target
+
+    archive = resolve_target(target)
+    load_payloads(request.inputs, request.content_type, archive)
+    request = replace(request, target=str(archive))
+    name = Path(target).stem if target else "tiny"
+    folder = writable_folder(resume or params["report_dir"] or default_report_dir(f"tune-{name}"),
+                             "--resume" if resume else "--report-dir")
+    quiet = params["quiet"]
+    started = time.monotonic()
+    best: list[Any] = [None]
+
+    def finished(trial: Any, echo: Any) -> None:
+        if trial.feasible and (best[0] is None or trial.chosen.throughput_rps > best[0].chosen.throughput_rps):
+            best[0] = trial
+        left = max(max_time - (time.monotonic() - started), 0)
+        leader = f"; best so far {best[0].chosen.throughput_rps:,.1f} req/s" if best[0] else ""
+        echo(f"launchkit tune: {trial_line(trial, constraints)}  [{left / 60:.1f} min left{leader}]")
+
+    if quiet:
+        result = run_tune(request, folder, lambda message: None, lambda trial: None, resume)
+    elif sys.stderr.isatty():  # a live line for the step in progress, a permanent line per trial
+        from rich.console import Console
+
+        console = Console(stderr=True, highlight=False)
+        with console.status("launchkit tune: preparing") as spinner:
+            result = run_tune(request, folder, lambda message: spinner.update(f"launchkit tune: {message}"),
+                              lambda trial: finished(trial, console.print), resume)
+    else:  # a CI log: what is being measured and what each configuration gave, not every level
+        def headline(message: str) -> None:
+            if message.startswith(("trial ", "checking ")):
+                click.echo(f"launchkit tune: {message}", err=True)
+
+        result = run_tune(request, folder, headline, lambda trial: finished(trial, lambda line: click.echo(line, err=True)),
+                          resume)
+    _finish(result, folder)
+
+
+def _finish(result: Any, folder: Path) -> None:
+    from launchkit.tune.report import write_report
+
+    summary = write_report(result, folder)
+    click.echo(summary["verdict"])
+    click.echo(f"report: {folder}/ (summary.json, trials.csv, tune.png, report.md"
+               f"{', best/config.properties' if summary['best'] else ''})", err=True)
+    if summary["best"]:
+        click.echo(f"serve it: launchkit serve --ts-config {folder / 'best' / 'config.properties'}", err=True)
+    if result.interrupted:
+        click.echo(f"launchkit tune: stopped by {result.interrupted}; continue with --resume {folder}", err=True)
+        sys.exit(128 + signal.Signals[result.interrupted])
+    if result.time_up:
+        click.echo(f"launchkit tune: --max-time reached; continue with --resume {folder}", err=True)
+    if summary["best"] is None:
+        raise NoConfiguration("no configuration meets the constraints; the report names the closest (loosen "
+                              "--latency-budget / --min-throughput / --max-memory, or widen --space)")

@@ -1,0 +1,260 @@
+"""A tune run: resolve the target, prepare the optimization variants, search, keep every trial.
+
+Every finished trial is appended to ``trials.jsonl`` in the report folder at once, so an
+interrupted run (Ctrl-C, SIGTERM, the time limit) loses at most the trial being measured, and
+``--resume DIR`` continues from what that file holds (its trials are judged again under the
+constraints given now, so a resumed run may also change the budget).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from launchkit.archive.manifest import read_manifest
+from launchkit.archive.reading import model_config_of
+from launchkit.bench.inputs import load_payloads
+from launchkit.bench.runner import STOP_SIGNALS, Interrupted, raise_interrupted
+from launchkit.core.errors import LaunchkitError, UsageError
+from launchkit.tune.measure import MeasureSettings, Servers, measure_trial, trial_line
+from launchkit.tune.search import BruteSearch, Constraints, QuickSearch, Trial, best_of, judge
+from launchkit.tune.space import SearchSpace, ServingConfig, default_space, parse_space, start_point
+
+logger = logging.getLogger(__name__)
+
+EXAMPLES = ("tiny", "resnet18", "minilm", "mnist")
+Status = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TuneRequest:
+    target: str | None  # a .mar, a bundled example's name, or None (tiny)
+    constraints: Constraints
+    mode: str = "quick"
+    space: str = ""  # --space
+    max_time_s: float = 600.0
+    measure: MeasureSettings = MeasureSettings()
+    inputs: tuple[str, ...] = ()
+    content_type: str | None = None
+    cpus: int | None = None  # usable physical cores (None: this machine's)
+
+
+@dataclass
+class TuneResult:
+    request: TuneRequest
+    archive: Path
+    model: str
+    space: SearchSpace
+    default: Trial | None = None
+    trials: list[Trial] = field(default_factory=list)
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # variant → archive, accepted, reason
+    archives: dict[str, Path] = field(default_factory=dict)
+    interrupted: str | None = None
+    time_up: bool = False
+    elapsed_s: float = 0.0
+
+    def best(self) -> Trial | None:
+        return best_of(self.trials, self.request.constraints)
+
+
+def resolve_target(target: str | None) -> Path:
+    """The archive a run tunes: a .mar path, or a bundled example (tiny when none is named)."""
+    if target is None or target in EXAMPLES:
+        from launchkit.examples.cache import ensure_examples
+
+        return ensure_examples((target or "tiny",))[0]
+    path = Path(target)
+    if not path.is_file():
+        raise UsageError(f"target {target}: no such file; give a .mar, a bundled example ({', '.join(EXAMPLES)}), "
+                         "or nothing (tiny)")
+    read_manifest(path)  # a clean error for a file that is not an archive, before anything starts
+    return path
+
+
+def default_config(archive: Path) -> ServingConfig:
+    """What `launchkit serve ARCHIVE` runs with no flags: the archive's model-config or serve's defaults."""
+    settings = model_config_of(archive, read_manifest(archive))
+    config = ServingConfig(workers=int(settings.get("minWorkers", 1)), batch_size=int(settings.get("batchSize", 1)),
+                           delay_ms=float(settings.get("maxBatchDelay", 100.0)), streams=int(settings.get("streams", 1)))
+    return config.canonical()
+
+
+def machine_cpus() -> int:
+    from launchkit.core.topology import read_topology
+
+    return len(read_topology().allowed_cores) or 1
+
+
+def wanted_variants(request: TuneRequest) -> list[str]:
+    """Optimization variants to prepare: bf16 where the CPU has it natively, and what --space names."""
+    listed = [item.split("=", 1)[1] for item in request.space.replace("\n", ";").split(";")
+              if item.strip().startswith("variant=")]
+    if listed:
+        return [value.strip() for value in listed[-1].split(",") if value.strip()]
+    from launchkit.core.isa import read_isa
+
+    isa = read_isa()
+    return ["original", "bf16"] if (isa.amx or isa.avx512_bf16) else ["original"]
+
+
+def prepare_variants(archive: Path, variants: list[str], folder: Path, status: Status) -> dict[str, dict[str, Any]]:
+    """Each non-original variant through `launchkit optimize`'s accuracy gate; only accepted ones are served."""
+    from launchkit.model.spec import OptimizationSpec
+    from launchkit.optimize.command import OptimizeRequest, run_optimize
+
+    prepared: dict[str, dict[str, Any]] = {"original": {"archive": str(archive), "accepted": True,
+                                                       "reason": "as archived"}}
+    for variant in variants:
+        if variant == "original":
+            continue
+        output = folder / f"{archive.stem}-{variant}.mar"
+        status(f"checking the {variant} variant's accuracy (launchkit optimize)")
+        spec = OptimizationSpec(variant, True, "torchscript")
+        try:
+            result = run_optimize(OptimizeRequest(spec=spec, target=str(archive), batch_sizes=(8,), samples=128,
+                                                  seconds=0.5, force=True, output=str(output), calibration_samples=64),
+                                  progress=lambda message: status(f"{variant}: {message}"))
+        except LaunchkitError as error:
+            prepared[variant] = {"archive": None, "accepted": False, "reason": str(error).splitlines()[0][:300]}
+            continue
+        accepted = result.accepted and result.artifact is not None
+        prepared[variant] = {"archive": str(output) if accepted else None, "accepted": accepted,
+                             "reason": result.reason or "accurate", "agreement": result.agreement}
+        if not accepted and output.exists():
+            output.unlink()
+    return prepared
+
+
+def run_tune(request: TuneRequest, folder: Path, status: Status, finished: Callable[[Trial], None],
+             resume: Path | None = None) -> TuneResult:
+    """Search until done, out of time, or stopped by a signal; the result holds every trial."""
+    started = time.monotonic()
+    archive = resolve_target(request.target)
+    model = read_manifest(archive).model_name
+    payloads = load_payloads(request.inputs, request.content_type, archive)  # before any server starts
+    default = default_config(archive)
+    cpus = request.cpus or machine_cpus()
+    journal = folder / "trials.jsonl"
+    _check_same_model(resume, model)
+    (folder / "tune.json").write_text(json.dumps({"model": model, "archive": str(archive.resolve())}, indent=2))
+    previous = _read_journal(resume / "trials.jsonl") if resume else []
+    prepared = _read_variants(resume) if resume else None
+    result = TuneResult(request, archive, model, default_space(cpus, default, ["original"]))
+    handlers = {sig: signal.signal(sig, raise_interrupted) for sig in STOP_SIGNALS}
+    servers: Servers | None = None
+    try:
+        if prepared is None:
+            prepared = prepare_variants(archive, wanted_variants(request), folder / "variants", status)
+        result.variants = prepared
+        (folder / "variants.json").write_text(json.dumps(prepared, indent=2))
+        result.archives = {name: Path(info["archive"]) for name, info in prepared.items() if info["accepted"]}
+        base = default_space(cpus, default, list(result.archives))
+        space = parse_space(request.space, base) if request.space else base
+        unknown = [value for value in space.of("variant") if value not in result.archives]
+        if unknown:
+            logger.warning("variant(s) %s not served: %s", ", ".join(unknown), "; ".join(
+                f"{name}: {prepared.get(name, {}).get('reason', 'not prepared')}" for name in unknown))
+            space = replace(space, values=tuple((attribute, tuple(v for v in values if v in result.archives))
+                                                if attribute == "variant" else (attribute, values)
+                                                for attribute, values in space.values))
+            if not space.of("variant"):
+                raise UsageError("no optimization variant of --space can be served (each failed launchkit "
+                                 "optimize's accuracy gate; see variants.json): add variant=original")
+        result.space = space
+        search = (QuickSearch if request.mode == "quick" else BruteSearch)(space, start_point(default, space),
+                                                                             request.constraints)
+        servers = Servers(result.archives, folder)
+        with journal.open("a") as log:
+            for trial in previous:
+                judge(trial, request.constraints)
+                _keep(result, search, trial, default)
+            if result.default is None:
+                status(f"trial {len(result.trials) + 1}: {default.label()} (the default configuration)")
+                trial = _measure(default, servers, payloads, request, status)
+                _keep(result, search, trial, default, log)
+                finished(trial)
+            while True:
+                config = search.next_config()
+                if config is None:
+                    break
+                left = request.max_time_s - (time.monotonic() - started)
+                average = sum(t.seconds for t in result.trials) / max(len(result.trials), 1)
+                if left < max(average * 0.5, 1.0):
+                    result.time_up = True
+                    break
+                status(f"trial {len(result.trials) + 1}: {config.label()}")
+                trial = _measure(config, servers, payloads, request, status)
+                _keep(result, search, trial, default, log)
+                finished(trial)
+    except Interrupted as stop:
+        result.interrupted = signal.Signals(stop.signum).name
+    finally:
+        if servers is not None:
+            servers.stop()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        result.elapsed_s = time.monotonic() - started + sum(t.seconds for t in previous)
+    return result
+
+
+def _measure(config: ServingConfig, servers: Servers, payloads: list[Any], request: TuneRequest,
+             status: Status) -> Trial:
+    trial = measure_trial(config, servers, payloads, request.constraints, request.measure,
+                          lambda message: status(f"{config.label()}: {message}"))
+    logger.debug(trial_line(trial, request.constraints))
+    return trial
+
+
+def _keep(result: TuneResult, search: Any, trial: Trial, default: ServingConfig, log: Any = None) -> None:
+    result.trials.append(trial)
+    if trial.config == default and result.default is None:
+        result.default = trial
+    if result.space.contains(trial.config):  # the climb only starts from points of the space
+        search.record(trial)
+    if log is not None:
+        log.write(json.dumps(trial.to_dict(result.request.constraints)) + "\n")
+        log.flush()
+
+
+def _check_same_model(resume: Path | None, model: str) -> None:
+    meta = resume / "tune.json" if resume else None
+    if meta is not None and meta.is_file():
+        earlier = json.loads(meta.read_text()).get("model")
+        if earlier != model:
+            raise UsageError(f"--resume {resume}: that run tuned {earlier}, not {model}; give the same TARGET")
+
+
+def _read_journal(path: Path) -> list[Trial]:
+    if not path.is_file():
+        raise UsageError(f"--resume: {path} not found; give the report folder of an earlier launchkit tune run")
+    trials = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            trials.append(Trial.from_dict(json.loads(line)))
+        except (ValueError, KeyError, TypeError) as error:
+            raise UsageError(f"--resume: {path} line {number} is not a trial ({error}); the file was changed by "
+                             "hand or cut short") from None
+    return trials
+
+
+def _read_variants(folder: Path) -> dict[str, dict[str, Any]] | None:
+    path = folder / "variants.json"
+    if not path.is_file():
+        return None
+    prepared = json.loads(path.read_text())
+    for info in prepared.values():  # a variant archive that is gone is prepared again
+        if info.get("accepted") and not Path(info["archive"]).is_file():
+            return None
+    return prepared
+
+
+def request_dict(request: TuneRequest) -> dict[str, Any]:
+    return asdict(request)

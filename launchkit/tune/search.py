@@ -1,0 +1,220 @@
+"""Constraints, trials, the objective and the two search orders (quick, brute). Pure.
+
+Quick mode climbs from the default configuration like Model Analyzer's quick mode: it measures
+the current best's neighbours (one knob one step away, in the space's order) and moves to the
+first that beats it by ``MIN_GAIN``; it ends when no neighbour does (or the time is up). Brute
+mode measures every configuration of the space, smallest first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from launchkit.tune.space import SearchSpace, ServingConfig
+
+MIN_GAIN = 0.03  # a move must beat the current best by this much: less is within a run's noise
+
+
+@dataclass(frozen=True)
+class Constraints:
+    latency_budget_ms: float | None = None  # on the chosen percentile
+    percentile: float = 99.0
+    min_throughput: float | None = None
+    max_memory_mib: float | None = None
+    objective: str = "throughput"  # or "latency"
+
+    @property
+    def key(self) -> str:
+        """The percentile's key in bench's latency summaries (p99, p99.9)."""
+        return f"p{self.percentile:g}"
+
+
+@dataclass(frozen=True)
+class Level:
+    """One measured concurrency level of a configuration."""
+
+    concurrency: int
+    throughput_rps: float
+    latency_ms: dict[str, float]
+    failed: int = 0
+
+    def percentile_ms(self, constraints: Constraints) -> float:
+        return self.latency_ms.get(constraints.key, self.latency_ms.get("p99", 0.0))
+
+    def within_budget(self, constraints: Constraints) -> bool:
+        return not self.failed and (constraints.latency_budget_ms is None
+                                    or self.percentile_ms(constraints) <= constraints.latency_budget_ms)
+
+
+@dataclass
+class Trial:
+    """A configuration and what became of it: its chosen level, every level it measured, or why it failed."""
+
+    config: ServingConfig
+    status: str = "pending"  # ok | over-budget | below-min-throughput | over-memory | failed | interrupted
+    levels: list[Level] = field(default_factory=list)
+    chosen: Level | None = None
+    memory_mib: float | None = None
+    error: str | None = None
+    seconds: float = 0.0
+    reused_server: bool = False
+
+    @property
+    def feasible(self) -> bool:
+        return self.status == "ok" and self.chosen is not None
+
+    def to_dict(self, constraints: Constraints) -> dict[str, Any]:
+        chosen = self.chosen
+        row: dict[str, Any] = {"config": self.config.to_dict(), "label": self.config.label(), "status": self.status,
+                               "concurrency": chosen.concurrency if chosen else None,
+                               "throughput_rps": round(chosen.throughput_rps, 2) if chosen else None,
+                               "p99_ms": round(chosen.latency_ms.get("p99", 0.0), 3) if chosen else None,
+                               "memory_mib": round(self.memory_mib, 1) if self.memory_mib is not None else None,
+                               "error": self.error, "seconds": round(self.seconds, 1),
+                               "reused_server": self.reused_server, "levels": [asdict(level) for level in self.levels]}
+        if chosen:
+            row[f"{constraints.key}_ms"] = round(chosen.percentile_ms(constraints), 3)
+        return row
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> Trial:
+        levels = [Level(**level) for level in row.get("levels", [])]
+        chosen = next((level for level in levels if level.concurrency == row.get("concurrency")), None)
+        return cls(ServingConfig.from_dict(row["config"]), row["status"], levels, chosen, row.get("memory_mib"),
+                   row.get("error"), row.get("seconds", 0.0), row.get("reused_server", False))
+
+
+def choose_level(levels: list[Level], constraints: Constraints) -> Level | None:
+    """The level a configuration is judged by: the best within the budget (highest throughput, or
+    lowest latency for the latency objective); None when no level is within it."""
+    within = [level for level in levels if level.within_budget(constraints)]
+    if not within:
+        return None
+    if constraints.objective == "latency":
+        fast_enough = [level for level in within if constraints.min_throughput is None
+                       or level.throughput_rps >= constraints.min_throughput] or within
+        return min(fast_enough, key=lambda level: level.percentile_ms(constraints))
+    return max(within, key=lambda level: level.throughput_rps)
+
+
+def judge(trial: Trial, constraints: Constraints) -> Trial:
+    """Set the trial's chosen level and status from its levels and the constraints."""
+    if trial.status in ("failed", "interrupted") and not trial.levels:
+        return trial
+    trial.chosen = choose_level(trial.levels, constraints)
+    if trial.chosen is None:
+        trial.status = "over-budget"
+        # the closest: the level nearest the budget, for the report
+        trial.chosen = min(trial.levels, key=lambda level: level.percentile_ms(constraints)) if trial.levels else None
+        return trial
+    if constraints.min_throughput is not None and trial.chosen.throughput_rps < constraints.min_throughput:
+        trial.status = "below-min-throughput"
+    elif constraints.max_memory_mib is not None and trial.memory_mib is not None \
+            and trial.memory_mib > constraints.max_memory_mib:
+        trial.status = "over-memory"
+    else:
+        trial.status = "ok"
+    return trial
+
+
+def score(trial: Trial, constraints: Constraints) -> float:
+    """Higher is better; only feasible trials are compared."""
+    assert trial.chosen is not None
+    if constraints.objective == "latency":
+        return -trial.chosen.percentile_ms(constraints)
+    return trial.chosen.throughput_rps
+
+
+def best_of(trials: list[Trial], constraints: Constraints) -> Trial | None:
+    feasible = [trial for trial in trials if trial.feasible]
+    return max(feasible, key=lambda trial: score(trial, constraints)) if feasible else None
+
+
+def closest(trials: list[Trial], constraints: Constraints) -> Trial | None:
+    """When nothing is feasible: the trial nearest to it (lowest latency among those that answered)."""
+    answered = [trial for trial in trials if trial.chosen is not None]
+    return min(answered, key=lambda trial: trial.chosen.percentile_ms(constraints)) if answered else None  # type: ignore[union-attr]
+
+
+def beats(candidate: Trial, current: Trial | None, constraints: Constraints) -> bool:
+    if not candidate.feasible:
+        return False
+    if current is None or not current.feasible:
+        return True
+    new, old = score(candidate, constraints), score(current, constraints)
+    return new > old + abs(old) * MIN_GAIN
+
+
+def pareto_front(trials: list[Trial], constraints: Constraints) -> list[Trial]:
+    """Trials no other trial beats on both throughput and latency (the chosen percentile)."""
+    points = [trial for trial in trials if trial.chosen is not None and trial.status != "failed"]
+    front = []
+    for trial in points:
+        assert trial.chosen is not None
+        mine = (trial.chosen.throughput_rps, trial.chosen.percentile_ms(constraints))
+        dominated = any(other.chosen.throughput_rps >= mine[0] and other.chosen.percentile_ms(constraints) <= mine[1]  # type: ignore[union-attr]
+                        and (other.chosen.throughput_rps, other.chosen.percentile_ms(constraints)) != mine  # type: ignore[union-attr]
+                        for other in points)
+        if not dominated:
+            front.append(trial)
+    return sorted(front, key=lambda trial: trial.chosen.throughput_rps)  # type: ignore[union-attr]
+
+
+class QuickSearch:
+    """Hill-climbing from ``start``: ``next_config`` gives what to measure, ``record`` what it gave."""
+
+    def __init__(self, space: SearchSpace, start: ServingConfig, constraints: Constraints) -> None:
+        self.space, self.constraints = space, constraints
+        self.start = start
+        self.current: Trial | None = None  # the best so far, whose neighbours are being tried
+        self.measured: dict[ServingConfig, Trial] = {}
+
+    def record(self, trial: Trial) -> None:
+        self.measured[trial.config] = trial
+        if self.current is None or beats(trial, self.current, self.constraints) or self._nearer(trial):
+            self.current = trial
+
+    def _nearer(self, trial: Trial) -> bool:
+        """With nothing feasible yet, a trial closer to the budget is the better place to climb from."""
+        current = self.current
+        if current is None or current.feasible or trial.chosen is None or trial.status == "failed":
+            return False
+        if current.chosen is None:
+            return True
+        return trial.chosen.percentile_ms(self.constraints) < current.chosen.percentile_ms(self.constraints)
+
+    def next_config(self) -> ServingConfig | None:
+        if self.start not in self.measured:
+            return self.start
+        if self.current is None:
+            return None
+        if not self.current.feasible:
+            # the start breaks the budget: walk toward lower latency first (fewer waits, smaller batches)
+            return next((config for config in self._toward_latency() if config not in self.measured), None)
+        return next((config for config in self.space.neighbours(self.current.config) if config not in self.measured),
+                    None)
+
+    def _toward_latency(self) -> Iterator[ServingConfig]:
+        assert self.current is not None
+        yield from sorted(self.space.neighbours(self.current.config),
+                          key=lambda config: (config.delay_ms, config.batch_size, -config.workers))
+
+
+class BruteSearch:
+    """Every configuration of the space, the start first, then grouped so that configurations that
+    differ only in their worker count follow each other (the running server is rescaled, not restarted)."""
+
+    def __init__(self, space: SearchSpace, start: ServingConfig, constraints: Constraints) -> None:
+        rest = sorted((config for config in space.every() if config != start),
+                      key=lambda config: (config.server_key() != start.server_key(), str(config.server_key()),
+                                          config.workers))
+        self.order = [start, *rest]
+        self.measured: dict[ServingConfig, Trial] = {}
+
+    def record(self, trial: Trial) -> None:
+        self.measured[trial.config] = trial
+
+    def next_config(self) -> ServingConfig | None:
+        return next((config for config in self.order if config not in self.measured), None)
