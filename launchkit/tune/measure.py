@@ -149,6 +149,33 @@ def measure_trial(config: ServingConfig, servers: Servers, payloads: list[Payloa
     return trial
 
 
+def confirm_trial(trial: Trial, servers: Servers, payloads: list[Payload], constraints: Constraints,
+                  settings: MeasureSettings, status: Callable[[str], None]) -> Trial:
+    """Measure the trial's chosen level again, twice as long, on a server started afresh (a short
+    level can be lucky); the trial is judged again with the confirmation as its figure."""
+    assert trial.chosen is not None
+    concurrency = trial.chosen.concurrency
+    try:
+        servers.stop()
+        servers.serve(trial.config, status)
+        assert servers.server is not None and servers.server.model is not None
+        target = Target.from_url(f"{servers.server.url}/predictions/{servers.server.model}")
+        requests = encode_requests(target, payloads)
+        percentiles = tuple(sorted({*DEFAULT_PERCENTILES, constraints.percentile}))
+        status("warming up")
+        run_interruptible(run_level(target, requests, LoadSpec(concurrency=concurrency, duration_s=settings.warmup_seconds,
+                                                               timeout_s=settings.timeout_s), record=False))
+        status(f"c={concurrency}, {2 * settings.level_seconds:g} s")
+        spec = LoadSpec(concurrency=concurrency, duration_s=2 * settings.level_seconds, timeout_s=settings.timeout_s)
+        summary = summarize(run_interruptible(run_level(target, requests, spec)), concurrency, None, percentiles)
+        trial.confirmed = Level(concurrency, summary.throughput, summary.latency_ms, summary.requests_failed)
+    except LaunchkitError as error:
+        trial.status, trial.error = "failed", f"confirmation: {str(error).splitlines()[0][:400]}"
+        servers.stop()
+        return trial
+    return judge(trial, constraints)
+
+
 def bracket(level: Callable[[int], Level], first: int, constraints: Constraints, plateau_steps: int) -> None:
     """Raise the concurrency from ``first`` by doubling until throughput stops growing (or a level
     fails or breaks the budget), then bisect toward the budget boundary."""

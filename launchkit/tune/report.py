@@ -17,7 +17,7 @@ from launchkit.tune.space import ServingConfig, config_properties
 
 CSV_COLUMNS = ("trial", "workers", "cores_per_worker", "streams", "batch_size", "delay_ms", "variant", "allocator",
                "omp_runtime", "omp_wait", "status", "concurrency", "throughput_rps", "p50_ms", "p99_ms", "budget_ms",
-               "memory_mib", "seconds", "reused_server", "error")
+               "memory_mib", "seconds", "reused_server", "confirmed", "error")
 
 
 def verdict(result: TuneResult) -> str:
@@ -90,7 +90,8 @@ def _row(index: int, trial: Trial, constraints: Constraints) -> dict[str, Any]:
             "p99_ms": round(chosen.latency_ms.get("p99", 0.0), 3) if chosen else "",
             "budget_ms": round(chosen.percentile_ms(constraints), 3) if chosen else "",
             "memory_mib": round(trial.memory_mib, 1) if trial.memory_mib is not None else "",
-            "seconds": round(trial.seconds, 1), "reused_server": trial.reused_server, "error": trial.error or ""}
+            "seconds": round(trial.seconds, 1), "reused_server": trial.reused_server,
+            "confirmed": trial.confirmed is not None, "error": trial.error or ""}
 
 
 def _write_csv(result: TuneResult, path: Path) -> None:
@@ -156,7 +157,7 @@ def _markdown(result: TuneResult, summary: dict[str, Any]) -> str:
     lines += [f"| # | configuration | status | c | req/s | {constraints.key} ms | MiB |", "|---|---|---|---|---|---|---|"]
     for index, trial in enumerate(result.trials, 1):
         chosen = trial.chosen
-        lines.append(f"| {index} | {trial.config.label()} | {trial.status} | {chosen.concurrency if chosen else ''} | "
+        lines.append(f"| {index} | {trial.config.label()}{' (confirmed)' if trial.confirmed else ''} | {trial.status} | {chosen.concurrency if chosen else ''} | "
                      f"{f'{chosen.throughput_rps:,.1f}' if chosen else ''} | "
                      f"{f'{chosen.percentile_ms(constraints):.2f}' if chosen else ''} | "
                      f"{f'{trial.memory_mib:.0f}' if trial.memory_mib is not None else ''} |")

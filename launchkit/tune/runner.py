@@ -22,13 +22,14 @@ from launchkit.archive.reading import model_config_of
 from launchkit.bench.inputs import load_payloads
 from launchkit.bench.runner import STOP_SIGNALS, Interrupted, raise_interrupted
 from launchkit.core.errors import LaunchkitError, UsageError
-from launchkit.tune.measure import MeasureSettings, Servers, measure_trial, trial_line
-from launchkit.tune.search import BruteSearch, Constraints, QuickSearch, Trial, best_of, judge
+from launchkit.tune.measure import MeasureSettings, Servers, confirm_trial, measure_trial, trial_line
+from launchkit.tune.search import BruteSearch, Constraints, QuickSearch, Trial, best_of, judge, score
 from launchkit.tune.space import SearchSpace, ServingConfig, default_space, parse_space, start_point
 
 logger = logging.getLogger(__name__)
 
 EXAMPLES = ("tiny", "resnet18", "minilm", "mnist")
+CONFIRMED = 2  # leaders measured again after the search
 Status = Callable[[str], None]
 
 
@@ -170,6 +171,8 @@ def run_tune(request: TuneRequest, folder: Path, status: Status, finished: Calla
         search = (QuickSearch if request.mode == "quick" else BruteSearch)(space, start_point(default, space),
                                                                              request.constraints)
         servers = Servers(result.archives, folder)
+        # time kept for confirming the leaders: a server start, a warm-up and a double level each
+        reserve = CONFIRMED * (10.0 + request.measure.warmup_seconds + 2 * request.measure.level_seconds)
         with journal.open("a") as log:
             for trial in previous:
                 judge(trial, request.constraints)
@@ -183,7 +186,7 @@ def run_tune(request: TuneRequest, folder: Path, status: Status, finished: Calla
                 config = search.next_config()
                 if config is None:
                     break
-                left = request.max_time_s - (time.monotonic() - started)
+                left = request.max_time_s - (time.monotonic() - started) - reserve
                 average = sum(t.seconds for t in result.trials) / max(len(result.trials), 1)
                 if left < max(average * 0.5, 1.0):
                     result.time_up = True
@@ -192,6 +195,7 @@ def run_tune(request: TuneRequest, folder: Path, status: Status, finished: Calla
                 trial = _measure(config, servers, payloads, request, status)
                 _keep(result, search, trial, default, log)
                 finished(trial)
+            _confirm(result, servers, payloads, request, status, log)
     except Interrupted as stop:
         result.interrupted = signal.Signals(stop.signum).name
     finally:
@@ -201,6 +205,20 @@ def run_tune(request: TuneRequest, folder: Path, status: Status, finished: Calla
             signal.signal(sig, handler)
         result.elapsed_s = time.monotonic() - started + sum(t.seconds for t in previous)
     return result
+
+
+def _confirm(result: TuneResult, servers: Servers, payloads: list[Any], request: TuneRequest, status: Status,
+             log: Any) -> None:
+    """Measure the leaders again (see measure.confirm_trial); the best is chosen among the confirmed."""
+    constraints = request.constraints
+    leaders = sorted((trial for trial in result.trials if trial.feasible and trial.confirmed is None),
+                     key=lambda trial: -score(trial, constraints))[:CONFIRMED]
+    for trial in leaders:
+        status(f"confirming {trial.config.label()}")
+        confirm_trial(trial, servers, payloads, constraints, request.measure,
+                      lambda message, trial=trial: status(f"confirming {trial.config.label()}: {message}"))
+        log.write(json.dumps(trial.to_dict(constraints) | {"confirmation": True}) + "\n")
+        log.flush()
 
 
 def _measure(config: ServingConfig, servers: Servers, payloads: list[Any], request: TuneRequest,
@@ -233,16 +251,17 @@ def _check_same_model(resume: Path | None, model: str) -> None:
 def _read_journal(path: Path) -> list[Trial]:
     if not path.is_file():
         raise UsageError(f"--resume: {path} not found; give the report folder of an earlier launchkit tune run")
-    trials = []
+    trials: dict[ServingConfig, Trial] = {}  # a confirmation line replaces its trial's first line
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
         try:
-            trials.append(Trial.from_dict(json.loads(line)))
+            trial = Trial.from_dict(json.loads(line))
+            trials[trial.config] = trial
         except (ValueError, KeyError, TypeError) as error:
             raise UsageError(f"--resume: {path} line {number} is not a trial ({error}); the file was changed by "
                              "hand or cut short") from None
-    return trials
+    return list(trials.values())
 
 
 def _read_variants(folder: Path) -> dict[str, dict[str, Any]] | None:

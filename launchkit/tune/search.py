@@ -1,9 +1,9 @@
 """Constraints, trials, the objective and the two search orders (quick, brute). Pure.
 
 Quick mode climbs from the default configuration like Model Analyzer's quick mode: it measures
-the current best's neighbours (one knob one step away, in the space's order) and moves to the
-first that beats it by ``MIN_GAIN``; it ends when no neighbour does (or the time is up). Brute
-mode measures every configuration of the space, smallest first.
+the best configuration's neighbours (one knob one step away, in the space's order), so each new
+best moves the climb; at a peak it goes on from the runner-ups while time remains. Brute mode
+measures every configuration of the space.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from launchkit.tune.space import SearchSpace, ServingConfig
-
-MIN_GAIN = 0.03  # a move must beat the current best by this much: less is within a run's noise
 
 
 @dataclass(frozen=True)
@@ -60,6 +58,7 @@ class Trial:
     error: str | None = None
     seconds: float = 0.0
     reused_server: bool = False
+    confirmed: Level | None = None  # the chosen level measured again, longer, after the search
 
     @property
     def feasible(self) -> bool:
@@ -73,7 +72,8 @@ class Trial:
                                "p99_ms": round(chosen.latency_ms.get("p99", 0.0), 3) if chosen else None,
                                "memory_mib": round(self.memory_mib, 1) if self.memory_mib is not None else None,
                                "error": self.error, "seconds": round(self.seconds, 1),
-                               "reused_server": self.reused_server, "levels": [asdict(level) for level in self.levels]}
+                               "reused_server": self.reused_server, "levels": [asdict(level) for level in self.levels],
+                               "confirmed": asdict(self.confirmed) if self.confirmed else None}
         if chosen:
             row[f"{constraints.key}_ms"] = round(chosen.percentile_ms(constraints), 3)
         return row
@@ -82,8 +82,9 @@ class Trial:
     def from_dict(cls, row: dict[str, Any]) -> Trial:
         levels = [Level(**level) for level in row.get("levels", [])]
         chosen = next((level for level in levels if level.concurrency == row.get("concurrency")), None)
+        confirmed = Level(**row["confirmed"]) if row.get("confirmed") else None
         return cls(ServingConfig.from_dict(row["config"]), row["status"], levels, chosen, row.get("memory_mib"),
-                   row.get("error"), row.get("seconds", 0.0), row.get("reused_server", False))
+                   row.get("error"), row.get("seconds", 0.0), row.get("reused_server", False), confirmed)
 
 
 def choose_level(levels: list[Level], constraints: Constraints) -> Level | None:
@@ -104,6 +105,9 @@ def judge(trial: Trial, constraints: Constraints) -> Trial:
     if trial.status in ("failed", "interrupted") and not trial.levels:
         return trial
     trial.chosen = choose_level(trial.levels, constraints)
+    if trial.chosen is not None and trial.confirmed is not None:
+        # measured again, longer: the confirmation is the figure, and it must hold the budget too
+        trial.chosen = trial.confirmed if trial.confirmed.within_budget(constraints) else None
     if trial.chosen is None:
         trial.status = "over-budget"
         # the closest: the level nearest the budget, for the report
@@ -138,15 +142,6 @@ def closest(trials: list[Trial], constraints: Constraints) -> Trial | None:
     return min(answered, key=lambda trial: trial.chosen.percentile_ms(constraints)) if answered else None  # type: ignore[union-attr]
 
 
-def beats(candidate: Trial, current: Trial | None, constraints: Constraints) -> bool:
-    if not candidate.feasible:
-        return False
-    if current is None or not current.feasible:
-        return True
-    new, old = score(candidate, constraints), score(current, constraints)
-    return new > old + abs(old) * MIN_GAIN
-
-
 def pareto_front(trials: list[Trial], constraints: Constraints) -> list[Trial]:
     """Trials no other trial beats on both throughput and latency (the chosen percentile)."""
     points = [trial for trial in trials if trial.chosen is not None and trial.status != "failed"]
@@ -163,43 +158,49 @@ def pareto_front(trials: list[Trial], constraints: Constraints) -> list[Trial]:
 
 
 class QuickSearch:
-    """Hill-climbing from ``start``: ``next_config`` gives what to measure, ``record`` what it gave."""
+    """Hill-climbing from ``start``: ``next_config`` gives what to measure, ``record`` what it gave.
+
+    The climb expands the best configuration so far: its unmeasured neighbours, nearest knobs
+    first. When every neighbour of the best is measured (a peak), and time remains, it goes on
+    from the runner-up's neighbours, and so on down the ranking, so that one lucky measurement
+    or a local peak does not end the search while the clock still allows more.
+    """
 
     def __init__(self, space: SearchSpace, start: ServingConfig, constraints: Constraints) -> None:
         self.space, self.constraints = space, constraints
         self.start = start
-        self.current: Trial | None = None  # the best so far, whose neighbours are being tried
         self.measured: dict[ServingConfig, Trial] = {}
 
     def record(self, trial: Trial) -> None:
         self.measured[trial.config] = trial
-        if self.current is None or beats(trial, self.current, self.constraints) or self._nearer(trial):
-            self.current = trial
 
-    def _nearer(self, trial: Trial) -> bool:
-        """With nothing feasible yet, a trial closer to the budget is the better place to climb from."""
-        current = self.current
-        if current is None or current.feasible or trial.chosen is None or trial.status == "failed":
-            return False
-        if current.chosen is None:
-            return True
-        return trial.chosen.percentile_ms(self.constraints) < current.chosen.percentile_ms(self.constraints)
+    @property
+    def current(self) -> Trial | None:
+        """The best configuration so far (the nearest to the budget while none is within it)."""
+        ranked = self._ranked()
+        return ranked[0] if ranked else None
+
+    def _ranked(self) -> list[Trial]:
+        feasible = [trial for trial in self.measured.values() if trial.feasible]
+        if feasible:
+            return sorted(feasible, key=lambda trial: -score(trial, self.constraints))
+        answered = [trial for trial in self.measured.values() if trial.chosen is not None and trial.status != "failed"]
+        return sorted(answered, key=lambda trial: trial.chosen.percentile_ms(self.constraints))  # type: ignore[union-attr]
 
     def next_config(self) -> ServingConfig | None:
         if self.start not in self.measured:
             return self.start
-        if self.current is None:
-            return None
-        if not self.current.feasible:
-            # the start breaks the budget: walk toward lower latency first (fewer waits, smaller batches)
-            return next((config for config in self._toward_latency() if config not in self.measured), None)
-        return next((config for config in self.space.neighbours(self.current.config) if config not in self.measured),
-                    None)
-
-    def _toward_latency(self) -> Iterator[ServingConfig]:
-        assert self.current is not None
-        yield from sorted(self.space.neighbours(self.current.config),
-                          key=lambda config: (config.delay_ms, config.batch_size, -config.workers))
+        ranked = self._ranked()
+        if not ranked:  # nothing answered at all: try what is nearest the start
+            ranked = [self.measured[self.start]]
+        for trial in ranked:
+            neighbours = self.space.neighbours(trial.config)
+            if not trial.feasible:  # toward lower latency first: shorter waits, smaller batches, more workers
+                neighbours.sort(key=lambda config: (config.delay_ms, config.batch_size, -config.workers))
+            found = next((config for config in neighbours if config not in self.measured), None)
+            if found is not None:
+                return found
+        return None
 
 
 class BruteSearch:
