@@ -8,6 +8,7 @@ same entry point to plan its workers.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -29,9 +30,12 @@ class RunRequest:
 
 
 def numactl_for(topology: Topology) -> NumactlStatus:
-    """Probe numactl on the live machine; for a recorded machine, assume it would work there."""
+    """Probe numactl on the live machine; for a recorded machine, assume it would work there, as
+    long as numactl is installed here (a plan that names a missing program cannot be started)."""
     if topology.root in ("/", "") or os.path.realpath(topology.root) == "/":
         return probe_numactl(topology.allowed_mems)
+    if shutil.which("numactl") is None:
+        return NumactlStatus(None, False, "numactl is not installed (Debian: apt-get install numactl)")
     return NumactlStatus("numactl", True, "assumed for a recorded topology (not probed)")
 
 

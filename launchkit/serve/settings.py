@@ -2,8 +2,9 @@
 
 Server-wide settings, lowest precedence first:
 
-    built-in defaults < config.properties (--ts-config) < environment (LAUNCHKIT_*_TOKEN)
-                      < command-line flags
+    built-in defaults < config.properties (--ts-config) < environment (LAUNCHKIT_<KEY> for any
+                      key, e.g. LAUNCHKIT_MANAGEMENT_TOKEN; TorchServe's TS_<KEY> with
+                      enable_envvars_config=true) < command-line flags
 
 Per-model settings (batch size and delay, workers, response timeout, queue size, optimization),
 lowest first — TorchServe's documented order (config.properties < model-config.yaml < REST),
@@ -52,14 +53,14 @@ SUPPORTED_KEYS = {
     "allowed_urls", "enable_model_api", "enable_metrics_api", "unregister_model_timeout", "disable_token_authorization",
     "max_load_failures", "max_header_size", "max_headers", "header_timeout", "body_timeout", "keep_alive_timeout",
     "max_connections", "max_tensor_elements", "max_archive_size", "max_archive_entries", "max_archive_ratio",
-    "management_allowed_hosts", "allow_shared_cores",
+    "management_allowed_hosts", "allow_shared_cores", "enable_envvars_config",
 }
 # TorchServe keys that mean nothing here (Java/Netty tuning, features of other issues): accepted quietly
 # would hide a typo, so each gets a one-line note instead of a warning.
 IGNORED_KEYS = {
     "number_of_netty_threads", "netty_client_threads", "vmargs", "async_logging", "prefer_direct_buffer",
     "default_startup_timeout", "initial_worker_port", "metrics_mode", "metrics_config",
-    "enable_envvars_config", "install_py_dep_per_model", "decode_input_request", "limit_max_image_pixels",
+    "install_py_dep_per_model", "decode_input_request", "limit_max_image_pixels",
     "model_metrics_auto_detect", "ts_open_inference_protocol", "use_env_allowed_urls", "blacklist_env_vars",
     "number_of_gpu", "workflow_store", "keep_alive", "max_workers",
 }
@@ -212,8 +213,8 @@ class ServerConfig:
 
 
 def server_config(flags: ServerFlags, environ: Mapping[str, str] = os.environ) -> ServerConfig:
-    """defaults < config.properties < environment < command line, then checked for exposure."""
-    config = load_config(flags.ts_config)
+    """defaults < config.properties < environment (LAUNCHKIT_<KEY>) < command line, then checked for exposure."""
+    config = load_config(flags.ts_config, environ)
     tokens = {key: environ[variable] for key, variable in TOKEN_VARIABLES.items() if environ.get(variable)}
     config = replace(config, **tokens)
     if flags.model_store:
@@ -244,17 +245,36 @@ def _checked_exposure(config: ServerConfig) -> ServerConfig:
     return config
 
 
-def load_config(path: str | None) -> ServerConfig:
-    if path is None:
+def load_config(path: str | None, environ: Mapping[str, str] | None = None) -> ServerConfig:
+    """config.properties (``path``), with any key also given by the environment (see below) on top."""
+    entries: dict[str, str] = {}
+    if path is not None:
+        try:
+            entries = parse_properties(Path(path).read_text())
+        except OSError as error:
+            raise UsageError(f"--ts-config {path}: {error.strerror}") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"--ts-config {path}: not a text file (expected TorchServe's config.properties)") from None
+    from_environment = environment_entries(environ or {}, entries)
+    if not entries and not from_environment:
         return ServerConfig()
-    file = Path(path)
-    try:
-        entries = parse_properties(file.read_text())
-    except OSError as error:
-        raise UsageError(f"--ts-config {path}: {error.strerror}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"--ts-config {path}: not a text file (expected TorchServe's config.properties)") from None
-    return config_from_properties(entries, str(file))
+    source = " and ".join(part for part in (path, "the environment" if from_environment else None) if part)
+    return config_from_properties({**entries, **from_environment}, source)
+
+
+def environment_entries(environ: Mapping[str, str], file_entries: Mapping[str, str]) -> dict[str, str]:
+    """config.properties keys given as variables, for containers: ``LAUNCHKIT_<KEY>`` always
+    (e.g. LAUNCHKIT_INFERENCE_ADDRESS, LAUNCHKIT_DEFAULT_WORKERS_PER_MODEL), and TorchServe's
+    ``TS_<KEY>`` where TorchServe would read them (``enable_envvars_config=true``). launchkit's wins."""
+    torchserve = parse_bool(environ.get("TS_ENABLE_ENVVARS_CONFIG") or file_entries.get("enable_envvars_config")
+                            or "false", "enable_envvars_config")
+    found: dict[str, str] = {}
+    for key in sorted(SUPPORTED_KEYS):
+        for prefix in (("TS_",) if torchserve else ()) + ("LAUNCHKIT_",):
+            value = environ.get(prefix + key.upper())
+            if value:
+                found[key] = value
+    return found
 
 
 def config_from_properties(entries: dict[str, str], source: str) -> ServerConfig:
