@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _report import absolute, markdown_table, results_dir, write  # noqa: E402
 
 PY = sys.executable
-STARTED = "import os, time; print('started', os.environ['RANK'], time.time(), flush=True)\n"
+# each rank writes its start time to a file of its own (ranks' stdout lines can interleave)
+STARTED = ("import os, sys, time; open(os.path.join(sys.argv[1], os.environ['RANK']), 'w').write(repr(time.time()))\n")
 ALL_REDUCE = """
 import os, statistics, sys, time
 import torch, torch.distributed as dist
@@ -53,9 +54,10 @@ def command(kind: str, ranks: int, script: Path, *args: str) -> list[str]:
 
 
 def start_up(kind: str, ranks: int, script: Path) -> float:
+    folder = Path(tempfile.mkdtemp(prefix="lk-started-"))
     began = time.time()
-    result = subprocess.run(command(kind, ranks, script), capture_output=True, text=True, timeout=120)
-    starts = [float(line.split()[2]) for line in result.stdout.splitlines() if line.startswith("started")]
+    result = subprocess.run(command(kind, ranks, script, str(folder)), capture_output=True, text=True, timeout=120)
+    starts = [float(path.read_text()) for path in folder.iterdir()]
     if result.returncode != 0 or len(starts) != ranks:
         raise SystemExit(f"{kind} failed:\n{result.stderr[-2000:]}")
     return max(starts) - began

@@ -58,6 +58,7 @@ class BenchConfig:
     trials: int = 1
     connections: int = 64
     max_error_rate: float = 0.0  # fraction of failed requests a level may have before the run fails
+    clients: int = 1  # load-generating processes (see clients.py)
     # settings of the server this run starts (refused for a URL target)
     workers: int | None = None
     batch_size: int | None = None
@@ -86,6 +87,13 @@ class BenchConfig:
             raise UsageError("--concurrency must be at least 1")
         if self.trials < 1:
             raise UsageError("--trials must be at least 1")
+        if self.clients < 1:
+            raise UsageError("--clients must be at least 1")
+        if self.clients > 1 and not self.rates and min(self.concurrency) < self.clients:
+            raise UsageError(f"--clients {self.clients} splits each level's connections over {self.clients} processes: "
+                             f"every concurrency level must be at least {self.clients} (got {min(self.concurrency)})")
+        if self.clients > 1 and self.requests is not None and self.requests < self.clients:
+            raise UsageError(f"--requests {self.requests} cannot be split over --clients {self.clients}")
         if not 0 <= self.max_error_rate <= 1:
             raise UsageError(f"--max-error-rate {self.max_error_rate * 100:g}%: give a percentage from 0 to 100")
         if not self.starts_a_server:

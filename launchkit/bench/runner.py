@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from launchkit.bench.clients import run_level_clients
 from launchkit.bench.config import BenchConfig
 from launchkit.bench.inputs import load_payloads
 from launchkit.bench.loadgen import LoadSpec, Samples, Target, encode_requests, run_level
@@ -215,7 +216,8 @@ def _measure(config: BenchConfig, target: Target, requests: list[bytes], spec: L
         before = view.start() if view else None
         samples = Samples()
         try:
-            run_interruptible(run_level(target, requests, spec, progress=report, samples=samples))
+            run_interruptible(run_level_clients(target, requests, spec, config.clients, progress=report,
+                                                samples=samples))
         except Interrupted as stop:  # what this level measured so far is kept, marked partial
             partial = replace(summarize(samples, spec.concurrency, spec.rate, config.percentiles), interrupted=True)
             raise _PartialLevel(stop.signum, partial) from None

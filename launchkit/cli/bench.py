@@ -43,6 +43,9 @@ from launchkit.core.errors import RequestsFailed, UsageError
 @option("--stability-percentage", type=click.FloatRange(min=0), default=10.0, show_default=True)
 @option("--max-windows", type=click.IntRange(min=3), default=10, show_default=True)
 @option("--trials", type=click.IntRange(min=1), default=1, show_default=True, help="Repeat the run; report medians.")
+@option("--clients", type=click.IntRange(min=1), default=1, show_default=True, metavar="P",
+        help="Load-generating processes: each level's connections (or rate) split over P processes that start "
+             "together; latencies merged exactly. For targets one process cannot saturate (replicas).")
 @option("--max-error-rate", default="0%", show_default=True, metavar="PERCENT",
         help="Failed requests (non-2xx, connection errors) a level may have; above it the run exits 6.")
 @click.option("-w", "--workers", type=click.IntRange(min=1), help="Workers of the server bench starts (a .mar target).")
@@ -138,6 +141,7 @@ def _config(params: dict[str, Any], target: str | None, levels: tuple[int, ...],
         percentiles=tuple(sorted(set(DEFAULT_PERCENTILES) | set(params["percentile"]))),
         stability=params["stability"], stability_tolerance=params["stability_percentage"] / 100,
         max_windows=params["max_windows"], trials=params["trials"], max_error_rate=max_error_rate,
+        clients=params["clients"],
         workers=params["workers"], batch_size=params["batch_size"], batch_delay_ms=params["batch_delay"],
         cpu_launcher_args=params["cpu_launcher_args"], name=params["name"],
         management_url=params["management_url"], metrics_url=params["metrics_url"],
