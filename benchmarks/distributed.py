@@ -15,7 +15,6 @@ Writes results/<ts>-distributed/.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys

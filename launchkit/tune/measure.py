@@ -10,7 +10,6 @@ the trial and is stopped; the search goes on.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import urllib.error
@@ -223,6 +222,3 @@ def trial_line(trial: Trial, constraints: Constraints) -> str:
     return (f"{trial.config.label()}: {chosen.throughput_rps:,.1f} req/s at c={chosen.concurrency}, "
             f"{constraints.key} {chosen.percentile_ms(constraints):.2f} ms ({trial.status})")
 
-
-def dumps_trial(trial: Trial, constraints: Constraints) -> str:
-    return json.dumps(trial.to_dict(constraints))

@@ -8,7 +8,6 @@ measures every configuration of the space.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
