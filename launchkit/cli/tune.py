@@ -50,6 +50,13 @@ def _seconds(text: str) -> float:
 @option("--content-type", help="Content-Type of --input bodies (default application/octet-stream).")
 @option("--report-dir", metavar="DIR", help="Where the report goes (default results/<ts>-tune-<model>).")
 @option("--resume", metavar="DIR", help="Continue the search of an interrupted run, in its report folder.")
+@option("--run", "program", metavar="'PROGRAM [ARGS]'", help="Tune a `launchkit run` program instead of a served "
+        "model: instances x allocator x OpenMP runtime (--space 'instances=1,2,4;allocator=auto,jemalloc;omp=auto,gnu'"
+        "), the program's own figure read by --metric and summed over instances; writes best-command.txt.")
+@option("--metric", metavar="REGEX|KEY", help="With --run: a regex whose first group is the figure (e.g. "
+        "'throughput: ([0-9.]+)'), or the key of a JSON line the program prints. Higher is better.")
+@option("--run-timeout", type=click.FloatRange(min=1), default=600.0, show_default=True, metavar="S",
+        help="With --run: longest one run may take.")
 @option("--quiet", "-q", is_flag=True, help="Only the verdict.")
 def tune(target: str | None, **params: Any) -> None:
     """Find the best serving configuration for a model on this machine, within a latency budget.
@@ -72,6 +79,10 @@ def tune(target: str | None, **params: Any) -> None:
     (what was measured is kept; --resume continues).
     """
     from launchkit.core.results import default_report_dir, writable_folder
+
+    if params["program"] is not None or params["metric"] is not None:
+        _tune_program(target, params)
+        return
     from launchkit.tune.measure import MeasureSettings, trial_line
     from launchkit.tune.runner import TuneRequest, run_tune
     from launchkit.tune.search import Constraints
@@ -131,6 +142,49 @@ def tune(target: str | None, **params: Any) -> None:
         result = run_tune(request, folder, headline, lambda trial: finished(trial, lambda line: click.echo(line, err=True)),
                           resume)
     _finish(result, folder)
+
+
+def _tune_program(target: str | None, params: dict[str, Any]) -> None:
+    """--run: the best `launchkit run` recipe for a program that prints its own figure."""
+    import shlex
+
+    from launchkit.core.results import default_report_dir, writable_folder
+    from launchkit.core.topology import read_topology
+    from launchkit.tune.programs import metric_reader, run_space, tune_program
+
+    if not params["program"] or not params["metric"]:
+        raise UsageError("--run 'PROGRAM [ARGS]' and --metric REGEX|KEY go together (the program prints its own "
+                         "throughput; --metric says where)")
+    serving_only = [flag for flag, key in (("TARGET", None), ("--latency-budget", "latency_budget"),
+                                           ("--min-throughput", "min_throughput"), ("--max-memory", "max_memory"),
+                                           ("--resume", "resume"), ("--input", "inputs"))
+                    if (target if key is None else params[key])]
+    if serving_only:
+        raise UsageError(f"{', '.join(serving_only)}: for tuning a served model, not with --run")
+    program = shlex.split(params["program"])
+    metric_reader(params["metric"])  # checked before anything runs
+    cpus = len(read_topology().allowed_cores) or 1
+    run_space(cpus, params["space"])
+    folder = writable_folder(params["report_dir"] or default_report_dir("tune-run"), "--report-dir")
+    say = (lambda line: None) if params["quiet"] else (lambda line: click.echo(line, err=True))
+
+    def finished(trial: Any) -> None:
+        figure = f"{trial.total:,.2f} (instances: {', '.join(f'{v:,.2f}' for v in trial.per_instance)})" \
+            if trial.status == "ok" else f"{trial.status}: {trial.error}"
+        say(f"launchkit tune: {trial.config.label()}: {figure}  [{trial.seconds:.1f} s]")
+
+    summary = tune_program(program, params["metric"], cpus, params["space"], _seconds(params["max_time"]),
+                           params["run_timeout"], folder, finished)
+    best, default = summary["best"], summary["default"]
+    if best is None:
+        click.echo("no configuration produced the figure (see trials in summary.json)")
+        raise NoConfiguration("no run of the program printed a figure --metric could read; check --metric against "
+                              "its output")
+    versus = f", {best['total'] / default['total']:.2f}× the default (1 instance)" \
+        if default and default.get("total") else ""
+    click.echo(f"best: {best['label']}: {best['total']:,.2f}{versus}")
+    click.echo(f"run it: {summary['best_command']}", err=True)
+    click.echo(f"report: {folder}/ (summary.json, best-command.txt)", err=True)
 
 
 def _finish(result: Any, folder: Path) -> None:

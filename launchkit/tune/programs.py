@@ -1,0 +1,200 @@
+"""`launchkit tune --run PROGRAM`: the best `launchkit run` recipe for a program that prints its
+own throughput.
+
+Each configuration (instances × allocator × OpenMP runtime; each instance gets its even share of
+the cores) runs the program through `launchkit run` with per-instance logs; the figure is read
+from each instance's output by ``--metric`` (a regular expression whose first group is the number,
+or a JSON key of a line that is a JSON object; the last match counts) and summed over the
+instances (throughput adds up across instances). A configuration whose run fails, or whose output
+has no figure, is recorded with the reason. Configurations are tried from launchkit run's default
+(one instance) outwards, until all are measured or ``--max-time`` is spent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from itertools import product
+from pathlib import Path
+from typing import Any
+
+from launchkit.core.errors import UsageError
+
+logger = logging.getLogger(__name__)
+
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    instances: int = 1
+    allocator: str = AUTO
+    omp_runtime: str = AUTO
+
+    def launcher_args(self) -> list[str]:
+        """`launchkit run` flags (its defaults, auto, left out)."""
+        args = ["--ninstances", str(self.instances)]
+        for flag, value in (("--memory-allocator", self.allocator), ("--omp-runtime", self.omp_runtime)):
+            if value != AUTO:
+                args += [flag, value]
+        return args
+
+    def label(self) -> str:
+        extras = [f"{name} {value}" for name, value in (("allocator", self.allocator), ("OpenMP", self.omp_runtime))
+                  if value != AUTO]
+        return ", ".join([f"{self.instances} instance(s)", *extras])
+
+
+@dataclass
+class RunTrial:
+    config: RunConfig
+    status: str = "pending"  # ok | failed | no-metric
+    total: float | None = None  # the metric summed over instances
+    per_instance: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config": asdict(self.config), "label": self.config.label(), "status": self.status,
+                "total": self.total, "per_instance": self.per_instance, "seconds": round(self.seconds, 1),
+                "error": self.error}
+
+
+def metric_reader(metric: str) -> Callable[[str], float | None]:
+    """The number an instance's output holds: the last match of a regex's first group, or of a JSON key."""
+    if re.fullmatch(r"[A-Za-z_][\w.-]*", metric):  # a JSON key
+        def from_json(text: str) -> float | None:
+            found = None
+            for line in text.splitlines():
+                line = line.strip()
+                if line.startswith("{"):
+                    try:
+                        value = json.loads(line).get(metric)
+                    except (ValueError, AttributeError):
+                        continue
+                    if isinstance(value, (int, float)) and not isinstance(value, bool):
+                        found = float(value)
+            return found
+        return from_json
+    try:
+        pattern = re.compile(metric)
+    except re.error as error:
+        raise UsageError(f"--metric {metric!r}: not a regular expression ({error})") from None
+    if pattern.groups < 1:
+        raise UsageError(f"--metric {metric!r}: give the number as the first group, e.g. 'throughput: ([0-9.]+)'")
+
+    def from_regex(text: str) -> float | None:
+        matches = pattern.findall(text)
+        if not matches:
+            return None
+        last = matches[-1][0] if isinstance(matches[-1], tuple) else matches[-1]
+        try:
+            return float(last)
+        except ValueError:
+            return None
+    return from_regex
+
+
+def run_space(cpus: int, space: str) -> list[RunConfig]:
+    """The configurations to try, launchkit run's default first, then by distance from it."""
+    values: dict[str, tuple[Any, ...]] = {
+        "instances": tuple(value for value in (1, 2, 4, 8, 16, 32, 64, 128) if value <= cpus),
+        "allocator": (AUTO, "default", "jemalloc"),
+        "omp": (AUTO, "gnu"),
+    }
+    for item in (part.strip() for part in space.split(";")):
+        if not item:
+            continue
+        name, _, listed = item.partition("=")
+        name = name.strip()
+        if name not in values or not listed.strip():
+            raise UsageError(f"--space {item!r}: with --run the knobs are instances, allocator and omp "
+                             "(e.g. 'instances=1,2,4;allocator=auto,jemalloc')")
+        parts = [value.strip() for value in listed.split(",") if value.strip()]
+        if name == "instances":
+            try:
+                numbers = tuple(int(value) for value in parts)
+            except ValueError:
+                raise UsageError(f"--space {item!r}: instances are numbers") from None
+            if any(number < 1 or number > cpus for number in numbers):
+                raise UsageError(f"--space {item!r}: instances go from 1 to the {cpus} usable cores")
+            values[name] = numbers
+        else:
+            allowed = ("auto", "default", "tcmalloc", "jemalloc") if name == "allocator" else ("auto", "gnu", "intel")
+            if any(value not in allowed for value in parts):
+                raise UsageError(f"--space {item!r}: {name} is one of {', '.join(allowed)}")
+            values[name] = tuple(parts)
+    configs = [RunConfig(instances, allocator, omp)
+               for instances, allocator, omp in product(values["instances"], values["allocator"], values["omp"])]
+    return sorted(configs, key=lambda config: (config.allocator != AUTO) + (config.omp_runtime != AUTO)
+                  + abs(config.instances.bit_length() - 1))
+
+
+def measure_run(config: RunConfig, program: list[str], read: Callable[[str], float | None],
+                timeout_s: float) -> RunTrial:
+    """Run the program once under ``config`` with `launchkit run` and read its figure."""
+    trial = RunTrial(config)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="launchkit-tune-run-") as logs:
+        argv = [sys.executable, "-m", "launchkit", "run", *config.launcher_args(), "--log-path", logs, "--", *program]
+        try:
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            trial.status, trial.error = "failed", f"did not finish within {timeout_s:g} s"
+            return trial
+        finally:
+            trial.seconds = time.monotonic() - started
+        if result.returncode != 0:
+            detail = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
+            trial.status, trial.error = "failed", f"exit {result.returncode}: {detail[:300]}"
+            return trial
+        outputs = sorted(Path(logs).glob("run.*.out.log"))
+        figures = [read(path.read_text(errors="replace")) for path in outputs]
+    if not figures or any(figure is None for figure in figures):
+        trial.status, trial.error = "no-metric", "an instance printed no figure matching --metric"
+        return trial
+    trial.per_instance = [float(figure) for figure in figures if figure is not None]
+    trial.total = sum(trial.per_instance)
+    trial.status = "ok"
+    return trial
+
+
+def tune_program(program: list[str], metric: str, cpus: int, space: str, max_time_s: float, timeout_s: float,
+                 folder: Path, finished: Callable[[RunTrial], None]) -> dict[str, Any]:
+    """Measure the space (or as much as the time allows); writes summary.json and best-command.txt."""
+    read = metric_reader(metric)
+    configs = run_space(cpus, space)
+    started = time.monotonic()
+    trials: list[RunTrial] = []
+    time_up = False
+    for config in configs:
+        average = sum(trial.seconds for trial in trials) / max(len(trials), 1)
+        if trials and time.monotonic() - started + average > max_time_s:
+            time_up = True
+            break
+        trial = measure_run(config, program, read, timeout_s)
+        trials.append(trial)
+        finished(trial)
+    ok = [trial for trial in trials if trial.status == "ok"]
+    best = max(ok, key=lambda trial: trial.total or 0.0) if ok else None
+    default = trials[0] if trials and trials[0].config == RunConfig() else None
+    summary: dict[str, Any] = {
+        "command": "launchkit tune --run", "program": program, "metric": metric, "cpus": cpus,
+        "default": default.to_dict() if default else None, "best": best.to_dict() if best else None,
+        "trials": [trial.to_dict() for trial in trials], "time_up": time_up,
+        "elapsed_s": round(time.monotonic() - started, 1),
+    }
+    if best is not None:
+        command = shlex.join(["launchkit", "run", *best.config.launcher_args(), "--", *program])
+        summary["best_command"] = command
+        (folder / "best-command.txt").write_text(command + "\n")
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
