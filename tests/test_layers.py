@@ -28,7 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 )
 # Inside serve, by role, lowest first.
 SERVE_LAYERS: tuple[tuple[str, ...], ...] = (
-    ("wire", "properties", "tensors"),
+    ("wire", "properties", "tensors", "addresses", "limits"),
     ("settings", "sources"),
     ("scheduling",),
     ("fleet", "worker"),

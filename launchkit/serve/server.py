@@ -30,7 +30,8 @@ from launchkit.serve.fleet.fleet import Fleet, base_run_request
 from launchkit.serve.fleet.process import WorkerPool
 from launchkit.serve.loading import attach_metrics, load_models
 from launchkit.serve.scheduling.registry import Registry
-from launchkit.serve.settings import Limits, ModelOverrides, ModelSource, ServerConfig
+from launchkit.serve.limits import Limits
+from launchkit.serve.settings import ModelOverrides, ModelSource, ServerConfig
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,6 @@ effective configuration at start-up.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
@@ -34,12 +33,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
-from launchkit.archive.reading import ExtractionLimits
 from launchkit.core.errors import UsageError
 from launchkit.core.values import parse_bool
 from launchkit.model.spec import OptimizationSpec, parse_spec
+from launchkit.serve.addresses import Address, is_loopback, parse_address
+from launchkit.serve.limits import Limits, parse_limits
 from launchkit.serve.properties import parse_properties
 
 DEFAULT_BATCH_DELAY_MS = 100.0
@@ -76,15 +75,6 @@ MODEL_KEYS = {
 
 
 @dataclass(frozen=True)
-class Address:
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-
-@dataclass(frozen=True)
 class ModelSettings:
     batch_size: int = 1
     max_batch_delay_ms: float = DEFAULT_BATCH_DELAY_MS
@@ -111,30 +101,6 @@ class ModelOverrides:
         if self.optimization is not None:  # ipex_enable (server-wide) survives a per-model choice
             changes["optimization"] = replace(self.optimization, ipex=settings.optimization.ipex)
         return replace(settings, **changes)
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one client, one request or one archive may cost the server (config.properties keys in brackets).
-
-    The defaults let every legitimate use through (multi-GB weights, big image batches) and stop the
-    attacks a security review reproduced: a 64 MB header, a client that drips bytes or never sends,
-    an 85-byte tensor shape worth 586 MB, a 1 MB archive that unpacks to 1 GiB.
-    """
-
-    max_header_bytes: int = 65536  # [max_header_size] request line and headers together
-    max_headers: int = 100  # [max_headers]
-    header_timeout_s: float = 10.0  # [header_timeout] from the connection (or the last answer) to a full head
-    body_timeout_s: float = 60.0  # [body_timeout] from the head to the end of the body
-    keep_alive_timeout_s: float = 60.0  # [keep_alive_timeout] an idle connection between requests
-    max_connections: int = 4096  # [max_connections] per listener; more are answered 503 and closed
-    max_tensor_elements: int = 16 * 2**20  # [max_tensor_elements] values in one KServe infer request
-    max_archive_bytes: int = 64 * 2**30  # [max_archive_size] uncompressed, all entries of one .mar
-    max_archive_entries: int = 10_000  # [max_archive_entries]
-    max_archive_ratio: float = 200.0  # [max_archive_ratio] uncompressed ÷ compressed, entries over 1 MiB
-
-    def extraction(self) -> ExtractionLimits:
-        return ExtractionLimits(self.max_archive_bytes, self.max_archive_entries, self.max_archive_ratio)
 
 
 @dataclass(frozen=True)
@@ -319,7 +285,7 @@ def config_from_properties(entries: dict[str, str], source: str) -> ServerConfig
             values[key] = entries[key]
     if entries.get("allowed_urls"):
         values["allowed_urls"] = parse_allowed_urls(entries["allowed_urls"], source)
-    limits = _limits(entries, source)
+    limits = parse_limits(entries, source)
     if limits != Limits():
         values["limits"] = limits
     if entries.get("management_allowed_hosts"):
@@ -329,29 +295,6 @@ def config_from_properties(entries: dict[str, str], source: str) -> ServerConfig
         notes.append(f"{source}: disable_token_authorization: launchkit asks for a token only where one is set "
                      "(management_token / inference_token), and requires it when management is not on loopback")
     return ServerConfig(**values, warnings=tuple(warnings), notes=tuple(notes))
-
-
-_LIMIT_KEYS = {  # config.properties key: (Limits attribute, type)
-    "max_header_size": ("max_header_bytes", int), "max_headers": ("max_headers", int),
-    "header_timeout": ("header_timeout_s", float), "body_timeout": ("body_timeout_s", float),
-    "keep_alive_timeout": ("keep_alive_timeout_s", float), "max_connections": ("max_connections", int),
-    "max_tensor_elements": ("max_tensor_elements", int), "max_archive_size": ("max_archive_bytes", int),
-    "max_archive_entries": ("max_archive_entries", int), "max_archive_ratio": ("max_archive_ratio", float),
-}
-
-
-def _limits(entries: dict[str, str], source: str) -> Limits:
-    changes: dict[str, Any] = {}
-    for key, (attribute, kind) in _LIMIT_KEYS.items():
-        if key in entries:
-            try:
-                value = kind(entries[key])
-            except ValueError:
-                raise UsageError(f"{source}: {key}={entries[key]!r} is not a number") from None
-            if value <= 0:
-                raise UsageError(f"{source}: {key}={entries[key]} must be positive")
-            changes[attribute] = value
-    return replace(Limits(), **changes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -401,19 +344,6 @@ def _apply_model_keys(settings: ModelSettings, values: Mapping[str, Any], where:
 # Values
 
 
-def parse_address(value: str, key: str) -> Address:
-    url = urlparse(value if "://" in value else f"http://{value}")
-    if url.scheme != "http":
-        raise UsageError(f"{key}={value}: only http:// addresses are supported (TLS is not built in; put a proxy in front)")
-    try:
-        port = url.port
-    except ValueError:
-        port = None
-    if port is None:
-        raise UsageError(f"{key}={value}: give a port, e.g. http://127.0.0.1:8080")
-    return Address(url.hostname or "127.0.0.1", port)
-
-
 def parse_allowed_urls(value: str, source: str) -> tuple[str, ...]:
     """TorchServe's format: comma-separated regular expressions, each matched against the whole URL."""
     patterns = tuple(item.strip() for item in value.split(",") if item.strip())
@@ -423,15 +353,6 @@ def parse_allowed_urls(value: str, source: str) -> tuple[str, ...]:
         except re.error as error:
             raise UsageError(f"{source}: allowed_urls: {pattern!r} is not a regular expression ({error})") from None
     return patterns
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _positive_int(value: str, key: str, source: str) -> int:

@@ -15,7 +15,8 @@ import weakref
 from typing import Any
 
 from launchkit.core.errors import ServeError
-from launchkit.serve.settings import Address, Limits
+from launchkit.serve.addresses import Address
+from launchkit.serve.limits import Limits
 from launchkit.serve.wire import error_body
 
 

@@ -36,7 +36,8 @@ from launchkit.serve.api.responses import bearer_token_ok, send_json, torchserve
 from launchkit.serve.fleet.fleet import Fleet, wait_loaded
 from launchkit.serve.loading import discard_files, open_model
 from launchkit.serve.scheduling.registry import Registry, ServedModel
-from launchkit.serve.settings import ModelOverrides, ServerConfig, is_loopback
+from launchkit.serve.addresses import is_loopback
+from launchkit.serve.settings import ModelOverrides, ServerConfig
 from launchkit.serve.sources import SourcePolicy, fetch, resolve
 
 logger = logging.getLogger(__name__)
