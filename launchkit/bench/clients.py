@@ -19,6 +19,7 @@ from dataclasses import replace
 from typing import Any
 
 from launchkit.bench.loadgen import KEPT_BODIES, LoadSpec, Samples, Target, run_level
+from launchkit.launch.spawn import spawn_async
 
 
 def split(spec: LoadSpec, clients: int) -> list[LoadSpec]:
@@ -70,9 +71,9 @@ async def run_level_clients(target: Target, requests: list[bytes], spec: LoadSpe
     helpers = []
     try:
         for share in shares[1:]:
-            helper = await asyncio.create_subprocess_exec(sys.executable, "-m", "launchkit.bench.clients",
-                                                          stdin=asyncio.subprocess.PIPE,
-                                                          stdout=asyncio.subprocess.PIPE)
+            # spawned like every child (own group, dies with bench even on SIGKILL)
+            helper = await spawn_async([sys.executable, "-m", "launchkit.bench.clients"],
+                                       stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
             assert helper.stdin is not None
             helper.stdin.write(pickle.dumps((target, requests, share)))
             await helper.stdin.drain()

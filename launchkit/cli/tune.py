@@ -176,6 +176,9 @@ def _tune_program(target: str | None, params: dict[str, Any]) -> None:
     summary = tune_program(program, params["metric"], cpus, params["space"], _seconds(params["max_time"]),
                            params["run_timeout"], folder, finished)
     best, default = summary["best"], summary["default"]
+    if summary["interrupted"]:
+        click.echo(f"launchkit tune: stopped by SIGINT; what was measured is in {folder}/summary.json", err=True)
+        sys.exit(128 + signal.SIGINT)
     if best is None:
         click.echo("no configuration produced the figure (see trials in summary.json)")
         raise NoConfiguration("no run of the program printed a figure --metric could read; check --metric against "

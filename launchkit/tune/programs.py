@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from launchkit.core.errors import UsageError
+from launchkit.launch.spawn import spawn, stop
 
 logger = logging.getLogger(__name__)
 
@@ -145,16 +146,22 @@ def measure_run(config: RunConfig, program: list[str], read: Callable[[str], flo
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="launchkit-tune-run-") as logs:
         argv = [sys.executable, "-m", "launchkit", "run", *config.launcher_args(), "--log-path", logs, "--", *program]
+        # spawned like every child: its own group, stopped as a whole, dead with tune even on SIGKILL
+        child = spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
+            _, errors = child.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
+            stop(child, grace_s=5.0)
             trial.status, trial.error = "failed", f"did not finish within {timeout_s:g} s"
             return trial
         finally:
             trial.seconds = time.monotonic() - started
-        if result.returncode != 0:
-            detail = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
-            trial.status, trial.error = "failed", f"exit {result.returncode}: {detail[:300]}"
+            if child.poll() is None:  # interrupted: the run goes with us
+                stop(child, grace_s=5.0)
+        if child.returncode != 0:
+            text = errors.decode(errors="replace").strip().splitlines()
+            detail = text[-1] if text else f"exit {child.returncode}"
+            trial.status, trial.error = "failed", f"exit {child.returncode}: {detail[:300]}"
             return trial
         outputs = sorted(Path(logs).glob("run.*.out.log"))
         figures = [read(path.read_text(errors="replace")) for path in outputs]
@@ -174,22 +181,25 @@ def tune_program(program: list[str], metric: str, cpus: int, space: str, max_tim
     configs = run_space(cpus, space)
     started = time.monotonic()
     trials: list[RunTrial] = []
-    time_up = False
-    for config in configs:
-        average = sum(trial.seconds for trial in trials) / max(len(trials), 1)
-        if trials and time.monotonic() - started + average > max_time_s:
-            time_up = True
-            break
-        trial = measure_run(config, program, read, timeout_s)
-        trials.append(trial)
-        finished(trial)
+    time_up = interrupted = False
+    try:
+        for config in configs:
+            average = sum(trial.seconds for trial in trials) / max(len(trials), 1)
+            if trials and time.monotonic() - started + average > max_time_s:
+                time_up = True
+                break
+            trial = measure_run(config, program, read, timeout_s)
+            trials.append(trial)
+            finished(trial)
+    except KeyboardInterrupt:  # Ctrl-C: the run in progress was stopped; what was measured is kept
+        interrupted = True
     ok = [trial for trial in trials if trial.status == "ok"]
     best = max(ok, key=lambda trial: trial.total or 0.0) if ok else None
     default = trials[0] if trials and trials[0].config == RunConfig() else None
     summary: dict[str, Any] = {
         "command": "launchkit tune --run", "program": program, "metric": metric, "cpus": cpus,
         "default": default.to_dict() if default else None, "best": best.to_dict() if best else None,
-        "trials": [trial.to_dict() for trial in trials], "time_up": time_up,
+        "trials": [trial.to_dict() for trial in trials], "time_up": time_up, "interrupted": interrupted,
         "elapsed_s": round(time.monotonic() - started, 1),
     }
     if best is not None:

@@ -48,3 +48,20 @@ def test_bad_run_usage_exits_2(args, message):
     result = tune(*args)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_ctrl_c_keeps_the_runs_measured(tmp_path):
+    import signal
+    import time
+
+    slow = tmp_path / "slow.py"
+    slow.write_text("import time\nprint('throughput: 1.0')\ntime.sleep(60)\n")
+    process = subprocess.Popen([sys.executable, "-m", "launchkit", "tune", "--run", str(slow), "--metric",
+                                r"throughput: ([0-9.]+)", "--report-dir", str(tmp_path / "r")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(4)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["interrupted"] is True
+    assert "Traceback" not in err
