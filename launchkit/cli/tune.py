@@ -149,8 +149,8 @@ def _tune_program(target: str | None, params: dict[str, Any]) -> None:
     import shlex
 
     from launchkit.core.results import default_report_dir, writable_folder
-    from launchkit.core.topology import read_topology
     from launchkit.tune.programs import metric_reader, run_space, tune_program
+    from launchkit.tune.runner import machine_cpus
 
     if not params["program"] or not params["metric"]:
         raise UsageError("--run 'PROGRAM [ARGS]' and --metric REGEX|KEY go together (the program prints its own "
@@ -163,7 +163,7 @@ def _tune_program(target: str | None, params: dict[str, Any]) -> None:
         raise UsageError(f"{', '.join(serving_only)}: for tuning a served model, not with --run")
     program = shlex.split(params["program"])
     metric_reader(params["metric"])  # checked before anything runs
-    cpus = len(read_topology().allowed_cores) or 1
+    cpus = machine_cpus()
     run_space(cpus, params["space"])
     folder = writable_folder(params["report_dir"] or default_report_dir("tune-run"), "--report-dir")
     say = (lambda line: None) if params["quiet"] else (lambda line: click.echo(line, err=True))

@@ -109,6 +109,31 @@ class Servers:
         self.server, self.key = None, None
 
 
+class _Load:
+    """Bench's load generator against the running server's model, one level at a time."""
+
+    def __init__(self, servers: Servers, payloads: list[Payload], constraints: Constraints,
+                 settings: MeasureSettings, status: Callable[[str], None]) -> None:
+        assert servers.server is not None and servers.server.model is not None
+        self.target = Target.from_url(f"{servers.server.url}/predictions/{servers.server.model}")
+        self.requests = encode_requests(self.target, payloads)
+        self.percentiles = tuple(sorted({*DEFAULT_PERCENTILES, constraints.percentile}))
+        self.settings, self.status = settings, status
+
+    def warm(self, concurrency: int) -> None:
+        self.status("warming up")
+        spec = LoadSpec(concurrency=concurrency, duration_s=self.settings.warmup_seconds,
+                        timeout_s=self.settings.timeout_s)
+        run_interruptible(run_level(self.target, self.requests, spec, record=False))
+
+    def level(self, concurrency: int, seconds: float) -> Level:
+        self.status(f"c={concurrency}, {seconds:g} s")
+        spec = LoadSpec(concurrency=concurrency, duration_s=seconds, timeout_s=self.settings.timeout_s)
+        samples = run_interruptible(run_level(self.target, self.requests, spec))
+        summary = summarize(samples, concurrency, None, self.percentiles)
+        return Level(concurrency, summary.throughput, summary.latency_ms, summary.requests_failed)
+
+
 def measure_trial(config: ServingConfig, servers: Servers, payloads: list[Payload], constraints: Constraints,
                   settings: MeasureSettings, status: Callable[[str], None]) -> Trial:
     """Serve ``config`` and find its best concurrency within the constraints (never raises for the
@@ -117,23 +142,14 @@ def measure_trial(config: ServingConfig, servers: Servers, payloads: list[Payloa
     started = time.monotonic()
     try:
         trial.reused_server = servers.serve(config, status)
-        assert servers.server is not None and servers.server.model is not None
-        target = Target.from_url(f"{servers.server.url}/predictions/{servers.server.model}")
-        requests = encode_requests(target, payloads)
-        percentiles = tuple(sorted({*DEFAULT_PERCENTILES, constraints.percentile}))
+        load = _Load(servers, payloads, constraints, settings, status)
 
         def level(concurrency: int) -> Level:
-            status(f"c={concurrency}")
-            spec = LoadSpec(concurrency=concurrency, duration_s=settings.level_seconds, timeout_s=settings.timeout_s)
-            summary = summarize(run_interruptible(run_level(target, requests, spec)), concurrency, None, percentiles)
-            measured = Level(concurrency, summary.throughput, summary.latency_ms, summary.requests_failed)
-            trial.levels.append(measured)
-            return measured
+            trial.levels.append(load.level(concurrency, settings.level_seconds))
+            return trial.levels[-1]
 
         first = max(1, config.workers * config.streams * max(config.batch_size // 2, 1))
-        status("warming up")
-        run_interruptible(run_level(target, requests, LoadSpec(concurrency=first, duration_s=settings.warmup_seconds,
-                                                               timeout_s=settings.timeout_s), record=False))
+        load.warm(first)
         bracket(level, first, constraints, settings.plateau_steps)
         trial.memory_mib = servers.memory_mib()
         judge(trial, constraints)
@@ -157,17 +173,9 @@ def confirm_trial(trial: Trial, servers: Servers, payloads: list[Payload], const
     try:
         servers.stop()
         servers.serve(trial.config, status)
-        assert servers.server is not None and servers.server.model is not None
-        target = Target.from_url(f"{servers.server.url}/predictions/{servers.server.model}")
-        requests = encode_requests(target, payloads)
-        percentiles = tuple(sorted({*DEFAULT_PERCENTILES, constraints.percentile}))
-        status("warming up")
-        run_interruptible(run_level(target, requests, LoadSpec(concurrency=concurrency, duration_s=settings.warmup_seconds,
-                                                               timeout_s=settings.timeout_s), record=False))
-        status(f"c={concurrency}, {2 * settings.level_seconds:g} s")
-        spec = LoadSpec(concurrency=concurrency, duration_s=2 * settings.level_seconds, timeout_s=settings.timeout_s)
-        summary = summarize(run_interruptible(run_level(target, requests, spec)), concurrency, None, percentiles)
-        trial.confirmed = Level(concurrency, summary.throughput, summary.latency_ms, summary.requests_failed)
+        load = _Load(servers, payloads, constraints, settings, status)
+        load.warm(concurrency)
+        trial.confirmed = load.level(concurrency, 2 * settings.level_seconds)
     except LaunchkitError as error:
         trial.status, trial.error = "failed", f"confirmation: {str(error).splitlines()[0][:400]}"
         servers.stop()

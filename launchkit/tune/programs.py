@@ -28,10 +28,18 @@ from typing import Any
 
 from launchkit.core.errors import UsageError
 from launchkit.launch.spawn import spawn, stop
+from launchkit.tune.space import ALLOCATORS, AUTO, Knob, parse_knobs
 
 logger = logging.getLogger(__name__)
 
-AUTO = "auto"
+
+
+RUN_KNOBS = {
+    "instances": Knob("instances", int, minimum=1, too_small="values are 1 or more"),
+    "allocator": Knob("allocator", choices=ALLOCATORS),
+    "omp": Knob("omp", choices=(AUTO, "gnu", "intel")),
+}
+RUN_HINT = "with --run the knobs are instances, allocator and omp, e.g. 'instances=1,2,4;allocator=auto,jemalloc'"
 
 
 @dataclass(frozen=True)
@@ -111,28 +119,10 @@ def run_space(cpus: int, space: str) -> list[RunConfig]:
         "allocator": (AUTO, "default", "jemalloc"),
         "omp": (AUTO, "gnu"),
     }
-    for item in (part.strip() for part in space.split(";")):
-        if not item:
-            continue
-        name, _, listed = item.partition("=")
-        name = name.strip()
-        if name not in values or not listed.strip():
-            raise UsageError(f"--space {item!r}: with --run the knobs are instances, allocator and omp "
-                             "(e.g. 'instances=1,2,4;allocator=auto,jemalloc')")
-        parts = [value.strip() for value in listed.split(",") if value.strip()]
-        if name == "instances":
-            try:
-                numbers = tuple(int(value) for value in parts)
-            except ValueError:
-                raise UsageError(f"--space {item!r}: instances are numbers") from None
-            if any(number < 1 or number > cpus for number in numbers):
-                raise UsageError(f"--space {item!r}: instances go from 1 to the {cpus} usable cores")
-            values[name] = numbers
-        else:
-            allowed = ("auto", "default", "tcmalloc", "jemalloc") if name == "allocator" else ("auto", "gnu", "intel")
-            if any(value not in allowed for value in parts):
-                raise UsageError(f"--space {item!r}: {name} is one of {', '.join(allowed)}")
-            values[name] = tuple(parts)
+    values.update(parse_knobs(space, RUN_KNOBS, RUN_HINT))
+    if any(number > cpus for number in values["instances"]):
+        raise UsageError(f"--space instances={','.join(map(str, values['instances']))}: instances go from 1 to the "
+                         f"{cpus} usable cores")
     configs = [RunConfig(instances, allocator, omp)
                for instances, allocator, omp in product(values["instances"], values["allocator"], values["omp"])]
     return sorted(configs, key=lambda config: (config.allocator != AUTO) + (config.omp_runtime != AUTO)

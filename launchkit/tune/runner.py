@@ -24,7 +24,8 @@ from launchkit.bench.runner import STOP_SIGNALS, Interrupted, raise_interrupted
 from launchkit.core.errors import LaunchkitError, UsageError
 from launchkit.tune.measure import MeasureSettings, Servers, confirm_trial, measure_trial, trial_line
 from launchkit.tune.search import BruteSearch, Constraints, QuickSearch, Trial, best_of, judge, score
-from launchkit.tune.space import SearchSpace, ServingConfig, default_space, parse_space, start_point
+from launchkit.tune.space import (KNOBS, SearchSpace, ServingConfig, default_space, parse_knobs, parse_space,
+                                  start_point)
 
 logger = logging.getLogger(__name__)
 
@@ -94,10 +95,9 @@ def machine_cpus() -> int:
 
 def wanted_variants(request: TuneRequest) -> list[str]:
     """Optimization variants to prepare: bf16 where the CPU has it natively, and what --space names."""
-    listed = [item.split("=", 1)[1] for item in request.space.replace("\n", ";").split(";")
-              if item.strip().startswith("variant=")]
+    listed = parse_knobs(request.space, KNOBS).get("variant")
     if listed:
-        return [value.strip() for value in listed[-1].split(",") if value.strip()]
+        return list(listed)
     from launchkit.core.isa import read_isa
 
     isa = read_isa()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from itertools import product
 from pathlib import Path
@@ -82,22 +82,60 @@ class ServingConfig:
         return cls(**{key: value for key, value in values.items() if key in known})
 
 
-# --space names: knob → (ServingConfig attribute, parser)
-def _int(text: str) -> int:
-    return int(text)
+@dataclass(frozen=True)
+class Knob:
+    """One ``--space`` knob: the attribute it sets, how its values are read, and what is allowed."""
+
+    attribute: str
+    parse: Callable[[str], Any] = str
+    choices: tuple[str, ...] | None = None
+    minimum: float | None = None
+    too_small: str = ""  # the error's words for a value below ``minimum``
+    kind: str = "numbers"  # what ``parse`` accepts, for the error
 
 
 def _cores(text: str) -> int | str:
     return AUTO if text == AUTO else int(text)
 
 
-KNOBS: dict[str, tuple[str, Any]] = {
-    "workers": ("workers", _int), "cores": ("cores_per_worker", _cores), "streams": ("streams", _int),
-    "batch": ("batch_size", _int), "delay": ("delay_ms", float), "variant": ("variant", str),
-    "allocator": ("allocator", str), "omp": ("omp_runtime", str), "wait": ("omp_wait", str),
+ALLOCATORS = (AUTO, "default", "tcmalloc", "jemalloc")
+KNOBS: dict[str, Knob] = {
+    "workers": Knob("workers", int, minimum=1, too_small="values are 1 or more"),
+    "cores": Knob("cores_per_worker", _cores, minimum=1, too_small="values are 1 or more", kind="numbers or auto"),
+    "streams": Knob("streams", int, minimum=1, too_small="values are 1 or more"),
+    "batch": Knob("batch_size", int, minimum=1, too_small="values are 1 or more"),
+    "delay": Knob("delay_ms", float, minimum=0, too_small="delays are 0 ms or more"),
+    "variant": Knob("variant", choices=("original", "bf16", "int8")),
+    "allocator": Knob("allocator", choices=ALLOCATORS),
+    "omp": Knob("omp_runtime", choices=(AUTO, "gnu", "intel", "default")),
+    "wait": Knob("omp_wait", choices=(AUTO, "spin", "passive")),
 }
-CHOICES = {"allocator": (AUTO, "default", "tcmalloc", "jemalloc"), "omp": (AUTO, "gnu", "intel", "default"),
-           "wait": (AUTO, "spin", "passive"), "variant": ("original", "bf16", "int8")}
+SERVING_EXAMPLE = "e.g. --space 'workers=1,2;batch=1,8;delay=0,5'"
+
+
+def parse_knobs(text: str, knobs: Mapping[str, Knob], hint: str = SERVING_EXAMPLE) -> dict[str, tuple[Any, ...]]:
+    """``knob=v1,v2;knob=...`` → {attribute: values}, for the knobs named; UsageError says what is wrong."""
+    found: dict[str, tuple[Any, ...]] = {}
+    for item in (part.strip() for part in text.replace("\n", ";").split(";")):
+        if not item:
+            continue
+        name, equals, listed = item.partition("=")
+        knob = knobs.get(name.strip())
+        if not equals or knob is None:
+            raise UsageError(f"--space {item!r}: expected KNOB=V1,V2 with KNOB one of {', '.join(knobs)} ({hint})")
+        name = name.strip()
+        try:
+            parsed = tuple(dict.fromkeys(knob.parse(value.strip()) for value in listed.split(",") if value.strip()))
+        except ValueError:
+            raise UsageError(f"--space {item!r}: {name} takes {knob.kind}") from None
+        if not parsed:
+            raise UsageError(f"--space {item!r}: give at least one value")
+        if knob.choices is not None and any(value not in knob.choices for value in parsed):
+            raise UsageError(f"--space {item!r}: {name} is one of {', '.join(knob.choices)}")
+        if knob.minimum is not None and any(value != AUTO and value < knob.minimum for value in parsed):
+            raise UsageError(f"--space {item!r}: {name} {knob.too_small}")
+        found[knob.attribute] = parsed
+    return found
 
 
 @dataclass(frozen=True)
@@ -178,32 +216,7 @@ def default_space(cpus: int, default: ServingConfig, variants: Sequence[str]) ->
 
 def parse_space(text: str, base: SearchSpace) -> SearchSpace:
     """``knob=v1,v2;knob=...`` replaces those knobs' values in ``base``; UsageError names what is wrong."""
-    values = dict(base.values)
-    for item in (part.strip() for part in text.replace("\n", ";").split(";")):
-        if not item:
-            continue
-        name, equals, listed = item.partition("=")
-        name = name.strip()
-        if not equals or name not in KNOBS:
-            raise UsageError(f"--space {item!r}: expected KNOB=V1,V2 with KNOB one of {', '.join(KNOBS)} "
-                             "(e.g. --space 'workers=1,2;batch=1,8;delay=0,5')")
-        attribute, parse = KNOBS[name]
-        try:
-            parsed = tuple(dict.fromkeys(parse(value.strip()) for value in listed.split(",") if value.strip()))
-        except ValueError:
-            raise UsageError(f"--space {item!r}: {name} takes {'numbers' if name != 'cores' else 'numbers or auto'}"
-                             ) from None
-        if not parsed:
-            raise UsageError(f"--space {item!r}: give at least one value")
-        if name in CHOICES and any(value not in CHOICES[name] for value in parsed):
-            raise UsageError(f"--space {item!r}: {name} is one of {', '.join(CHOICES[name])}")
-        if name in ("workers", "streams", "batch", "cores") and any(
-                value != AUTO and int(value) < 1 for value in parsed):
-            raise UsageError(f"--space {item!r}: {name} values are 1 or more")
-        if name == "delay" and any(value < 0 for value in parsed):
-            raise UsageError(f"--space {item!r}: delays are 0 ms or more")
-        values[attribute] = parsed
-    return SearchSpace(tuple(values.items()), base.cpus)
+    return SearchSpace(tuple({**dict(base.values), **parse_knobs(text, KNOBS)}.items()), base.cpus)
 
 
 def start_point(default: ServingConfig, space: SearchSpace) -> ServingConfig:
