@@ -119,7 +119,6 @@ def plan_distributed(plan: RunPlan, rendezvous: RendezvousOptions, *, ccl_availa
         else:
             warnings.append("--ccl-worker-count ignored: oneCCL's bindings for PyTorch (oneccl_bindings_for_pytorch)"
                             " are not importable here, so nothing would use the reserved cores")
-    ranks = [replace(launch, env={**launch.env, "LAUNCHKIT_LOCAL_RANK_PLANNED": str(launch.index)}) for launch in ranks]
     return DistributedPlan(rendezvous, replace(plan, instances=tuple(ranks), warnings=tuple(warnings)), log_dir,
                            log_prefix)
 

@@ -8,10 +8,11 @@ import json
 import platform
 import shlex
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from launchkit.tune.runner import TuneResult, request_dict
+from launchkit.tune.runner import TuneResult
 from launchkit.tune.search import Constraints, Trial, closest, pareto_front
 from launchkit.tune.space import ServingConfig, config_properties
 
@@ -64,7 +65,7 @@ def write_report(result: TuneResult, folder: Path) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "command": "launchkit tune", "model": result.model, "archive": str(result.archive.resolve()),
         "machine": {"host": platform.node(), "cpus": result.space.cpus, "python": platform.python_version()},
-        "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "request": request_dict(result.request),
+        "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "request": asdict(result.request),
         "space": {attribute: list(values) for attribute, values in result.space.values},
         "variants": result.variants, "verdict": verdict(result),
         "default": _trial_summary(result.default, constraints), "best": _trial_summary(best, constraints),

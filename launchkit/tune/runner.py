@@ -13,7 +13,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -274,6 +274,3 @@ def _read_variants(folder: Path) -> dict[str, dict[str, Any]] | None:
             return None
     return prepared
 
-
-def request_dict(request: TuneRequest) -> dict[str, Any]:
-    return asdict(request)
