@@ -12,11 +12,12 @@ MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
 
-def open_image(payload: bytes | bytearray) -> Any:
+def open_image(payload: bytes | bytearray, rgb: bool = True) -> Any:
+    """An image file as PIL reads it; made RGB unless ``rgb`` is false (then in its own mode)."""
     from PIL import Image
 
     image = Image.open(io.BytesIO(bytes(payload)))
-    return image.convert("RGB") if image.mode != "RGB" else image
+    return image.convert("RGB") if rgb and image.mode != "RGB" else image
 
 
 def resize_shorter(image: Any, size: int) -> Any:

@@ -57,9 +57,10 @@ def http_protocol(limits: Limits = Limits()) -> type:
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         def connection_made(self, transport: Any) -> None:  # type: ignore[override]
-            super().connection_made(CoalescingTransport(transport))
+            super().connection_made(CoalescingTransport(transport, self._body_incoming))
             self._in_head = True  # between requests too: the next bytes start a head
             self._head_bytes = 0
+            self._heads_done = 0  # heads parsed on this connection: tells a chunk that ended one
             self._refusal: tuple[int, str, str] | None = None
             self._deadline = self.loop.time() + head_timeout
             self._waiting_for = "the request headers"
@@ -68,12 +69,18 @@ def http_protocol(limits: Limits = Limits()) -> type:
         def data_received(self, data: bytes) -> None:
             if self._refusal is not None:
                 return
-            in_head = self._in_head
+            in_head, heads_done = self._in_head, self._heads_done
             if in_head and self._deadline is None:  # a new request on a kept-alive connection
                 self._deadline = self.loop.time() + head_timeout
                 self._waiting_for = "the request headers"
             super().data_received(data)
-            if self._refusal is None and in_head and self._in_head:  # the whole chunk was head
+            # Raw bytes count towards the limit only when the whole chunk was head: it began in a head
+            # and no head ended inside it. A chunk that ended a head (and perhaps held a body, a whole
+            # request, the start of a pipelined one) is judged by the exact size of the head it ended,
+            # in on_headers_complete; counting its bytes refused every body that arrived in one read
+            # with its headers (curl --data-binary, urllib). A head begun mid-chunk is counted from its
+            # next chunk on: the guard against endless heads then trails by at most one read.
+            if self._refusal is None and in_head and self._in_head and heads_done == self._heads_done:
                 self._head_bytes += len(data)
                 if self._head_bytes > max_bytes:
                     self._refuse(431, "RequestHeaderFieldsTooLargeException",
@@ -88,6 +95,7 @@ def http_protocol(limits: Limits = Limits()) -> type:
 
         def on_headers_complete(self) -> None:
             self._in_head = False
+            self._heads_done += 1
             size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
             if len(self.headers) > max_headers:
                 return self._refuse(431, "RequestHeaderFieldsTooLargeException",
@@ -103,15 +111,21 @@ def http_protocol(limits: Limits = Limits()) -> type:
                 cycle.keep_alive = True
 
         def on_body(self, body: bytes) -> None:
-            if self._refusal is None:
+            if self._refusal is None and not self.transport.lingering:
                 super().on_body(body)
 
         def on_message_complete(self) -> None:
+            if self.transport.lingering:  # the body of a request already answered has all arrived
+                return self.transport.close_now()
             if self._refusal is not None:
                 return
             self._deadline = None  # the app has the whole request; uvicorn's keep-alive timeout takes over
             self._in_head = True
             super().on_message_complete()
+
+        def send_400_response(self, msg: str) -> None:
+            if self._refusal is None:  # else bytes after a refused head: the refusal is the answer
+                super().send_400_response(msg)
 
         def _refuse(self, status: int, kind: str, message: str) -> None:
             self._refusal = (status, kind, message)
@@ -123,7 +137,11 @@ def http_protocol(limits: Limits = Limits()) -> type:
             if not self.transport.is_closing():
                 self.transport.write(b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
                                      b"connection: close\r\n\r\n%s" % (status, reason, len(body), body))
-                self.transport.close()
+                (self.transport.close_now if status == 408 else self.transport.close)()
+
+        def _body_incoming(self) -> bool:
+            """Whether the client may still be sending this request's body (or head, after a 431)."""
+            return not self._in_head or (self._refusal is not None and self._refusal[0] == 431)
 
         def timed_out(self) -> None:
             """The sweep found this connection past its deadline: 408, unless an answer has begun."""
@@ -162,26 +180,40 @@ class _Sweeper:
             now = loop.time()
             for protocol in list(cls._connections):
                 deadline = protocol._deadline
-                if deadline is not None and now > deadline and protocol._refusal is None \
-                        and not protocol.transport.is_closing():
+                if deadline is None or now <= deadline:
+                    continue
+                if protocol.transport.lingering:
+                    protocol.transport.close_now()
+                elif protocol._refusal is None and not protocol.transport.is_closing():
                     protocol.timed_out()
 
 
+LINGER_S = 5.0  # longest a closed connection keeps reading a body nobody will use (nginx's lingering_timeout)
+
+
 class CoalescingTransport:
-    """Joins uvicorn's two writes per response (head, then body) into one send.
+    """Joins uvicorn's two writes per response (head, then body) into one send, and closes lingering.
 
     uvicorn writes the status line and headers, then the body, as separate writes; on uvloop each
     is its own send() and TCP segment, so a small response cost two syscalls here and two wake-ups
     at the client. The head is held until the body follows (in the same turn of the event loop,
     or flushed at the end of it).
+
+    Lingering close: an answer given before the request's body has all arrived (413 on the declared
+    size, 431, 401) followed by close() would reset the connection while the client still writes,
+    and a client that writes its whole body before reading (urllib, requests, http.client) then sees
+    "connection reset" instead of the answer. So such a close waits: the rest of the body is read and
+    dropped until it ends, the client closes, or ``LINGER_S`` passes (then the connection closes).
     """
 
-    __slots__ = ("_transport", "_pending", "_loop")
+    __slots__ = ("_transport", "_pending", "_loop", "_body_incoming", "lingering")
 
-    def __init__(self, transport: Any) -> None:
+    def __init__(self, transport: Any, body_incoming: Any = None) -> None:
         self._transport = transport
         self._pending: bytes | None = None
         self._loop = asyncio.get_running_loop()
+        self._body_incoming = body_incoming
+        self.lingering = False
 
     def write(self, data: bytes) -> None:
         if self._pending is None:
@@ -201,7 +233,22 @@ class CoalescingTransport:
 
     def close(self) -> None:
         self.flush()
+        if self.lingering:
+            return
+        if self._body_incoming is not None and self._body_incoming() and not self._transport.is_closing():
+            self.lingering = True
+            protocol = self._transport.get_protocol()
+            protocol._deadline = self._loop.time() + LINGER_S
+            self._transport.resume_reading()  # uvicorn pauses reading while a body waits for the app
+            return
         self._transport.close()
+
+    def close_now(self) -> None:
+        self.lingering = False
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self.lingering or self._transport.is_closing()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)

@@ -13,7 +13,9 @@ numbers already in tensor form) and the same outputs:
 The transforms are torchvision's, written with PIL and torch: the shorter side resized to 256
 (bilinear; the longer side truncated, as torchvision does), a centre crop of 224, scaled to
 [0, 1], normalised with the ImageNet mean and standard deviation. Images are converted to RGB
-first (TorchServe would fail on a grayscale or RGBA image with a 3-channel model).
+first by the default transforms (TorchServe would fail on a grayscale or RGBA image with a 3-channel
+model); a subclass that sets its own ``image_processing`` (TorchServe's mnist example: ToTensor and a
+one-channel Normalize) gets the image in its own mode, as under TorchServe.
 
 Every request of a batch runs in one model call (the detector's images may differ in size: the
 model gets a list of tensors, the form torchvision's detection models take).
@@ -33,6 +35,8 @@ class VisionHandler(BaseHandler):
     """Images in, one model call per batch. Subclasses set the transform in :meth:`image_processing`."""
 
     def image_processing(self, image: Any) -> torch.Tensor:
+        if image.mode != "RGB":
+            image = image.convert("RGB")
         return normalize(to_tensor(center_crop(resize_shorter(image, 256), 224)))
 
     def decode(self, row: dict[str, Any]) -> torch.Tensor:
@@ -40,7 +44,7 @@ class VisionHandler(BaseHandler):
         if isinstance(value, str):
             value = base64.b64decode(value)
         if isinstance(value, (bytes, bytearray)):
-            return self.image_processing(open_image(value))
+            return self.image_processing(open_image(value, rgb=False))
         return torch.as_tensor(value, dtype=torch.float32)
 
     def preprocess(self, data: list[dict[str, Any]]) -> Any:
@@ -73,7 +77,7 @@ class ObjectDetector(VisionHandler):
     threshold = 0.5
 
     def image_processing(self, image: Any) -> torch.Tensor:
-        return to_tensor(image)
+        return to_tensor(image if image.mode == "RGB" else image.convert("RGB"))
 
     def preprocess(self, data: list[dict[str, Any]]) -> Any:
         return [self.decode(row) for row in data]
