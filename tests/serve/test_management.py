@@ -61,7 +61,7 @@ def test_register_versions_describe_list_and_unregister(tmp_path, store):
         assert status == 409 and body["type"] == "ConflictStatusException"
 
         status, body = server.manage("POST", "/models?url=echo-v2.mar&synchronous=false")
-        assert status == 202 and "Processing worker updates" in body["status"]
+        assert status == 200 and "Processing worker updates" in body["status"]
         wait_for(lambda: server.request("GET", "/v2/models/echo/versions/2.0/ready")[0] == 200)
         wait_for(lambda: settled(server))  # the other workers moved to their new cores
 

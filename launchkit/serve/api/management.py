@@ -2,7 +2,7 @@
 
     GET    /models[?limit=&next_page_token=]                      list models (paginated)
     POST   /models?url=&model_name=&batch_size=&max_batch_delay=&initial_workers=&synchronous=&
-                   response_timeout=&sha256=                       register (200 sync, 202 async)
+                   response_timeout=&sha256=                       register (200, as TorchServe, sync or not)
     GET    /models/{name}[/{version}|/all]                        describe, as applied
     PUT    /models/{name}[/{version}]?min_worker=&max_worker=&synchronous=&timeout=   scale
     DELETE /models/{name}[/{version}]                             unregister, after draining
@@ -249,7 +249,7 @@ class ManagementApp:
                 f"workers{note}")
         if not synchronous:
             self.fleet.track(self._settle(model, started))
-            return 202, {"status": f"{what}. Processing worker updates..."}
+            return 200, {"status": f"{what}. Processing worker updates..."}  # TorchServe: 200 here too
         failures = await wait_loaded(started, startup_timeout)
         if failures:
             await self._remove(model)

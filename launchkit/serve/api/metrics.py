@@ -22,8 +22,9 @@ from bisect import bisect_left
 from collections.abc import Iterator
 from itertools import accumulate
 from typing import Any
+from urllib.parse import parse_qs
 
-from prometheus_client import CollectorRegistry, make_asgi_app
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, make_asgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
@@ -125,7 +126,8 @@ class ServerMetrics:
         self.unknown = ModelMetrics("", "")  # requests for models that are not loaded (404)
         self.registry.register(EventCollector(self))
         self.registry.register(StateCollector(models))
-        self.registry.register(TorchServeCollector(models, self.unknown))
+        self.torchserve = TorchServeCollector(models, self.unknown)
+        self.registry.register(self.torchserve)
 
     def for_model(self, model: ServedModel) -> ModelMetrics:
         return ModelMetrics(model.name, model.version)
@@ -142,7 +144,17 @@ class ServerMetrics:
             if scope["path"] != "/metrics" or scope["method"] != "GET":
                 await send_json(send, 404, error_body(404, "ResourceNotFoundException", "metrics are at GET /metrics"))
                 return
-            await inner(scope, receive, send)
+            accept = next((value for name, value in scope["headers"] if name == b"accept"), b"")
+            if b"application/openmetrics-text" in accept:  # TorchServe has no OpenMetrics form to match
+                await inner(scope, receive, send)
+                return
+            names = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("name[]")
+            registry = self.registry.restricted_registry(names) if names else self.registry
+            body = generate_latest(registry) + self.torchserve.host_counters(names)
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", CONTENT_TYPE_LATEST.encode()),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
 
         return app
 
