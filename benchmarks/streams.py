@@ -1,20 +1,28 @@
-"""Streams against processes: what one copy of the weights on K pinned threads buys (issue 13's figures).
+"""Streams at the mechanism's speed, and served at the in-process ceiling (issues 13 and 22).
 
-    python benchmarks/streams.py [--seconds 6] [--batch 16] [--skip-served]
+    python benchmarks/streams.py [--part inprocess|served|all] [--dtypes fp32,bf16,int8]
+                                 [--seconds 6] [--batch 16] [--allocator default|tcmalloc|jemalloc]
 
-On the cores this process may use (N of them), in one run:
+Models are built as ``launchkit optimize`` builds them (the bundled resnet18 network, channels-last,
+traced and frozen; bf16 traced under autocast; int8 static, calibrated on random images, which is
+enough for speed and says nothing of accuracy). On the N cores this process may use, in one run:
 
-1. In process, resnet18 (the bundled example's network, traced and frozen; fp32 and bf16), batch
-   16: ``MultiStreamModule`` with N, N/2 and N/4 streams; the plain model on N threads; and N and
-   N/4 pinned processes each running its share of the batch (each loads its own copy). Each
-   configuration runs in a fresh process for ``--seconds``; images/s and resident memory (the
-   processes' total for the process configurations). Targets: the best stream count ≥ 0.95× the
-   best pinned processes, ≥ 1.5× the plain N-thread model, RSS ≤ 0.3× the processes' total.
-2. Served resnet18 (the bundled archive, the sample JPEG, closed loop at 4 requests per core of
-   concurrency, batch 4): 1 worker × S streams against S workers × 1 stream on the same cores
-   (S = N/4, at least 2): throughput ≥ 0.95×, the workers' total RSS ≤ 0.4×.
+``inprocess`` (batch 16, each configuration in a fresh process for ``--seconds``):
+  * the bare mechanism: K Python threads, each pinned to its N/K cores with its own OpenMP team,
+    each looping on its share of the batch, on one model object (K = N and N/4);
+  * ``MultiStreamModule`` with K streams on the same model object, called synchronously and with
+    two calls in flight (``submit``);
+  * the plain model on N threads, and K pinned processes each with its own copy;
+  Targets: streams (two in flight) ≥ 0.95× the bare mechanism, every dtype and K.
+``served`` (the bundled archive; closed loop, 4 requests per core in flight):
+  * the ceiling: K pinned threads each looping on the JPEG through the handler's own preprocessing
+    (decode, resize, crop, normalise), the model and its postprocessing, best of K = N and N/4;
+  * ``launchkit serve`` with several worker × stream × batch shapes, the sample JPEG and the 112 KB
+    photo; the load generator runs on the same cores and its CPU share is reported beside.
+  Target: the best served shape ≥ 0.9× the ceiling.
 
-Writes results/<ts>-streams/.
+``--allocator`` preloads tcmalloc or jemalloc into every configuration (found as ``launchkit run``
+finds them: ``LAUNCHKIT_LIBRARY_PATH`` first). Writes results/<ts>-streams/.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -34,22 +43,21 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 from _report import Check, markdown_table, relative, results_dir, write  # noqa: E402
 
 SHAPE = (3, 224, 224)
+PHOTO = Path(__file__).parent.parent / "tests" / "fixtures" / "payloads" / "rocket.jpg"
 
 
 def build_model(dtype: str):  # noqa: ANN201
+    """resnet18 as ``launchkit optimize --dtype DTYPE`` makes it: channels-last, traced, frozen."""
     import torch
 
     from launchkit.examples.resnet import resnet18
+    from launchkit.model.spec import parse_spec
+    from launchkit.model.transform import optimize_model
 
     torch.manual_seed(0)
-    model = resnet18().eval()
-    example = torch.rand(1, *SHAPE)
-    with torch.no_grad():
-        if dtype == "bf16":
-            # check_trace=False: the trace's own re-run check compares bf16 results with fp32 tolerances
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                return torch.jit.freeze(torch.jit.trace(model, example, check_trace=False))
-        return torch.jit.freeze(torch.jit.trace(model, example))
+    calibration = (lambda: [(torch.rand(4, *SHAPE),) for _ in range(4)]) if dtype == "int8" else None
+    return optimize_model(resnet18().eval(), parse_spec(f"{dtype},channels_last,torchscript"),
+                          example=lambda: (torch.rand(1, *SHAPE),), calibration=calibration)
 
 
 def rss_bytes(pid: int | None = None) -> int:
@@ -58,34 +66,108 @@ def rss_bytes(pid: int | None = None) -> int:
     return psutil.Process(pid or os.getpid()).memory_info().rss
 
 
-def timed_loop(step, seconds: float, images_per_step: int) -> float:  # noqa: ANN001
+def shares(items: list, count: int) -> list[list]:
+    size, extra = divmod(len(items), count)
+    out, begin = [], 0
+    for index in range(count):
+        end = begin + size + (1 if index < extra else 0)
+        out.append(items[begin:end])
+        begin = end
+    return out
+
+
+def timed_loop(step, seconds: float, per_step: int) -> float:  # noqa: ANN001
     for _ in range(2):
-        step()  # warm-up: graph optimisation and first-touch allocation
+        step()  # warm-up: graph specialisation and first-touch allocation
     done, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
         step()
-        done += images_per_step
+        done += per_step
     return done / (time.perf_counter() - started)
 
 
-def run_in_process(mode: str, count: int, dtype: str, batch: int, seconds: float, cpus: list[int]) -> dict:
-    """``plain`` (count threads) or ``streams`` (count streams), in this process."""
+def pinned_threads(count: int, cpus: list[int], make_step, seconds: float) -> float:  # noqa: ANN001
+    """``count`` threads, each pinned with its own OpenMP team, looping on ``make_step(index)`` → (step, items)."""
+    from launchkit.runtime.threads import _enter
+
+    rates = [0.0] * count
+    barrier = threading.Barrier(count)
+
+    def run(index: int, share: list[int]) -> None:
+        import torch
+
+        _enter(share)
+        step, items = make_step(index)
+        with torch.inference_mode():
+            step()
+            barrier.wait()
+            rates[index] = timed_loop(step, seconds, items)
+
+    threads = [threading.Thread(target=run, args=(index, share)) for index, share in enumerate(shares(cpus, count))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(rates)
+
+
+def in_process(mode: str, count: int, dtype: str, batch: int, seconds: float, cpus: list[int]) -> dict:
     import torch
 
     from launchkit.runtime import CPUPool, MultiStreamModule
 
-    x = torch.rand(batch, *SHAPE)
-    if mode == "plain":
+    model = build_model(dtype)
+    if mode == "bare":
+        parts = shares(list(range(batch)), count)
+        inputs = [torch.rand(len(part), *SHAPE) for part in parts]
+        rate = pinned_threads(count, cpus, lambda i: ((lambda: model(inputs[i])), len(parts[i])), seconds)
+    elif mode == "ceiling":
+        handler_class, sample = example_handler()
+        per_thread = max(1, batch // count)
+        rate = pinned_threads(count, cpus, lambda i: handler_step(handler_class(), model, sample, per_thread), seconds)
+    elif mode == "plain":
         torch.set_num_threads(len(cpus))
-        model = build_model(dtype)
-        step = lambda: model(x)  # noqa: E731
+        x = torch.rand(batch, *SHAPE)
+        with torch.inference_mode():
+            rate = timed_loop(lambda: model(x), seconds, batch)
     else:
-        model = build_model(dtype)
         streams = MultiStreamModule(model, num_streams=count, cpu_pool=CPUPool(cpus))
-        step = lambda: streams(x)  # noqa: E731
-    with torch.no_grad():
-        rate = timed_loop(step, seconds, batch)
+        x = torch.rand(batch, *SHAPE)
+        if mode == "streams":
+            rate = timed_loop(lambda: streams(x), seconds, batch)
+        else:  # "streams, 2 in flight": the next call is submitted before the previous one is awaited
+            pending = [streams.submit(x)]
+
+            def step() -> None:
+                pending.append(streams.submit(x))
+                pending.pop(0).result()
+
+            rate = timed_loop(step, seconds, batch)
+            pending[0].result()
+        streams.close()
     return {"img/s": rate, "rss MiB": rss_bytes() / 2**20}
+
+
+def example_handler() -> tuple[type, bytes]:
+    """The resnet18 example's handler class, from its archive, and the archive's sample JPEG."""
+    from zipfile import ZipFile
+
+    from launchkit.examples.build import build_example
+    from launchkit.serve.worker.handler_api import install_ts_shim
+
+    install_ts_shim()
+    archive = Path(build_example("resnet18", tempfile.mkdtemp(prefix="lk-ceiling-")))
+    namespace: dict = {}
+    source = ZipFile(archive).read("resnet_handler.py").decode()
+    exec(compile(source, "resnet_handler.py", "exec"), namespace)  # noqa: S102 - the example's own handler
+    return namespace["ResNetHandler"], ZipFile(archive).read("sample.jpg")
+
+
+def handler_step(handler, model, sample: bytes, images: int):  # noqa: ANN001, ANN201
+    """The served work for ``images`` JPEG requests: the handler's preprocess, the model, its postprocess."""
+    handler.labels = {}
+    rows = [{"body": sample}] * images
+    return (lambda: handler.postprocess(model(handler.preprocess(rows)))), images
 
 
 def _process_share(cpus: list[int], dtype: str, batch: int, seconds: float, start, results) -> None:  # noqa: ANN001
@@ -95,151 +177,189 @@ def _process_share(cpus: list[int], dtype: str, batch: int, seconds: float, star
     torch.set_num_threads(len(cpus))
     model = build_model(dtype)
     x = torch.rand(batch, *SHAPE)
-    with torch.no_grad():
+    with torch.inference_mode():
         model(x)
         start.wait()
         rate = timed_loop(lambda: model(x), seconds, batch)
     results.put((rate, rss_bytes()))
 
 
-def run_processes(count: int, dtype: str, batch: int, seconds: float, cpus: list[int]) -> dict:
+def processes(count: int, dtype: str, batch: int, seconds: float, cpus: list[int]) -> dict:
     """``count`` pinned processes, each on its share of the cores, running its share of the batch."""
     context = multiprocessing.get_context("spawn")
-    size, extra = divmod(len(cpus), count)
-    shares, begin = [], 0
-    for index in range(count):
-        end = begin + size + (1 if index < extra else 0)
-        shares.append(cpus[begin:end])
-        begin = end
-    per_batch = max(1, batch // count)
     start, results = context.Barrier(count), context.Queue()
-    processes = [context.Process(target=_process_share, args=(share, dtype, per_batch, seconds, start, results))
-                 for share in shares]
-    for process in processes:
-        process.start()
-    answers = [results.get(timeout=600) for _ in processes]
-    for process in processes:
-        process.join()
+    procs = [context.Process(target=_process_share, args=(share, dtype, max(1, batch // count), seconds, start,
+                                                          results)) for share in shares(cpus, count)]
+    for proc in procs:
+        proc.start()
+    answers = [results.get(timeout=600) for _ in procs]
+    for proc in procs:
+        proc.join()
     return {"img/s": sum(rate for rate, _ in answers), "rss MiB": sum(rss for _, rss in answers) / 2**20}
+
+
+def allocator_env(allocator: str) -> dict[str, str]:
+    env = dict(os.environ)
+    # the OpenMP runtime's default waiting for every configuration: with OMP_WAIT_POLICY=ACTIVE, idle
+    # teams spin for good and steal the cores of the teams at work
+    for key in ("OMP_WAIT_POLICY", "OMP_PROC_BIND", "OMP_PLACES", "GOMP_CPU_AFFINITY", "KMP_AFFINITY", "LD_PRELOAD"):
+        env.pop(key, None)
+    if allocator != "default":
+        from launchkit.launch.libraries import find_library
+
+        found = find_library(allocator)
+        if found is None:
+            raise SystemExit(f"--allocator {allocator}: not found (set LAUNCHKIT_LIBRARY_PATH)")
+        env["LD_PRELOAD"] = found.path
+    return env
+
+
+def measure(mode: str, count: int, dtype: str, args: argparse.Namespace) -> dict:
+    command = [sys.executable, __file__, "--child", mode, "--count", str(count), "--dtype", dtype,
+               "--batch", str(args.batch), "--seconds", str(args.seconds)]
+    output = subprocess.run(command, capture_output=True, text=True, env=allocator_env(args.allocator), timeout=900)
+    if output.returncode != 0:
+        raise SystemExit(f"{mode} ×{count} {dtype} failed:\n{output.stderr[-3000:]}")
+    result = json.loads(output.stdout.strip().splitlines()[-1])
+    print(f"{dtype} {mode} ×{count}: {result['img/s']:.1f} img/s", file=sys.stderr, flush=True)
+    return result
 
 
 def child(args: argparse.Namespace) -> None:
     cpus = sorted(os.sched_getaffinity(0))
-    if args.mode == "processes":
-        result = run_processes(args.count, args.dtype, args.batch, args.seconds, cpus)
+    if args.child == "processes":
+        result = processes(args.count, args.dtype, args.batch, args.seconds, cpus)
     else:
-        result = run_in_process(args.mode, args.count, args.dtype, args.batch, args.seconds, cpus)
+        result = in_process(args.child, args.count, args.dtype, args.batch, args.seconds, cpus)
     print(json.dumps(result))
 
 
-def measure(mode: str, count: int, dtype: str, batch: int, seconds: float) -> dict:
-    # the OpenMP runtime's default waiting (a brief spin, then sleep) for every configuration: with
-    # OMP_WAIT_POLICY=ACTIVE, idle teams spin for good and steal the cores of the teams at work
-    env = dict(os.environ)
-    for key in ("OMP_WAIT_POLICY", "OMP_PROC_BIND", "OMP_PLACES", "GOMP_CPU_AFFINITY", "KMP_AFFINITY"):
-        env.pop(key, None)  # each configuration binds its own threads
-    output = subprocess.run([sys.executable, __file__, "--child", mode, "--count", str(count), "--dtype", dtype,
-                             "--batch", str(batch), "--seconds", str(seconds)], capture_output=True, text=True,
-                            env=env, timeout=900)
-    if output.returncode != 0:
-        raise SystemExit(f"{mode} ×{count} {dtype} failed:\n{output.stderr[-3000:]}")
-    return json.loads(output.stdout.strip().splitlines()[-1])
+def inprocess_part(args: argparse.Namespace, cores: int, checks: list[Check]) -> tuple[str, dict]:
+    counts = sorted({cores, max(1, cores // 4)}, reverse=True)
+    rows, data = [], {}
+    for dtype in args.dtypes:
+        figures = {f"plain, {cores} threads": measure("plain", cores, dtype, args)}
+        for count in counts:
+            figures[f"bare mechanism, {count} threads"] = measure("bare", count, dtype, args)
+            figures[f"{count} streams, synchronous"] = measure("streams", count, dtype, args)
+            figures[f"{count} streams, 2 in flight"] = measure("pipelined", count, dtype, args)
+            figures[f"{count} pinned processes"] = measure("processes", count, dtype, args)
+        data[dtype] = figures
+        rows += [[dtype, name, f"{f['img/s']:.1f}", f"{f['rss MiB']:.0f}"] for name, f in figures.items()]
+        scenario = f"resnet18 {dtype} batch {args.batch}, {cores} cores, allocator {args.allocator}"
+        for count in counts:
+            bare = figures[f"bare mechanism, {count} threads"]["img/s"]
+            checks.append(relative(scenario, f"{count} streams, 2 in flight, img/s",
+                                   figures[f"{count} streams, 2 in flight"]["img/s"], bare, 0.95, higher=True,
+                                   peer_name=f"bare mechanism ({count} threads)"))
+            checks.append(relative(scenario, f"{count} streams, synchronous, img/s",
+                                   figures[f"{count} streams, synchronous"]["img/s"], bare, 0.95, higher=True,
+                                   peer_name=f"bare mechanism ({count} threads)",
+                                   note="IPEX's call semantics: every stream waits for the slowest"))
+    return markdown_table(["dtype", "configuration", "img/s", "RSS MiB (total)"], rows), data
 
 
-def served(streams: int, seconds: float) -> dict:
-    """resnet18 served as 1 worker × ``streams`` streams, and as ``streams`` workers × 1, same cores."""
+SHAPES = {  # name: serve flags (batch delay 5 ms everywhere)
+    "N workers × batch 1": lambda n: ["--workers", str(n), "--batch-size", "1"],
+    "N/4 workers × batch 4": lambda n: ["--workers", str(max(1, n // 4)), "--batch-size", "4"],
+    "N/8 workers × 4 streams × batch 4": lambda n: ["--workers", str(max(1, n // 8)), "--streams", "4",
+                                                    "--batch-size", "4"],
+}
+
+
+def served_level(archive: Path, flags: list[str], body: bytes, seconds: float, allocator: str) -> dict:
+    import psutil
     import uvloop
 
     from launchkit.bench.loadgen import LoadSpec, Payload, Target, encode_requests, run_level
     from launchkit.bench.server import ServerUnderTest
     from launchkit.bench.stats import summarize
 
+    launcher = [] if allocator == "default" else ["--cpu-launcher-args", f"--memory-allocator {allocator}"]
+    concurrency = 4 * len(os.sched_getaffinity(0))
+    log = Path(tempfile.mkstemp(prefix="lk-streams-serve-", suffix=".log")[1])
+    with ServerUnderTest(archive, [*flags, "--max-batch-delay", "5", *launcher], log) as server:
+        target = Target.from_url(f"{server.url}/predictions/resnet18")
+        encoded = encode_requests(target, [Payload(body, "image/jpeg")])
+        uvloop.run(run_level(target, encoded, LoadSpec(concurrency=concurrency, duration_s=3)))  # warm-up
+        me = psutil.Process()
+        cpu_before, wall_before = sum(me.cpu_times()[:2]), time.perf_counter()
+        samples = uvloop.run(run_level(target, encoded, LoadSpec(concurrency=concurrency, duration_s=seconds)))
+        loadgen_cores = (sum(me.cpu_times()[:2]) - cpu_before) / (time.perf_counter() - wall_before)
+        summary = summarize(samples, concurrency, None)
+    return {"req/s": summary.throughput, "p50 ms": summary.latency_ms.get("p50", float("nan")),
+            "p99 ms": summary.latency_ms.get("p99", float("nan")), "errors": summary.requests_failed,
+            "load generator cores": loadgen_cores}
+
+
+def served_part(args: argparse.Namespace, cores: int, checks: list[Check]) -> tuple[str, dict]:
+    from zipfile import ZipFile
+
     work = Path(tempfile.mkdtemp(prefix="lk-streams-"))
     subprocess.run([sys.executable, "-m", "launchkit.examples.build", "--export-path", str(work), "resnet18"],
                    check=True, capture_output=True)
-    from zipfile import ZipFile
+    archive = work / "resnet18.mar"
+    sample = ZipFile(archive).read("sample.jpg")
+    counts = sorted({cores, max(1, cores // 4)}, reverse=True)
+    rows, data = [], {}
+    for dtype in args.dtypes:
+        ceiling = max(measure("ceiling", count, dtype, args)["img/s"] for count in counts)
+        figures: dict[str, dict] = {}
+        for name, flags in SHAPES.items():
+            shape = _named(name, cores)
+            figures[shape] = served_level(archive, [*flags(cores), "--optimization", f"{dtype},channels_last,"
+                                                    "torchscript"], sample, args.seconds, args.allocator)
+            print(f"{dtype} served {shape}: {figures[shape]['req/s']:.1f} req/s", file=sys.stderr, flush=True)
+        best_name = max(figures, key=lambda key: figures[key]["req/s"])
+        best = figures[best_name]
+        photo = served_level(archive, [*SHAPES[next(k for k in SHAPES if _named(k, cores) == best_name)](cores),
+                                       "--optimization", f"{dtype},channels_last,torchscript"], PHOTO.read_bytes(),
+                             args.seconds, args.allocator)
+        figures[f"{best_name}, the 112 KB photo"] = photo
+        data[dtype] = {"ceiling img/s": ceiling, **figures}
+        rows.append([dtype, f"ceiling in process ({len(sample):,}-byte JPEG)", f"{ceiling:.1f}", "-", "-", "-", "-"])
+        rows += [[dtype, name, f"{f['req/s']:.1f}", f"{f['p50 ms']:.1f}", f"{f['p99 ms']:.1f}",
+                  f"{f['load generator cores']:.2f}", f["errors"]] for name, f in figures.items()]
+        checks.append(relative(f"served resnet18 {dtype} (sample JPEG), {cores} cores, allocator {args.allocator}",
+                               f"best served req/s ({best_name})", best["req/s"], ceiling, 0.9, higher=True,
+                               errors=best["errors"], peer_name="in-process ceiling",
+                               note=f"load generator on the same cores: {best['load generator cores']:.2f} cores"))
+    table = markdown_table(["dtype", "configuration", "req/s (img/s)", "p50 ms", "p99 ms", "load generator cores",
+                            "errors"], rows)
+    return table, data
 
-    sample = ZipFile(work / "resnet18.mar").read("sample.jpg")
-    concurrency = 4 * len(os.sched_getaffinity(0))
-    results = {}
-    for name, args in ((f"1 worker × {streams} streams", ["--workers", "1", "--streams", str(streams)]),
-                       (f"{streams} workers × 1 stream", ["--workers", str(streams)])):
-        log = Path(tempfile.mkstemp(prefix="lk-streams-serve-", suffix=".log")[1])
-        with ServerUnderTest(work / "resnet18.mar", [*args, "--batch-size", "4", "--max-batch-delay", "5"], log) as server:
-            target = Target.from_url(f"{server.url}/predictions/resnet18")
-            encoded = encode_requests(target, [Payload(sample, "image/jpeg")])
-            uvloop.run(run_level(target, encoded, LoadSpec(concurrency=concurrency, duration_s=3)))  # warm-up
-            samples = uvloop.run(run_level(target, encoded, LoadSpec(concurrency=concurrency, duration_s=seconds)))
-            summary = summarize(samples, concurrency, None)
-            import psutil
 
-            workers = [child for child in psutil.Process(server.proc.pid).children(recursive=True)
-                       if "launchkit.serve.worker" in " ".join(child.cmdline())]
-            rss = sum(child.memory_info().rss for child in workers) / 2**20
-            results[name] = {"req/s": summary.throughput, "p50 ms": summary.latency_ms["p50"],
-                             "errors": summary.requests_failed, "workers": len(workers), "workers' RSS MiB": rss}
-        print(f"served {name}: {results[name]['req/s']:.1f} req/s", file=sys.stderr)
-    return results
+def _named(key: str, cores: int) -> str:
+    return key.replace("N/8", str(max(1, cores // 8))).replace("N/4", str(max(1, cores // 4))).replace(
+        "N ", f"{cores} ")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--dtypes", default="fp32,bf16")
-    parser.add_argument("--skip-served", action="store_true")
+    parser.add_argument("--dtypes", default="fp32,bf16,int8")
+    parser.add_argument("--part", choices=("inprocess", "served", "all"), default="all")
+    parser.add_argument("--allocator", choices=("default", "tcmalloc", "jemalloc"), default="default")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--dtype", default="fp32", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        args.mode = args.child
         child(args)
         return 0
+    args.dtypes = args.dtypes.split(",")
     cores = len(os.sched_getaffinity(0))
-    stream_counts = sorted({max(1, cores // d) for d in (1, 2, 4)}, reverse=True)
-    process_counts = sorted({cores, max(1, cores // 4)}, reverse=True)
     checks: list[Check] = []
-    rows, data = [], {}
-    for dtype in args.dtypes.split(","):
-        figures = {}
-        figures[f"plain, {cores} threads"] = measure("plain", cores, dtype, args.batch, args.seconds)
-        for count in stream_counts:
-            figures[f"{count} streams"] = measure("streams", count, dtype, args.batch, args.seconds)
-        for count in process_counts:
-            figures[f"{count} pinned processes"] = measure("processes", count, dtype, args.batch, args.seconds)
-        for name, figure in figures.items():
-            rows.append([dtype, name, f"{figure['img/s']:.1f}", f"{figure['rss MiB']:.0f}"])
-            print(f"{dtype} {name}: {figure['img/s']:.1f} img/s, {figure['rss MiB']:.0f} MiB", file=sys.stderr)
-        data[dtype] = figures
-        best_streams = max((v for k, v in figures.items() if "streams" in k), key=lambda v: v["img/s"])
-        best_processes = max((v for k, v in figures.items() if "processes" in k), key=lambda v: v["img/s"])
-        scenario = f"resnet18 {dtype} batch {args.batch}, {cores} cores, in process"
-        checks += [
-            relative(scenario, "best streams img/s", best_streams["img/s"], best_processes["img/s"], 0.95, higher=True,
-                     peer_name="best pinned processes"),
-            relative(scenario, "best streams img/s", best_streams["img/s"], figures[f"plain, {cores} threads"]["img/s"],
-                     1.5, higher=True, peer_name=f"plain {cores} threads"),
-            relative(scenario, "RSS MiB", best_streams["rss MiB"], best_processes["rss MiB"], 0.3, higher=False,
-                     peer_name="the processes' total"),
-        ]
-    table = markdown_table(["dtype", "configuration", "img/s", "RSS MiB (total)"], rows)
-    if not args.skip_served:
-        streams = max(2, cores // 4)
-        figures = served(streams, args.seconds * 2)
-        data["served"] = figures
-        ours, theirs = figures[f"1 worker × {streams} streams"], figures[f"{streams} workers × 1 stream"]
-        errors = ours["errors"] + theirs["errors"]
-        scenario = f"served resnet18 (JPEG, batch 4), {cores} cores"
-        checks += [relative(scenario, "req/s", ours["req/s"], theirs["req/s"], 0.95, higher=True, errors=errors,
-                            peer_name=f"{streams} workers"),
-                   relative(scenario, "workers' RSS MiB", ours["workers' RSS MiB"], theirs["workers' RSS MiB"], 0.4,
-                            higher=False, errors=errors, peer_name=f"{streams} workers")]
-        memory = "workers' RSS MiB"
-        table += "\n\n" + markdown_table(["served", "req/s", "p50 ms", "workers", memory],
-                                         [[name, f"{f['req/s']:.1f}", f"{f['p50 ms']:.1f}", f["workers"],
-                                           f"{f[memory]:.0f}"] for name, f in figures.items()])
-    return write(results_dir("streams"), f"Streams vs processes ({cores} cores)", table, data, checks)
+    tables, data = [], {"allocator": args.allocator, "batch": args.batch, "seconds": args.seconds}
+    if args.part in ("inprocess", "all"):
+        table, data["in process"] = inprocess_part(args, cores, checks)
+        tables.append(table)
+    if args.part in ("served", "all"):
+        table, data["served"] = served_part(args, cores, checks)
+        tables.append(table)
+    title = f"Streams, the bare mechanism and the served ceiling ({cores} cores, allocator {args.allocator})"
+    return write(results_dir(f"streams-{args.part}-{args.allocator}"), title, "\n\n".join(tables), data, checks)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ and compiled graphs; large eager operators partly); an eager Python model gets o
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
 from typing import Any
 
@@ -121,17 +122,31 @@ class MultiStreamModule(torch.nn.Module):
         return [stream.native_id for stream in self._streams]
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.submit(*args, **kwargs).result()
+
+    def submit(self, *args: Any, **kwargs: Any) -> Future:
+        """Start the call on the streams and return at once: a :class:`Future` of what calling the
+        module returns (``.result()``/``.get()`` waits).
+
+        Each stream runs its parts in the order they were submitted, without waiting for the other
+        streams, so with two or more calls in flight a stream that finishes its part of one batch
+        starts on the next at once, and the caller can decode the next inputs meanwhile: a
+        synchronous call leaves every stream idle from the moment it finishes until the slowest does.
+        """
         hint = self.input_split_hint
         batch = _batch_size(args, kwargs, hint)
         active = max(1, min(self.num_streams, batch)) if batch else 1
         sizes = _sizes(batch, active) if batch else [0]
         chunks = [_take(args, kwargs, hint, sizes, index) for index in range(active)]
-        futures: list[Future] = [self._streams[index].submit(self.model, *chunk_args, **chunk_kwargs)
-                                 for index, (chunk_args, chunk_kwargs) in enumerate(chunks)]
-        outputs = [future.result() for future in futures]
-        if not self.concat_output:
-            return outputs
-        return _join(outputs, self.output_concat_hint)
+        result = Future()
+        result.set_running_or_notify_cancel()
+        parts: list[Future] = [self._streams[index].submit(self.model, *chunk_args, **chunk_kwargs)
+                               for index, (chunk_args, chunk_kwargs) in enumerate(chunks)]
+        _JoinWhenDone(parts, result, self._finish)
+        return result
+
+    def _finish(self, outputs: list[Any]) -> Any:
+        return _join(outputs, self.output_concat_hint) if self.concat_output else outputs
 
     def close(self) -> None:
         for stream in self._streams:
@@ -142,6 +157,32 @@ class MultiStreamModule(torch.nn.Module):
             self.close()
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
+
+
+class _JoinWhenDone:
+    """Completes ``result`` once every part is done: with the joined outputs, or the first error.
+    The join runs on the thread that finished last (a stream), so no thread waits on the parts."""
+
+    def __init__(self, parts: list[Future], result: Future, join: Any) -> None:
+        self.parts, self.result, self.join = parts, result, join
+        self.left = len(parts)
+        self.lock = threading.Lock()
+        for part in parts:
+            part.add_done_callback(self._one_done)
+
+    def _one_done(self, _: Future) -> None:
+        with self.lock:
+            self.left -= 1
+            if self.left:
+                return
+        error = next((part.exception() for part in self.parts if part.exception() is not None), None)
+        if error is not None:
+            self.result.set_exception(error)
+            return
+        try:
+            self.result.set_result(self.join([part.result() for part in self.parts]))
+        except BaseException as failure:  # noqa: BLE001 - a join that does not fit: the caller gets it
+            self.result.set_exception(failure)
 
 
 def _warn_if_eager(model: Any) -> None:

@@ -275,3 +275,50 @@ def test_an_eager_model_gets_one_warning(caplog):
         MultiStreamModule(traced(), num_streams=1, cpu_pool=CPUPool(CPUS))
     warnings = [r.message for r in caplog.records if "holds the GIL" in r.message]
     assert len(warnings) == 1 and "torch.jit.freeze" in warnings[0]
+
+
+def test_submit_keeps_several_calls_in_flight_and_each_gets_its_own_result():
+    model = traced()
+    streams = MultiStreamModule(model, num_streams=len(CPUS), cpu_pool=CPUPool(CPUS))
+    inputs = [torch.rand(3 + index, 64, 3, 3) for index in range(6)]
+    futures = [streams.submit(x) for x in inputs]  # all queued before any is awaited
+    for future, x in zip(futures, inputs):
+        assert torch.allclose(future.get(timeout=30), model(x), atol=1e-5)
+    assert streams(inputs[0]).shape == model(inputs[0]).shape  # the synchronous call is submit + wait
+
+
+@pytest.mark.skipif(len(CPUS) < 2, reason="two streams need two cores")
+def test_a_stream_that_runs_ahead_does_not_wait_for_the_others():
+    # stream 0's parts are quick, stream 1's are slow: stream 0 finishes its part of every call
+    # before stream 1 has finished its first, which a call-by-call barrier would not allow
+    finished: list[tuple[int, float]] = []
+    gate = threading.Event()
+
+    def model(x):  # noqa: ANN001, ANN202
+        if x[0, 0] > 0:  # stream 1's rows
+            gate.wait(timeout=30)
+        finished.append((int(x[0, 0]), len(finished)))
+        return x
+
+    streams = MultiStreamModule(model, num_streams=2, cpu_pool=CPUPool(CPUS[:2]))
+    batch = torch.tensor([[0.0], [1.0]])
+    futures = [streams.submit(batch) for _ in range(3)]
+    deadline = threading.Event()
+    while sum(1 for row, _ in finished if row == 0) < 3 and not deadline.wait(0.01):
+        pass
+    assert [row for row, _ in finished] == [0, 0, 0] and not any(future.done() for future in futures)
+    gate.set()
+    assert all(torch.equal(future.result(timeout=30), batch) for future in futures)
+
+
+def test_errors_reach_the_caller_through_the_future():
+    def failing(x):  # noqa: ANN001, ANN202
+        if x.shape[0] == 1 and x[0, 0] == 7:
+            raise ValueError("row 7 is bad")
+        return x
+
+    streams = MultiStreamModule(failing, num_streams=len(CPUS), cpu_pool=CPUPool(CPUS))
+    future = streams.submit(torch.tensor([[7.0]] + [[1.0]] * (len(CPUS) - 1)))
+    with pytest.raises(ValueError, match="row 7 is bad"):
+        future.result(timeout=30)
+    assert torch.equal(streams(torch.tensor([[1.0]])), torch.tensor([[1.0]]))  # the streams live on
