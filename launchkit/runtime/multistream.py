@@ -3,7 +3,10 @@ its own OpenMP team on its share of the pool) running parts of a batch at once.
 
 The pool's cores are divided evenly and the first ``len(cores) % streams`` streams get one more;
 a batch is split the same way (4 over 3 streams: 2, 1, 1), and a batch smaller than the stream
-count runs on that many streams. Hints say where inputs are split and outputs joined: an int is a
+count runs on that many streams. The parts go to one queue that every stream takes from when it is
+free, so a stream on a busier core does fewer parts: with a fixed part per stream every call ran at
+the slowest stream's pace, and one core shared with the caller's thread or a system task held all
+sixteen back. Hints say where inputs are split and outputs joined: an int is a
 dimension, None means "not split" (every stream gets the whole value; for an output, stream 0's is
 kept), and tuples, lists and dicts nest as the values do. The default hint, a bare 0, splits every
 tensor input on dimension 0 and joins every tensor output on it.
@@ -15,6 +18,7 @@ and compiled graphs; large eager operators partly); an eager Python model gets o
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import warnings
 from typing import Any
@@ -98,8 +102,9 @@ class MultiStreamModule(torch.nn.Module):
         self.output_concat_hint = output_concat_hint or MultiStreamModuleHint(0)
         self.pools = cpu_pool.split(streams)
         self.num_streams = streams
-        self._streams = [_PinnedThread(pool.core_ids, f"launchkit-stream-{index}") for index, pool in
-                         enumerate(self.pools)]
+        self._parts: queue.SimpleQueue[Any] = queue.SimpleQueue()  # every stream takes the next part from here
+        self._streams = [_PinnedThread(pool.core_ids, f"launchkit-stream-{index}", self._parts)
+                         for index, pool in enumerate(self.pools)]
         _warn_if_eager(model)
 
     @staticmethod
@@ -128,10 +133,10 @@ class MultiStreamModule(torch.nn.Module):
         """Start the call on the streams and return at once: a :class:`Future` of what calling the
         module returns (``.result()``/``.get()`` waits).
 
-        Each stream runs its parts in the order they were submitted, without waiting for the other
-        streams, so with two or more calls in flight a stream that finishes its part of one batch
-        starts on the next at once, and the caller can decode the next inputs meanwhile: a
-        synchronous call leaves every stream idle from the moment it finishes until the slowest does.
+        Parts are taken in the order they were submitted, by whichever stream is free, so with two
+        or more calls in flight a stream that finishes a part of one call starts on the next call's
+        at once, and the caller can prepare the next inputs meanwhile: a synchronous call leaves
+        every stream idle from the moment it finishes until the slowest does.
         """
         hint = self.input_split_hint
         batch = _batch_size(args, kwargs, hint)
@@ -140,8 +145,8 @@ class MultiStreamModule(torch.nn.Module):
         chunks = [_take(args, kwargs, hint, sizes, index) for index in range(active)]
         result = Future()
         result.set_running_or_notify_cancel()
-        parts: list[Future] = [self._streams[index].submit(self.model, *chunk_args, **chunk_kwargs)
-                               for index, (chunk_args, chunk_kwargs) in enumerate(chunks)]
+        parts: list[Future] = [self._streams[0].submit(self.model, *chunk_args, **chunk_kwargs)
+                               for chunk_args, chunk_kwargs in chunks]  # the queue is shared: any stream runs it
         _JoinWhenDone(parts, result, self._finish)
         return result
 

@@ -131,11 +131,12 @@ def _stop_all() -> None:
 
 
 class _PinnedThread:
-    """One daemon thread on a pool, running submitted calls in order."""
+    """One daemon thread on a pool, running submitted calls in order; threads given one ``jobs``
+    queue share its calls, each taking the next one when it is free."""
 
-    def __init__(self, cpus: list[int], name: str) -> None:
+    def __init__(self, cpus: list[int], name: str, jobs: "queue.SimpleQueue[Any] | None" = None) -> None:
         self.cpus = cpus
-        self.jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.jobs: queue.SimpleQueue[Any] = jobs if jobs is not None else queue.SimpleQueue()
         self.native_id: int | None = None
         started = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(started,), name=name, daemon=True)
