@@ -21,8 +21,9 @@ enough for speed and says nothing of accuracy). On the N cores this process may 
     photo; the load generator runs on the same cores and its CPU share is reported beside.
   Target: the best served shape ≥ 0.9× the ceiling.
 
-``--allocator`` preloads tcmalloc or jemalloc into every configuration (found as ``launchkit run``
-finds them: ``LAUNCHKIT_LIBRARY_PATH`` first). Writes results/<ts>-streams/.
+``--allocator`` preloads tcmalloc or jemalloc into every configuration, in process and in the served
+workers (found as ``launchkit run`` finds them: ``LAUNCHKIT_LIBRARY_PATH`` first); ``default`` is the C
+library's malloc everywhere (for the workers, ``--memory-allocator default``). Writes results/<ts>-streams/.
 """
 
 from __future__ import annotations
@@ -275,7 +276,7 @@ def served_level(archive: Path, flags: list[str], body: bytes, seconds: float, a
     from launchkit.bench.server import ServerUnderTest
     from launchkit.bench.stats import summarize
 
-    launcher = [] if allocator == "default" else ["--cpu-launcher-args", f"--memory-allocator {allocator}"]
+    launcher = ["--cpu-launcher-args", f"--memory-allocator {allocator}"]  # default: the C library's malloc
     concurrency = 4 * len(os.sched_getaffinity(0))
     log = Path(tempfile.mkstemp(prefix="lk-streams-serve-", suffix=".log")[1])
     with ServerUnderTest(archive, [*flags, "--max-batch-delay", "5", *launcher], log) as server:
