@@ -57,6 +57,8 @@ def merge(parts: list[Samples]) -> Samples:
             kept += bodies[:KEPT_BODIES - len(kept)]
         merged.sent += part.sent
         merged.late_sends += part.late_sends
+        merged.received_bytes += part.received_bytes
+        merged.body_bytes += part.body_bytes
     return merged
 
 

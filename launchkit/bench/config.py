@@ -38,6 +38,48 @@ SERVER_FLAGS = {"workers": "-w/--workers", "batch_size": "-bs/--batch-size", "ba
                 "cpu_launcher_args": "--cpu-launcher-args"}
 
 
+SECRET_HEADERS = {"authorization", "proxy-authorization", "cookie", "x-api-key", "x-auth-token"}
+NO_BODY_METHODS = {"HEAD", "TRACE", "CONNECT"}  # may not carry a body (HEAD's answers carry none to time)
+_TOKEN = set("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def parse_header(text: str, flag: str = "-H/--header") -> tuple[str, str]:
+    """``"Name: value"`` as curl, ab and hey take it; a UsageError that shows the form otherwise."""
+    name, colon, value = text.partition(":")
+    name, value = name.strip(), value.strip()
+    if not colon or not name or not set(name) <= _TOKEN:
+        raise UsageError(f"{flag} {text!r}: expected \"Name: value\" (a header name of letters, digits and "
+                         "-_.!#$%&'*+^`|~, a colon, then its value), e.g. -H \"Authorization: Bearer TOKEN\"")
+    if "\r" in value or "\n" in value or "\0" in value:
+        raise UsageError(f"{flag} {name}: the value may not hold line breaks or NUL bytes")
+    return name, value
+
+
+def masked(headers: tuple[tuple[str, str], ...]) -> list[tuple[str, str]]:
+    """Headers as reports and logs show them: credentials' values replaced by ***."""
+    return [(name, "***" if name.lower() in SECRET_HEADERS else value) for name, value in headers]
+
+
+def masked_argv(argv: list[str]) -> list[str]:
+    """A command line as reports record it: the values of credential headers (-H "Authorization: …")
+    replaced by ***, however the flag was spelled (-H X, -HX, --header X, --header=X)."""
+    shown = []
+    for arg in argv:
+        prefix = next((p for p in ("--header=", "-H") if arg.startswith(p) and len(arg) > len(p)), "")
+        name, colon, _ = arg[len(prefix):].partition(":")
+        shown.append(f"{prefix}{name}: ***" if colon and name.strip().lower() in SECRET_HEADERS else arg)
+    return shown
+
+
+def parse_method(text: str) -> str:
+    method = text.strip().upper()
+    if not method or not set(method) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZ-"):
+        raise UsageError(f"-m/--method {text!r}: expected an HTTP method such as GET, POST, PUT or DELETE")
+    if method == "HEAD":
+        raise UsageError("-m HEAD: bench times answers with a body; use GET to time the same route")
+    return method
+
+
 @dataclass(frozen=True)
 class BenchConfig:
     target: str | None = None  # None: the bundled tiny example; a .mar; an http(s) URL
@@ -51,6 +93,9 @@ class BenchConfig:
     timeout_s: float = 30.0
     inputs: tuple[str, ...] = ()
     content_type: str | None = None  # None: the archive's declared one, or application/octet-stream
+    method: str | None = None  # None: POST with a body, GET without one (a URL target and no --input)
+    headers: tuple[tuple[str, str], ...] = ()  # sent on every request; credentials masked in reports
+    keep_alive: bool = True
     percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
     stability: bool = False
     stability_tolerance: float = 0.10
@@ -101,9 +146,17 @@ class BenchConfig:
             if given:
                 raise UsageError(f"{', '.join(given)} set the server that bench starts for a .mar; {self.target} is "
                                  "a running server, which keeps its own settings. Drop them, or give a .mar")
-            if not self.inputs:
-                raise UsageError(f"{self.target}: give the request body with --input FILE (and --content-type): "
-                                 "bench cannot know what this endpoint expects")
+        if self.method is not None:
+            parse_method(self.method)
+        has_body = bool(self.inputs) or self.starts_a_server
+        if has_body and self.method in NO_BODY_METHODS:
+            raise UsageError(f"-m {self.method} cannot carry a request body: drop --input, or choose another method")
+
+    @property
+    def effective_method(self) -> str:
+        if self.method is not None:
+            return self.method.upper()
+        return "POST" if self.inputs or self.starts_a_server else "GET"
 
     def levels_description(self) -> str:
         if self.rates:

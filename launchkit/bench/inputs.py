@@ -8,7 +8,8 @@ TorchServe ignores), and the bundled examples declare theirs::
       file: sample.jpg            # a file in the archive (--extra-files)
       content_type: image/jpeg
 
-A .mar without one, and a URL target, need ``--input FILE`` (``--content-type`` says its type).
+A .mar without one needs ``--input FILE`` (``--content-type`` says its type); a URL target without
+one gets requests with no body (a GET unless ``--method`` says otherwise).
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ def declared_input(archive: Path) -> Payload | None:
     return Payload(read_member(archive, declared["file"]), str(declared.get("content_type") or DEFAULT_CONTENT_TYPE))
 
 
-def load_payloads(files: tuple[str, ...], content_type: str | None, archive: Path | None) -> list[Payload]:
-    """``--input`` files (rotated) or the archive's declared sample; UsageError when there is neither."""
+def load_payloads(files: tuple[str, ...], content_type: str | None, archive: Path | None,
+                  bodiless: bool = False) -> list[Payload]:
+    """``--input`` files (rotated) or the archive's declared sample; UsageError when there is neither.
+    ``bodiless`` (a URL target): no files means requests without a body (GET, as ab and hey send)."""
     if files:
         payloads = []
         for path in files:
@@ -44,6 +47,8 @@ def load_payloads(files: tuple[str, ...], content_type: str | None, archive: Pat
             except OSError as error:
                 raise UsageError(f"--input {path}: {error.strerror}") from None
         return payloads
+    if bodiless:
+        return []
     declared = declared_input(archive) if archive is not None else None
     if declared is None:
         what = str(archive) if archive is not None else "this target"

@@ -44,13 +44,24 @@ class Payload:
     content_type: str
 
 
-def encode_requests(target: Target, payloads: list[Payload]) -> list[bytes]:
-    host = f"{target.host}:{target.port}"
+def encode_requests(target: Target, payloads: list[Payload], headers: tuple[tuple[str, str], ...] = (),
+                    keep_alive: bool = True) -> list[bytes]:
+    """Each payload as one request's bytes. ``headers`` are sent on every request and replace the
+    defaults of the same name (Host, Content-Type, Connection); with no payload the request has no
+    body (GET, DELETE), and no Content-Type or Content-Length either."""
+    given = {name.lower() for name, _ in headers}
+    defaults = [("Host", f"{target.host}:{target.port}"), ("Connection", "keep-alive" if keep_alive else "close")]
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers)
     encoded = []
-    for payload in payloads:
-        head = (f"{target.method} {target.path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {payload.content_type}\r\n"
-                f"Content-Length: {len(payload.body)}\r\nConnection: keep-alive\r\n\r\n").encode("latin-1")
-        encoded.append(head + payload.body)
+    for payload in payloads or [None]:
+        fields = [(name, value) for name, value in defaults if name.lower() not in given]
+        if payload is not None:
+            if "content-type" not in given:
+                fields.append(("Content-Type", payload.content_type))
+            fields.append(("Content-Length", str(len(payload.body))))
+        head = (f"{target.method} {target.path} HTTP/1.1\r\n" + "".join(f"{n}: {v}\r\n" for n, v in fields)
+                + extra + "\r\n").encode("latin-1")
+        encoded.append(head + (payload.body if payload is not None else b""))
     return encoded
 
 
@@ -68,6 +79,8 @@ class Samples:
     error_bodies: dict[int, list[bytes]] = field(default_factory=dict)  # the first few bodies of each non-2xx status
     sent: int = 0
     late_sends: int = 0
+    received_bytes: int = 0  # every byte of every answer, heads included (ab's "Total transferred")
+    body_bytes: int = 0  # the answers' bodies (ab's "HTML transferred")
 
     @property
     def ok(self) -> int:
@@ -102,6 +115,8 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.answering = True
+        if self.run.record:
+            self.run.samples.received_bytes += len(data)
         try:
             self.parser.feed_data(data)
         except Exception:  # noqa: BLE001 - httptools raises its own error types
@@ -125,6 +140,8 @@ class _Connection(asyncio.Protocol):
             self.body = []
 
     def on_body(self, chunk: bytes) -> None:
+        if self.run.record:
+            self.run.samples.body_bytes += len(chunk)
         if self.body is not None and sum(map(len, self.body)) < KEPT_BODY_BYTES:
             self.body.append(chunk)
 

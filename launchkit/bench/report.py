@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from launchkit import __version__
+from launchkit.bench.config import masked, masked_argv
 from launchkit.bench.runner import BenchResult
 from launchkit.bench.stats import LevelResult
 
@@ -88,13 +89,13 @@ def summary_dict(result: BenchResult, argv: list[str]) -> dict[str, Any]:
         "tool": "launchkit bench",
         "version": __version__,
         "git_revision": _git_revision(),
-        "command": argv,
+        "command": masked_argv(argv),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "url": result.url,
         "model": result.model,
         "model_version": result.version,
         "machine": _machine(),
-        "config": asdict(result.config),
+        "config": asdict(result.config) | {"headers": masked(result.config.headers)},
         "server": result.server,
         "notes": result.notes,
         "interrupted": result.interrupted,

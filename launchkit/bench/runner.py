@@ -110,7 +110,8 @@ def run_bench(config: BenchConfig, report_dir: Path, progress: Progress | None =
     """Run every level (``trials`` times) and return the per-level medians (or a partial result)."""
     config.validate()
     archive = local_archive(config)
-    payloads = load_payloads(config.inputs, config.content_type, archive)  # before any server starts
+    payloads = load_payloads(config.inputs, config.content_type, archive,  # before any server starts
+                             bodiless=not config.starts_a_server)
     say = status or (lambda message: None)
     server: ServerUnderTest | None = None
     result = BenchResult(config, config.target or "", [])
@@ -136,8 +137,8 @@ def run_bench(config: BenchConfig, report_dir: Path, progress: Progress | None =
             assert config.target is not None
             url = config.target
         result.url = url
-        target = Target.from_url(url)
-        requests = encode_requests(target, payloads)
+        target = Target.from_url(url, config.effective_method)
+        requests = encode_requests(target, payloads, config.headers, config.keep_alive)
         management_url = server.management_url if server else config.management_url or f"http://{target.host}:8081"
         metrics_url = server.metrics_url if server else config.metrics_url or f"http://{target.host}:8082/metrics"
         result.model, result.version = model_of(target.path)

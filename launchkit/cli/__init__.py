@@ -52,6 +52,7 @@ def main(verbose: int, log_level: str | None) -> None:
       launchkit archive ...          make a model archive (.mar), like torch-model-archiver
       launchkit serve [MODEL.mar]    serve models with dynamic batching on pinned workers
       launchkit bench [TARGET]       load-test a server, write a report, gate CI on regressions
+      launchkit ab [ab's flags] URL  ApacheBench's command line and report, launchkit's load generator
       launchkit optimize [MODEL]     bf16 / channels-last / TorchScript / int8, measured and accuracy-checked
       launchkit tune [TARGET]        find the best serving configuration under a latency budget
     """
@@ -59,6 +60,7 @@ def main(verbose: int, log_level: str | None) -> None:
 
 
 def _register() -> None:
+    from launchkit.cli.ab import ab
     from launchkit.cli.archive import archive
     from launchkit.cli.bench import bench, report
     from launchkit.cli.info import info
@@ -67,7 +69,7 @@ def _register() -> None:
     from launchkit.cli.serve import serve
     from launchkit.cli.tune import tune
 
-    for command in (info, run, archive, serve, bench, report, optimize, tune):
+    for command in (info, run, archive, serve, bench, ab, report, optimize, tune):
         main.add_command(command)
 
 

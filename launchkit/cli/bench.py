@@ -38,6 +38,11 @@ from launchkit.core.errors import RequestsFailed, UsageError
                    "its model-config.yaml; the bundled examples have one). A URL target needs it.")
 @click.option("-ic", "--content-type", "--content_type", "content_type",
               help="Content-Type of --input bodies (default application/octet-stream).")
+@click.option("-m", "--method", metavar="METHOD",
+              help="HTTP method (default POST with a body, GET without: a URL target and no --input).")
+@click.option("-H", "--header", "headers", multiple=True, metavar='"NAME: VALUE"',
+              help="Header sent on every request; repeatable. Credential values (Authorization, Cookie, ...) "
+                   "are masked in reports.")
 @option("--percentile", type=click.FloatRange(0, 100), multiple=True, help="Extra percentile to report, e.g. 99.99.")
 @option("--stability", is_flag=True, help="Repeat windows until the last 3 agree (perf_analyzer-like).")
 @option("--stability-percentage", type=click.FloatRange(min=0), default=10.0, show_default=True)
@@ -69,7 +74,8 @@ from launchkit.core.errors import RequestsFailed, UsageError
 def bench(**params: Any) -> None:
     """Load-test a model server and write a report (table, CSV, JSON, Markdown, plots).
 
-    TARGET is an http:// URL (e.g. http://127.0.0.1:8080/predictions/tiny), a .mar file (bench
+    TARGET is an http:// URL (e.g. http://127.0.0.1:8080/predictions/tiny; without --input it gets
+    GETs, as from ab or hey), a .mar file (bench
     starts `launchkit serve` with it, and stops it), an http(s) URL of a .mar (registered on a
     server bench starts; allowed for that URL only), or nothing: the bundled tiny example. Every
     non-2xx response is an error; a level with more than --max-error-rate of them fails the run.
@@ -79,6 +85,8 @@ def bench(**params: Any) -> None:
       launchkit bench --concurrency 8 --requests 5000
       launchkit bench resnet18.mar --concurrency-range 1:8 --duration 10 -bs 8 -bd 5
       launchkit bench http://127.0.0.1:8080/predictions/tiny -i body.bin --rate 500 --duration 10
+      launchkit bench http://127.0.0.1:8080/ping -c 8 -r 2000        # no --input: GET
+      launchkit bench URL -i kitten.jpg -H "Authorization: Bearer $(jq -r .inference.key key_file.json)"
       launchkit bench -c 8 -r 5000 --compare baseline/summary.json --fail-on throughput=-5%,p99=+10%
     """
     from launchkit.bench.compare import load_summary, parse_fail_on
@@ -131,13 +139,15 @@ def bench(**params: Any) -> None:
 
 def _config(params: dict[str, Any], target: str | None, levels: tuple[int, ...], rates: tuple[float, ...],
             requests: int | None, warmup_requests: int, warmup_s: float, max_error_rate: float) -> Any:
-    from launchkit.bench.config import BenchConfig
+    from launchkit.bench.config import BenchConfig, parse_header, parse_method
     from launchkit.bench.stats import DEFAULT_PERCENTILES
 
     return BenchConfig(
         target=target, concurrency=levels, rates=rates, poisson=params["poisson"], requests=requests,
         duration_s=params["duration"], warmup_requests=warmup_requests, warmup_s=warmup_s,
         timeout_s=params["timeout"] or 30.0, inputs=tuple(params["inputs"]), content_type=params["content_type"],
+        method=parse_method(params["method"]) if params["method"] else None,
+        headers=tuple(parse_header(header) for header in params["headers"]),
         percentiles=tuple(sorted(set(DEFAULT_PERCENTILES) | set(params["percentile"]))),
         stability=params["stability"], stability_tolerance=params["stability_percentage"] / 100,
         max_windows=params["max_windows"], trials=params["trials"], max_error_rate=max_error_rate,

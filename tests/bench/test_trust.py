@@ -58,9 +58,7 @@ def test_max_error_rate_decides(status_server, body, tmp_path):
     assert strict.returncode == 6 and "--max-error-rate 0%" in strict.stderr
 
 
-def test_a_url_target_needs_a_body_and_keeps_its_own_settings(status_server, body):
-    result = launchkit("bench", f"{status_server}/ok")
-    assert result.returncode == 2 and "--input" in result.stderr and "Traceback" not in result.stderr
+def test_a_url_target_keeps_its_own_settings(status_server, body):
     result = launchkit("bench", f"{status_server}/ok", "-i", body, "-w", "2", "-bs", "4")
     assert result.returncode == 2 and "-w/--workers, -bs/--batch-size" in result.stderr
 
