@@ -1,7 +1,12 @@
 """The CI gate: compare a run's summary.json with a baseline and fail on regressions.
 
 ``--fail-on throughput=-5%,p99=+10%`` fails when throughput drops by more than 5% or p99 grows
-by more than 10%, at any level present in both runs. Exit status 3 means "regressed" (2 stays
+by more than 10%, at any level present in both runs. ``worker_cpu`` and ``frontend_cpu`` (CPU
+milliseconds per request of the server's workers and frontend, measured when bench started the
+server), and the server's own mean time per batch of each handler stage (``preprocess``,
+``inference``, ``postprocess``, ``handle``; ``handle_cpu`` is the worker's CPU time for the whole
+call) are figures a gate on a shared runner can judge: they leave out the HTTP stack and the load
+generator, which carry most of req/s's and client latency's swings (see scripts/perf-gate.sh). Exit status 3 means "regressed" (2 stays
 "bad usage"), so a CI job can tell a slower build from a broken command.
 """
 
@@ -16,6 +21,8 @@ from typing import Any
 from launchkit.core.errors import Regression, UsageError
 
 DEFAULT_FAIL_ON = "throughput=-5%,p99=+10%"
+STAGE_METRICS = ("preprocess", "inference", "postprocess", "handle", "handle_cpu")  # the server's per-batch means
+CPU_METRICS = {"worker_cpu": "worker_cpu_ms_per_request", "frontend_cpu": "frontend_cpu_ms_per_request"}
 
 
 @dataclass(frozen=True)
@@ -38,10 +45,14 @@ class Comparison:
 def parse_fail_on(text: str) -> list[Threshold]:
     thresholds = []
     for item in filter(None, (part.strip() for part in text.split(","))):
-        match = re.fullmatch(r"([a-z0-9.]+)\s*=\s*([+-]?\d+(?:\.\d+)?)%", item)
+        match = re.fullmatch(r"([a-z0-9._]+)\s*=\s*([+-]?\d+(?:\.\d+)?)%", item)
         if not match:
             raise UsageError(f"--fail-on {item!r}: expected METRIC=+N% or METRIC=-N%, e.g. throughput=-5%,p99=+10%")
         metric, limit = match.group(1), float(match.group(2))
+        known = ("throughput", *STAGE_METRICS, *CPU_METRICS)
+        if metric not in known and not re.fullmatch(r"p\d+(?:\.\d+)?|mean|min|max", metric):
+            raise UsageError(f"--fail-on {item!r}: unknown metric {metric!r}; known: throughput, a latency (p50, p99, "
+                             f"p99.9, mean, min, max), {', '.join(STAGE_METRICS + tuple(CPU_METRICS))}")
         if metric == "throughput" and limit > 0 or metric != "throughput" and limit < 0:
             raise UsageError(f"--fail-on {item!r}: throughput limits are drops (-N%), latency limits are rises (+N%)")
         thresholds.append(Threshold(metric, limit))
@@ -66,6 +77,10 @@ def load_summary(path: str | Path) -> dict[str, Any]:
 def _value(level: dict[str, Any], metric: str) -> float | None:
     if metric == "throughput":
         return level.get("throughput")
+    if metric in CPU_METRICS:  # measured when bench started the server (see runner._ServerView)
+        return (level.get("server_view") or {}).get(CPU_METRICS[metric])
+    if metric in STAGE_METRICS:  # the server's own mean time per batch of a handler stage, from its /metrics
+        return ((level.get("server_view") or {}).get("handler_ms") or {}).get(metric, {}).get("mean")
     return (level.get("latency_ms") or {}).get(metric)
 
 

@@ -21,11 +21,28 @@ def _ints(text: str, flag: str) -> tuple[int, ...]:
     return values
 
 
+def _dtype(asked: str) -> str:
+    """``auto``: bf16 where native, else NotFaster (exit 5) naming what is native; an explicit dtype
+    this CPU emulates is measured (the measurement refuses it if it is slower), with a note."""
+    from launchkit.core.isa import emulated_note, read_isa
+
+    dtype = "bf16" if asked == "auto" else asked
+    note = emulated_note(dtype, read_isa())
+    if note and asked == "auto":
+        raise NotFaster(f"not tried: {note}. Choose --dtype int8 (calibrated, checked for accuracy) or fp32 "
+                        "with --graph torchscript, or ask for --dtype bf16 to measure it anyway.")
+    if note:
+        click.echo(f"launchkit optimize: note: {note}; measuring it as asked", err=True)
+    return dtype
+
+
 @click.command(context_settings=CONTEXT)
 @click.argument("model", required=False, metavar="[MODEL.mar|MODEL.pt]")
 @option("--example", type=click.Choice(["tiny", "resnet18", "minilm", "mnist"]), help="A bundled example instead of MODEL.")
-@option("--dtype", type=click.Choice(["fp32", "bf16", "int8"]), default="bf16", show_default=True,
-        help="bf16: autocast (AMX/AVX-512 BF16 where present); int8: dynamic quantization of Linear layers.")
+@option("--dtype", type=click.Choice(["auto", "fp32", "bf16", "int8"]), default="auto", show_default=True,
+        help="auto: bf16 where this CPU runs it natively (AMX or AVX512-BF16), else refused (exit 5) with what is "
+             "native here; bf16: autocast, measured even where emulated; int8: static calibrated quantization "
+             "(see --int8).")
 @option("--channels-last/--no-channels-last", default=True, show_default=True,
         help="Convert 4-D weights and inputs to channels-last (convolutions; harmless elsewhere).")
 @option("--graph", type=click.Choice(["torchscript", "compile", "none"]), default="torchscript", show_default=True,
@@ -77,8 +94,9 @@ def optimize(model: str | None, **params: Any) -> None:
 
     if model and params["example"]:
         raise UsageError("give MODEL or --example, not both")
+    dtype = _dtype(params["dtype"])  # before minutes of measuring
     request = OptimizeRequest(
-        spec=OptimizationSpec(params["dtype"], params["channels_last"], params["graph"], int8=params["int8_mode"]),
+        spec=OptimizationSpec(dtype, params["channels_last"], params["graph"], int8=params["int8_mode"]),
         target=model, example=params["example"], batch_sizes=_ints(params["batch_sizes"], "--batch-sizes"),
         input_shape=_ints(params["input_shape"], "--input-shape") if params["input_shape"] else None,
         inputs_file=params["inputs_file"], samples=params["samples"], seconds=params["seconds"], task=params["task"],

@@ -62,8 +62,12 @@ def render_machine(report: dict[str, Any]) -> None:
         rows.append(
             ("core types", ", ".join(f"{kind}: {format_cpu_list(cpus)}" for kind, cpus in report["core_types"].items()))
         )
-    flags = [name for name in ("avx2", "avx512", "avx512_vnni", "avx512_bf16", "amx", "amx_int8") if isa.get(name)]
+    flags = [name for name in ("avx2", "avx512", "avx_vnni", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx",
+                               "amx_int8", "amx_fp16") if isa.get(name)]
     rows.append(("ISA", ", ".join(flags) or "none of AVX2/AVX-512/AMX"))
+    for dtype, support in (isa.get("dtypes") or {}).items():
+        rows.append((dtype, ("native: " if support["native"] else "[yellow]") + support["how"]
+                     + ("" if support["native"] else "[/yellow]")))
     for key, value in rows:
         summary.add_row(key, value)
     console.print(summary)

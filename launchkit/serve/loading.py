@@ -6,7 +6,9 @@ Used at start-up (archives the operator named) and by ``POST /models`` (after th
 
 from __future__ import annotations
 
+import functools
 import itertools
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from launchkit.archive.handlers import check_handler
 from launchkit.archive.manifest import check_name, read_manifest
 from launchkit.archive.reading import extract_archive, inspect_archive, read_model_config
 from launchkit.core.errors import Conflict, UsageError
+from launchkit.core.isa import emulated_note, read_isa
 from launchkit.serve.scheduling.batcher import ModelQueue
 from launchkit.serve.scheduling.registry import Registry, ServedModel
 from launchkit.serve.settings import ModelOverrides, ModelSource, ServerConfig, model_settings
@@ -79,7 +82,20 @@ def open_model(archive: Path, workdir: Path, config: ServerConfig, overrides: tu
         raise
     if metrics is not None:
         attach_metrics(model, metrics)
+    _warn_if_emulated(settings.optimization.dtype, name)
     return model
+
+
+logger = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_if_emulated(dtype: str, model: str) -> None:
+    """Once per model and dtype: a dtype this CPU emulates (bf16 without AVX512-BF16 or AMX)."""
+    note = emulated_note(dtype, read_isa())
+    if note:
+        logger.warning("%s: --optimization %s: %s. Serve fp32 or int8 here, or measure first with "
+                       "launchkit optimize --dtype %s", model, dtype, note, dtype)
 
 
 def discard_files(model: ServedModel) -> None:

@@ -98,10 +98,14 @@ def wanted_variants(request: TuneRequest) -> list[str]:
     listed = parse_knobs(request.space, KNOBS).get("variant")
     if listed:
         return list(listed)
-    from launchkit.core.isa import read_isa
+    from launchkit.core.isa import emulated_note, read_isa
 
-    isa = read_isa()
-    return ["original", "bf16"] if (isa.amx or isa.avx512_bf16) else ["original"]
+    note = emulated_note("bf16", read_isa())
+    if note:
+        logger.warning("tune: bf16 left out of the search space: %s (name it in --space variant=... to try it "
+                       "anyway)", note)
+        return ["original"]
+    return ["original", "bf16"]
 
 
 def prepare_variants(archive: Path, variants: list[str], folder: Path, status: Status) -> dict[str, dict[str, Any]]:

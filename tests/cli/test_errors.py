@@ -43,9 +43,9 @@ CASES = [
     (["bench", "{corrupt}", "-i", "{file}"], "not a zip file"),
     (["bench", "--report-dir", "/proc/nope"], "cannot write there"),
     (["optimize", "{corrupt}"], "not a zip file"),
-    (["optimize", "--example", "tiny", "--output", "/proc/nope/x.mar"], "cannot write there"),
-    (["optimize", "--example", "tiny", "--report-dir", "{file}"], "this is a file"),
-    (["optimize", "--example", "tiny", "--batch-sizes", "8,a"], "--batch-sizes"),
+    (["optimize", "--example", "tiny", "--dtype", "fp32", "--output", "/proc/nope/x.mar"], "cannot write there"),
+    (["optimize", "--example", "tiny", "--dtype", "fp32", "--report-dir", "{file}"], "this is a file"),
+    (["optimize", "--example", "tiny", "--dtype", "fp32", "--batch-sizes", "8,a"], "--batch-sizes"),
     (["report", "compare", "{bad_json}", "{bad_json}"], "not valid JSON"),
     (["report", "compare", "{folder}", "{folder}"], "summary.json"),
 ]

@@ -55,3 +55,50 @@ def test_the_live_machine_agrees_with_its_cpuinfo():
     assert isa.source == "proc/cpuinfo"
     assert (isa.avx2, isa.avx512, isa.amx) == ("avx2" in flags, "avx512f" in flags,
                                                "amx_tile" in flags and "amx_bf16" in flags)
+
+
+ZEN3 = "fpu sse2 avx avx2 fma vaes vpclmulqdq"  # AVX2 only: EPYC Milan
+ZEN4 = "fpu sse2 avx avx2 avx512f avx512bw avx512_vnni avx512_bf16 avx512vl"  # EPYC Genoa: BF16, no AMX
+GRANITE_RAPIDS = SAPPHIRE_RAPIDS + " avx512_fp16 amx_fp16 avx_vnni"
+
+
+@pytest.mark.parametrize("flags, native, int8", [
+    (SAPPHIRE_RAPIDS, {"fp32", "bf16", "int8"}, "AMX-INT8 tiles"),
+    (GRANITE_RAPIDS, {"fp32", "bf16", "fp16", "int8"}, "AMX-INT8 tiles"),
+    (ICE_LAKE, {"fp32", "int8"}, "AVX512-VNNI"),
+    (ZEN3, {"fp32", "int8"}, "AVX2 integer dot products (no VNNI)"),
+    (ZEN4, {"fp32", "bf16", "int8"}, "AVX512-VNNI"),
+    ("fpu sse2", {"fp32"}, "no AVX2: no fast integer dot products"),
+])
+def test_which_dtypes_run_natively(tmp_path, flags, native, int8):
+    from launchkit.core.isa import dtype_support, emulated_note
+
+    isa = read_isa(_root(tmp_path, flags))
+    support = dtype_support(isa)
+    assert {name for name, item in support.items() if item.native} == native
+    assert support["int8"].how == int8
+    assert (emulated_note("bf16", isa) is None) == ("bf16" in native)
+    if "bf16" not in native:
+        assert "emulated" in emulated_note("bf16", isa)
+        assert ("int8" in emulated_note("bf16", isa)) == ("int8" in native)  # what to use instead
+    assert isa.to_dict()["dtypes"]["bf16"]["native"] == ("bf16" in native)
+
+
+def test_info_says_which_dtypes_are_emulated(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    import shutil
+
+    machine = tmp_path / "machine"
+    shutil.copytree(Path(__file__).parents[1] / "fixtures" / "machines" / "desktop-4c-adjacent", machine)
+    (machine / "proc").mkdir(exist_ok=True)
+    (machine / "proc" / "cpuinfo").write_text(f"processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: {ZEN3}\n")
+    root = str(machine)
+    result = subprocess.run([sys.executable, "-m", "launchkit", "info", "--json", "--topology-root", root],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    dtypes = json.loads(result.stdout)["isa"]["dtypes"]
+    assert dtypes["bf16"] == {"native": False, "how": "emulated: no AVX512-BF16 or AMX, converted to fp32 in software"}
+    assert dtypes["int8"]["native"] and dtypes["fp32"] == {"native": True, "how": "AVX2"}

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -69,10 +70,11 @@ def test_optimize_bad_input_is_a_usage_error(tmp_path):
     assert launchkit("optimize").returncode == 2
     weights = tmp_path / "m.pt"
     torch.jit.trace(torch.nn.Linear(4, 2), torch.zeros(1, 4)).save(str(weights))
-    result = launchkit("optimize", str(weights), "--seconds", "0.2")
+    result = launchkit("optimize", str(weights), "--dtype", "fp32", "--seconds", "0.2")
     assert result.returncode == 2 and "--input-shape" in result.stderr
     assert launchkit("optimize", str(tmp_path / "nope.mar")).returncode == 2
-    result = launchkit("optimize", "--example", "tiny", "--graph", "none", "-o", str(tmp_path / "out.pt"))
+    result = launchkit("optimize", "--example", "tiny", "--dtype", "fp32", "--graph", "none", "-o",
+                       str(tmp_path / "out.pt"))
     assert result.returncode == 2 and "--graph torchscript" in result.stderr
 
 
@@ -138,3 +140,20 @@ def test_optimize_measures_real_inputs_from_a_file(tmp_path):
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["agreement"]["samples"] == 12 and summary["artifact"] is None
     assert "TorchScript as archived" in summary["path"]
+
+
+def test_auto_dtype_is_refused_where_bf16_is_emulated(tmp_path):
+    # a recorded AVX2-only machine (AMD Zen 3's flags): bf16 would run converted in software
+    import os
+    import shutil
+
+    machine = tmp_path / "zen3"
+    shutil.copytree(Path(__file__).parents[1] / "fixtures" / "machines" / "desktop-4c-adjacent", machine)
+    (machine / "proc" / "cpuinfo").write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7763\n"
+                                              "flags\t\t: fpu sse2 avx avx2 fma\n")
+    env = {**os.environ, "LAUNCHKIT_TOPOLOGY_ROOT": str(machine)}
+    result = subprocess.run([sys.executable, "-m", "launchkit", "optimize", "--example", "tiny", "-o",
+                             str(tmp_path / "x.mar")], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 5, result.stderr
+    assert "bf16 is emulated" in result.stderr and "AMD EPYC 7763" in result.stderr and "--dtype int8" in result.stderr
+    assert not (tmp_path / "x.mar").exists() and "Traceback" not in result.stderr
