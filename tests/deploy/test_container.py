@@ -83,7 +83,9 @@ def test_the_entrypoint_serves_a_pod_within_its_quota_and_drains_on_sigterm(pod,
         with urllib.request.urlopen(f"http://127.0.0.1:{ports['management']}/models/tiny", timeout=5) as answer:
             workers = json.loads(answer.read())[0]["workers"]
         text = log.read_text()
-        assert "quota" in text.lower()  # the effective plan, printed at start-up, names the CPU quota
+        # the effective plan, printed at start-up, names the recorded 1-CPU quota and what it did about it
+        assert "CPU quota is 1 CPUs (sys/fs/cgroup/kubepods/burstable/pod7/cpu.max)" in text, text[-3000:]
+        assert "OpenMP threads scaled down to 1 in total" in text
         assert "numactl" in text  # memory binding is off, and the log says why
         assert len(workers) == 1
         started = time.monotonic()

@@ -72,7 +72,7 @@ def test_handlers_on_torchserves_own_ts_package_and_torchserves_metric_names(tmp
         # TorchServe's frontend metrics, with its labels
         assert value("ts_inference_requests_total", model_name="mnist", model_version="1.0") == 4
         assert value("ts_inference_latency_microseconds", model_name="mnist") > 0
-        assert value("ts_queue_latency_microseconds", model_name="mnist") >= 0
+        assert value("ts_queue_latency_microseconds", model_name="mnist") > 0  # every request waits a little
         assert value("Requests2XX_total", Level="Host") == 3 and value("Requests4XX_total", Level="Host") >= 1
         text = server.request("GET", "/metrics", port=server.metrics_port)[2].decode()
         for group in (2, 4, 5):  # TorchServe's own lines, as its API test collections match them
