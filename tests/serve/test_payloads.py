@@ -15,6 +15,7 @@ import hashlib
 import http.client
 import json
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -180,7 +181,10 @@ def test_ab_keep_alive(server, files, size):
     assert result.returncode == 0, result.stderr
     assert "Failed requests:        0" in result.stdout, result.stdout
     if len(body) > LIMIT:
-        assert "Non-2xx responses:      6" in result.stdout, result.stdout
+        # every answer a 413; ab may count one more answer than it completed when the early 413 of a
+        # request beyond -n arrives while it stops (seen in one CI run: 6 complete, 7 non-2xx)
+        non_2xx = int(re.search(r"Non-2xx responses:\s+(\d+)", result.stdout).group(1))
+        assert non_2xx >= 6 and "Complete requests:      6" in result.stdout, result.stdout
     else:
         assert "Non-2xx" not in result.stdout, result.stdout
 
@@ -380,3 +384,29 @@ def test_header_limits_still_hold(server):
             pass
         sock.settimeout(2.0)
         assert sock.recv(4096).startswith(b"HTTP/1.1 431") and time.perf_counter() - started < 3
+
+
+def test_perf_analyzer_sends_the_photo_over_v2(server, tmp_path):
+    """perf_analyzer in its default binary mode, the 112 KB photo as a BYTES element from --input-data."""
+    import csv
+
+    import requests
+
+    from tests.serve.compat.conftest import perf_analyzer
+
+    photo = PHOTO.read_bytes()
+    # the digest model declares no tensors: one JSON request teaches the server its signature
+    teach = {"inputs": [{"name": "INPUT0", "shape": [1, 1], "datatype": "BYTES", "data": ["x"]}]}
+    assert requests.post(url(server, "/v2/models/digest/infer"), json=teach, timeout=30).status_code == 200
+    data = tmp_path / "data.json"
+    # perf_analyzer's b64 form is the tensor's raw bytes: a BYTES element is its 4-byte length, then itself
+    element = len(photo).to_bytes(4, "little") + photo
+    data.write_text(json.dumps({"data": [{"INPUT0": {"b64": base64.b64encode(element).decode()}}]}))
+    report = tmp_path / "pa.csv"
+    result = perf_analyzer(["-m", "digest", "-u", f"127.0.0.1:{server.port}", "--input-data", str(data),
+                            "--shape", "INPUT0:1", "--concurrency-range", "2", "-p", "1000", "-s", "1000",
+                            "-f", str(report)])
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    row = next(csv.DictReader(report.open()))
+    assert float(row["Inferences/Second"]) > 0
+    assert "Successful request count" in result.stdout  # every request answered: perf_analyzer stops on errors
