@@ -6,7 +6,8 @@
 # moves it +85 %, while req/s and client latency also carry the HTTP stack and the load generator,
 # which share the runner's cores. Chosen by measurement (docs in README, "CI gate"): on the 2-core
 # development machine it moved within ±7 % over repeated runs; the tiny example's 25 µs inference
-# swung by a third and hid a doubled model call. A regression must show in two runs in a row.
+# swung by a third and hid a doubled model call. A regression must show in two runs in a row
+# (after one unjudged warm-up run).
 # The limit follows the machine: scripts/perf_reference.py times the same model in process (no
 # launchkit code in the path) now and at --record, and when it is slower now (a slower or busier
 # runner) the +40 % grows with the ratio, so the runner's speed moves the limit, not the verdict.
@@ -54,18 +55,26 @@ limit=$(.venv/bin/python -c "import sys; now, then, allowed = map(float, sys.arg
 print(round((allowed * max(1.0, now / then) - 1) * 100))" "$reference" "$(cat "$reference_file")" "$allowed")
 fail_on=${LAUNCHKIT_GATE_FAIL_ON:-inference=+$limit%}
 echo "perf-gate: in-process reference $reference ms (baseline's $(cat "$reference_file") ms): limit $fail_on"
+# one unjudged run first: the first run on a freshly set-up machine measured +72 % once (a CI run),
+# and was normal on its repeat; then a regression must show in two judged runs in a row
+bench "$out/warm" >/dev/null 2>&1 || true
+previous=0
 for attempt in 1 2; do
   if bench "$out/a$attempt" --compare "$baseline" --fail-on "$fail_on" --force >"$out/table$attempt" 2>&1; then
     grep -E "inference *│" "$out/table$attempt" || true
-    note=""; [ "$attempt" = 2 ] && note=" (the first run's regression did not repeat)"
-    echo "perf-gate: passed$note"
+    previous=0
+    [ "$attempt" = 1 ] && { echo "perf-gate: passed"; exit 0; }
+    echo "perf-gate: passed (run $attempt; the regression before it did not repeat)"
     exit 0
   else
     status=$?
   fi
   [ "$status" = 3 ] || { cat "$out/table$attempt"; exit "$status"; }  # not a regression: a broken run
   grep -E "inference *│" "$out/table$attempt" || true
+  if [ "$previous" = 1 ]; then
+    cat "$out/table$attempt"
+    echo "perf-gate: regressed in two runs in a row"
+    exit 3
+  fi
+  previous=1
 done
-cat "$out/table2"
-echo "perf-gate: regressed in two runs in a row"
-exit 3
