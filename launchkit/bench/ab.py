@@ -22,6 +22,7 @@ from pathlib import Path
 from launchkit import __version__
 from launchkit.bench.config import parse_header, parse_method
 from launchkit.bench.loadgen import LoadSpec, Payload, Samples, Target, encode_requests, run_level
+from launchkit.bench.stats import latency_summary
 from launchkit.core.errors import UsageError
 
 AB_TIME_LIMIT_REQUESTS = 50_000  # ab: -t without -n means at most 50,000 requests
@@ -158,20 +159,14 @@ def report(ab: AbRun, samples: Samples, body_size: int) -> str:
             value = round(times[min(len(times) - 1, int(0.5 + len(times) * percent / 100))] if percent < 100
                           else times[-1])
             lines.append(f" {percent:3d}%  {value:5d}" + (" (longest request)" if percent == 100 else ""))
+    exact = latency_summary(samples.latency_ns, (50, 90, 99, 99.9))  # bench's own percentiles
     lines += ["", "launchkit ab, beyond ab's report:",
               "  times above are of the 2xx answers; connections were opened before timing (Connect 0)",
-              "  exact latency (ms, 2xx): " + ("  ".join(f"p{p:g} {_exact(times, p):.3f}"
-                                                         for p in (50, 90, 99, 99.9)) if times else "none"),
+              "  exact latency (ms, 2xx): " + ("  ".join(f"{key} {value:.3f}" for key, value in
+                                                         exact.items() if key.startswith("p")) or "none"),
               "  answers by status: " + (", ".join(f"{status}: {count}" for status, count in
                                                    sorted(samples.statuses.items())) or "none"),
               "  failures by kind: " + (", ".join(f"{kind}: {count}" for kind, count in
                                                   sorted(samples.errors.items())) or "none")]
     return "\n".join(lines) + "\n"
 
-
-def _exact(sorted_ms: list[float], percent: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    position = (len(sorted_ms) - 1) * percent / 100
-    low = math.floor(position)
-    high = min(low + 1, len(sorted_ms) - 1)
-    return sorted_ms[low] + (sorted_ms[high] - sorted_ms[low]) * (position - low)

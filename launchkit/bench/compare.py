@@ -4,9 +4,9 @@
 by more than 10%, at any level present in both runs. ``worker_cpu`` and ``frontend_cpu`` (CPU
 milliseconds per request of the server's workers and frontend, measured when bench started the
 server), and the server's own mean time per batch of each handler stage (``preprocess``,
-``inference``, ``postprocess``, ``handle``; ``handle_cpu`` is the worker's CPU time for the whole
-call) are figures a gate on a shared runner can judge: they leave out the HTTP stack and the load
-generator, which carry most of req/s's and client latency's swings (see scripts/perf-gate.sh). Exit status 3 means "regressed" (2 stays
+``inference``, ``postprocess``, ``handle``) leave out the HTTP stack and the load generator, which
+carry most of req/s's and client latency's swings; scripts/perf-gate.sh says which one a shared
+runner's gate was judged on, and why. Exit status 3 means "regressed" (2 stays
 "bad usage"), so a CI job can tell a slower build from a broken command.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 from launchkit.core.errors import Regression, UsageError
 
 DEFAULT_FAIL_ON = "throughput=-5%,p99=+10%"
-STAGE_METRICS = ("preprocess", "inference", "postprocess", "handle", "handle_cpu")  # the server's per-batch means
+STAGE_METRICS = ("preprocess", "inference", "postprocess", "handle")  # the server's per-batch means
 CPU_METRICS = {"worker_cpu": "worker_cpu_ms_per_request", "frontend_cpu": "frontend_cpu_ms_per_request"}
 
 

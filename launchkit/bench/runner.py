@@ -198,9 +198,7 @@ class _ServerView:
     """Scrapes around each measured window; gives up quietly if the target has no launchkit metrics.
 
     For a server bench started itself (``pid``), also the CPU time its processes spent per request
-    in the window, frontend and workers apart: CPU time, unlike throughput and latency, hardly moves
-    when other jobs share the machine, which makes it the figure a CI gate on a shared runner can
-    judge (``--fail-on worker_cpu=+50%``)."""
+    in the window, frontend and workers apart (``--fail-on worker_cpu=+N%``)."""
 
     def __init__(self, metrics_url: str, model: str, version: str | None, pid: int | None = None) -> None:
         self.metrics_url, self.model, self.version, self.pid = metrics_url, model, version, pid

@@ -117,7 +117,7 @@ def server_view(before: Samples | None, after: Samples | None, model: str, versi
         if histogram is not None:
             view[key] = histogram
     stages = {}
-    for stage in ("preprocess", "inference", "postprocess", "handle", "handle_cpu"):
+    for stage in ("preprocess", "inference", "postprocess", "handle"):
         histogram = _histogram(before, after, "launchkit_handler_seconds", model, version, 1000.0, stage=stage)
         if histogram is not None:
             stages[stage] = histogram

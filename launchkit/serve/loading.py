@@ -24,6 +24,8 @@ from launchkit.serve.settings import ModelOverrides, ModelSource, ServerConfig, 
 from launchkit.serve.sources import check_sha256
 from launchkit.serve.tensors import declared_tensors
 
+logger = logging.getLogger(__name__)
+
 _folders = itertools.count()
 
 
@@ -84,9 +86,6 @@ def open_model(archive: Path, workdir: Path, config: ServerConfig, overrides: tu
         attach_metrics(model, metrics)
     _warn_if_emulated(settings.optimization.dtype, name)
     return model
-
-
-logger = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=None)

@@ -145,3 +145,8 @@ def test_bench_sends_what_it_was_told(status_server, body):
 def test_bench_bad_methods_and_headers_exit_2(status_server, args, message):
     result = launchkit("bench", f"{status_server}/ok", "-r", "5", *args)
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_an_unknown_fail_on_metric_is_refused_not_ignored(status_server, body):
+    result = launchkit("bench", f"{status_server}/ok", "-i", body, "-r", "5", "--fail-on", "inferense=+40%")
+    assert result.returncode == 2 and "unknown metric 'inferense'" in result.stderr and "inference" in result.stderr

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import socket
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from launchkit.core.errors import ServeError
@@ -57,7 +58,7 @@ def http_protocol(limits: Limits = Limits()) -> type:
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         def connection_made(self, transport: Any) -> None:  # type: ignore[override]
-            super().connection_made(CoalescingTransport(transport, self._body_incoming))
+            super().connection_made(CoalescingTransport(transport, self._start_lingering))
             self._in_head = True  # between requests too: the next bytes start a head
             self._head_bytes = 0
             self._heads_done = 0  # heads parsed on this connection: tells a chunk that ended one
@@ -139,9 +140,13 @@ def http_protocol(limits: Limits = Limits()) -> type:
                                      b"connection: close\r\n\r\n%s" % (status, reason, len(body), body))
                 (self.transport.close_now if status == 408 else self.transport.close)()
 
-        def _body_incoming(self) -> bool:
-            """Whether the client may still be sending this request's body (or head, after a 431)."""
-            return not self._in_head or (self._refusal is not None and self._refusal[0] == 431)
+        def _start_lingering(self) -> bool:
+            """Asked on close: if the client may still be sending this request's body (or head, after
+            a 431), give it LINGER_S to finish and say so (the transport then reads and drops)."""
+            if self._in_head and (self._refusal is None or self._refusal[0] != 431):
+                return False
+            self._deadline = self.loop.time() + LINGER_S
+            return True
 
         def timed_out(self) -> None:
             """The sweep found this connection past its deadline: 408, unless an answer has begun."""
@@ -206,13 +211,13 @@ class CoalescingTransport:
     dropped until it ends, the client closes, or ``LINGER_S`` passes (then the connection closes).
     """
 
-    __slots__ = ("_transport", "_pending", "_loop", "_body_incoming", "lingering")
+    __slots__ = ("_transport", "_pending", "_loop", "_start_lingering", "lingering")
 
-    def __init__(self, transport: Any, body_incoming: Any = None) -> None:
+    def __init__(self, transport: Any, start_lingering: Callable[[], bool] | None = None) -> None:
         self._transport = transport
         self._pending: bytes | None = None
         self._loop = asyncio.get_running_loop()
-        self._body_incoming = body_incoming
+        self._start_lingering = start_lingering  # the protocol's: may this close wait for the body?
         self.lingering = False
 
     def write(self, data: bytes) -> None:
@@ -235,10 +240,8 @@ class CoalescingTransport:
         self.flush()
         if self.lingering:
             return
-        if self._body_incoming is not None and self._body_incoming() and not self._transport.is_closing():
+        if self._start_lingering is not None and not self._transport.is_closing() and self._start_lingering():
             self.lingering = True
-            protocol = self._transport.get_protocol()
-            protocol._deadline = self._loop.time() + LINGER_S
             self._transport.resume_reading()  # uvicorn pauses reading while a body waits for the app
             return
         self._transport.close()

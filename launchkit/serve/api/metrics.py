@@ -40,7 +40,7 @@ from launchkit.serve.wire import error_body
 SECONDS_BUCKETS = tuple(round(step * 10.0**exponent, 6) for exponent in range(-4, 2)
                         for step in (1, 1.5, 2, 3, 5, 7)) + (100.0, 120.0)
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
-STAGES = ("preprocess", "inference", "postprocess", "handle", "handle_cpu")
+STAGES = ("preprocess", "inference", "postprocess", "handle")
 FLUSH_EVERY = 4096
 
 
@@ -178,9 +178,8 @@ class EventCollector(Collector):
             "batch_size": HistogramMetricFamily("launchkit_batch_size", "Requests per batch sent to a worker",
                                                 labels=labels),
             "handler": HistogramMetricFamily("launchkit_handler_seconds", "Handler time per batch: preprocess, "
-                                             "inference, postprocess (BaseHandler subclasses), handle (the "
-                                             "whole call, every handler) and handle_cpu (the worker's CPU time "
-                                             "for it)", labels=labels + ["stage"]),
+                                             "inference, postprocess (BaseHandler subclasses), and handle (the "
+                                             "whole call, every handler)", labels=labels + ["stage"]),
             "streams": CounterMetricFamily("launchkit_stream_batches", "Batches run by each stream of multi-stream "
                                            "workers", labels=labels + ["worker", "stream"]),
         }
