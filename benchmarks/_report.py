@@ -24,6 +24,9 @@ def results_dir(name: str, base: str = "results") -> Path:
 
 
 def git_revision() -> str | None:
+    """This checkout's commit; ``LAUNCHKIT_GIT_REVISION`` where the checkout travelled without its history."""
+    if os.environ.get("LAUNCHKIT_GIT_REVISION"):
+        return os.environ["LAUNCHKIT_GIT_REVISION"]
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                               check=True).stdout.strip()

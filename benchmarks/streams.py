@@ -268,29 +268,42 @@ SHAPES = {  # name: serve flags (batch delay 5 ms everywhere)
 }
 
 
-def served_level(archive: Path, flags: list[str], body: bytes, seconds: float, allocator: str) -> dict:
+def closed_loop(url: str, body: bytes, seconds: float, concurrency: int | None = None) -> dict:
+    """A closed loop of POSTs of ``body`` (a JPEG) to ``url``: 3 s of warm-up, then ``seconds`` measured.
+
+    ``concurrency``: 4 requests per core of this machine in flight unless given. The load generator
+    runs here, on the same cores as the server: the cores it used are reported beside its figures.
+    """
     import psutil
     import uvloop
 
     from launchkit.bench.loadgen import LoadSpec, Payload, Target, encode_requests, run_level
-    from launchkit.bench.server import ServerUnderTest
     from launchkit.bench.stats import summarize
 
-    launcher = ["--cpu-launcher-args", f"--memory-allocator {allocator}"]  # default: the C library's malloc
-    concurrency = 4 * len(os.sched_getaffinity(0))
-    log = Path(tempfile.mkstemp(prefix="lk-streams-serve-", suffix=".log")[1])
-    with ServerUnderTest(archive, [*flags, "--max-batch-delay", "5", *launcher], log) as server:
-        target = Target.from_url(f"{server.url}/predictions/resnet18")
-        encoded = encode_requests(target, [Payload(body, "image/jpeg")])
-        uvloop.run(run_level(target, encoded, LoadSpec(concurrency=concurrency, duration_s=3)))  # warm-up
-        me = psutil.Process()
-        cpu_before, wall_before = sum(me.cpu_times()[:2]), time.perf_counter()
-        samples = uvloop.run(run_level(target, encoded, LoadSpec(concurrency=concurrency, duration_s=seconds)))
-        loadgen_cores = (sum(me.cpu_times()[:2]) - cpu_before) / (time.perf_counter() - wall_before)
-        summary = summarize(samples, concurrency, None)
+    concurrency = concurrency or 4 * len(os.sched_getaffinity(0))
+    target = Target.from_url(url)
+    encoded = encode_requests(target, [Payload(body, "image/jpeg")])
+    uvloop.run(run_level(target, encoded, LoadSpec(concurrency=concurrency, duration_s=3)))  # warm-up
+    me = psutil.Process()
+    cpu_before, wall_before = sum(me.cpu_times()[:2]), time.perf_counter()
+    samples = uvloop.run(run_level(target, encoded, LoadSpec(concurrency=concurrency, duration_s=seconds)))
+    loadgen_cores = (sum(me.cpu_times()[:2]) - cpu_before) / (time.perf_counter() - wall_before)
+    summary = summarize(samples, concurrency, None)
     return {"req/s": summary.throughput, "p50 ms": summary.latency_ms.get("p50", float("nan")),
             "p99 ms": summary.latency_ms.get("p99", float("nan")), "errors": summary.requests_failed,
             "load generator cores": loadgen_cores}
+
+
+def served_level(archive: Path, flags: list[str], body: bytes, seconds: float, allocator: str | None) -> dict:
+    """``launchkit serve ARCHIVE FLAGS`` under :func:`closed_loop`; ``allocator`` None: serve's own choice."""
+    from launchkit.bench.server import ServerUnderTest
+
+    # default: the C library's malloc
+    launcher = ["--cpu-launcher-args", f"--memory-allocator {allocator}"] if allocator else []
+    log = Path(tempfile.mkstemp(prefix="lk-streams-serve-", suffix=".log")[1])
+    delay = [] if "--max-batch-delay" in flags else ["--max-batch-delay", "5"]
+    with ServerUnderTest(archive, [*flags, *delay, *launcher], log) as server:
+        return closed_loop(f"{server.url}/predictions/{server.model}", body, seconds)
 
 
 def served_part(args: argparse.Namespace, cores: int, checks: list[Check]) -> tuple[str, dict]:

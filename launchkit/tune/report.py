@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import platform
 import shlex
 import time
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from launchkit.tune.runner import TuneResult
+
+logger = logging.getLogger(__name__)
 from launchkit.tune.search import Constraints, Trial, closest, pareto_front
 from launchkit.tune.space import ServingConfig, config_properties
 
@@ -75,10 +78,15 @@ def write_report(result: TuneResult, folder: Path) -> dict[str, Any]:
     }
     (folder / "summary.json").write_text(json.dumps(summary, indent=2))
     _write_csv(result, folder / "trials.csv")
-    _write_plot(result, folder / "tune.png")
+    plotted = True
+    try:
+        _write_plot(result, folder / "tune.png")
+    except ImportError as error:  # a machine without matplotlib still gets every figure, in the other files
+        logger.warning("tune.png not written: %s (pip install matplotlib)", error)
+        plotted = False
     if best is not None:
         _write_best(result, best, folder / "best")
-    (folder / "report.md").write_text(_markdown(result, summary))
+    (folder / "report.md").write_text(_markdown(result, summary, plotted))
     return summary
 
 
@@ -145,7 +153,7 @@ def _write_best(result: TuneResult, best: Trial, folder: Path) -> None:
     (folder / "serve-command.txt").write_text(serve_command(result, best.config) + "\n")
 
 
-def _markdown(result: TuneResult, summary: dict[str, Any]) -> str:
+def _markdown(result: TuneResult, summary: dict[str, Any], plotted: bool = True) -> str:
     constraints = result.request.constraints
     lines = [f"# launchkit tune: {result.model}", "", f"**{summary['verdict']}**", ""]
     if result.interrupted:
@@ -164,5 +172,6 @@ def _markdown(result: TuneResult, summary: dict[str, Any]) -> str:
                      f"{f'{trial.memory_mib:.0f}' if trial.memory_mib is not None else ''} |")
     variants = ", ".join(f"{name}: {'accepted' if info['accepted'] else 'refused'} ({info['reason']})"
                          for name, info in result.variants.items())
-    lines += ["", f"Optimization variants: {variants}", "", "![throughput vs latency](tune.png)", ""]
+    lines += ["", f"Optimization variants: {variants}", "", 
+              *(["![throughput vs latency](tune.png)"] if plotted else []), ""]
     return "\n".join(lines)
