@@ -125,13 +125,16 @@ class TorchServe:
             f"load_models={','.join(f'{name}.mar' for name in names)}", f"models={json.dumps(models)}",
             f"default_workers_per_model={workers}", "disable_token_authorization=true",
             "install_py_dep_per_model=false", "enable_envvars_config=false",
+            # CPU only: on a machine with a GPU (the lent one) TorchServe gives each worker a GPU
+            # by default, and its handlers move the model there
+            "number_of_gpu=0",
             *(f"{key}={value}" for key, value in (config or {}).items()),
         ]) + "\n")
         self.log = log or self.folder / "torchserve.log"
         self.handle = open(self.log, "w")  # noqa: SIM115 - closed in stop()
         self.started = time.perf_counter()
         env = {**environment, "HOME": str(self.folder), "LOG_LOCATION": str(self.folder),
-               "METRICS_LOCATION": str(self.folder), **(env or {})}
+               "METRICS_LOCATION": str(self.folder), "CUDA_VISIBLE_DEVICES": "", **(env or {})}
         self.proc = spawn([*command, "--start", "--foreground", "--ncs", "--model-store",
                            str(store), "--ts-config", str(properties), "--disable-token-auth"],
                           env=env, stdout=self.handle, stderr=subprocess.STDOUT, cwd=str(self.folder))
