@@ -36,7 +36,8 @@ def _seconds(text: str) -> float:
 @option("--objective", type=click.Choice(["throughput", "latency"]), default="throughput", show_default=True,
         help="What the best configuration maximizes (latency: the lowest percentile latency).")
 @option("--mode", type=click.Choice(["quick", "brute"]), default="quick", show_default=True,
-        help="quick: hill-climb from the default configuration; brute: every configuration of --space.")
+        help="quick: hill-climb from the better of the default configuration and one worker per core; "
+             "brute: every configuration of --space.")
 @option("--space", default="", metavar="KNOB=V,V;...", help="Values to try per knob, replacing the defaults: "
         "workers, cores (per worker, or auto), streams, batch, delay (ms), variant (original|bf16|int8, each "
         "through launchkit optimize's accuracy gate), allocator (auto|default|tcmalloc|jemalloc), omp "

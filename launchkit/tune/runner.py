@@ -25,7 +25,7 @@ from launchkit.core.errors import LaunchkitError, UsageError
 from launchkit.tune.measure import MeasureSettings, Servers, confirm_trial, measure_trial, trial_line
 from launchkit.tune.search import BruteSearch, Constraints, QuickSearch, Trial, best_of, judge, score
 from launchkit.tune.space import (KNOBS, SearchSpace, ServingConfig, default_space, parse_knobs, parse_space,
-                                  start_point)
+                                  seed_points, start_point)
 
 logger = logging.getLogger(__name__)
 
@@ -172,8 +172,9 @@ def run_tune(request: TuneRequest, folder: Path, status: Status, finished: Calla
                 raise UsageError("no optimization variant of --space can be served (each failed launchkit "
                                  "optimize's accuracy gate; see variants.json): add variant=original")
         result.space = space
-        search = (QuickSearch if request.mode == "quick" else BruteSearch)(space, start_point(default, space),
-                                                                             request.constraints)
+        start = start_point(default, space)
+        search = (QuickSearch(space, start, request.constraints, seed_points(start, space)) if request.mode == "quick"
+                  else BruteSearch(space, start, request.constraints))
         servers = Servers(result.archives, folder)
         # time kept for confirming the leaders: a server start, a warm-up and a double level each
         reserve = CONFIRMED * (10.0 + request.measure.warmup_seconds + 2 * request.measure.level_seconds)

@@ -1,7 +1,7 @@
 """Constraints, trials, the objective and the two search orders (quick, brute). Pure.
 
-Quick mode climbs from the default configuration like Model Analyzer's quick mode: it measures
-the best configuration's neighbours (one knob one step away, in the space's order), so each new
+Quick mode climbs from the default configuration like Model Analyzer's quick mode, after measuring
+one seed beside it (one worker per core: see space.seed_points): it measures the best configuration's neighbours (one knob one step away, in the space's order), so each new
 best moves the climb; at a peak it goes on from the runner-ups while time remains. Brute mode
 measures every configuration of the space.
 """
@@ -165,9 +165,11 @@ class QuickSearch:
     or a local peak does not end the search while the clock still allows more.
     """
 
-    def __init__(self, space: SearchSpace, start: ServingConfig, constraints: Constraints) -> None:
+    def __init__(self, space: SearchSpace, start: ServingConfig, constraints: Constraints,
+                 seeds: tuple[ServingConfig, ...] = ()) -> None:
         self.space, self.constraints = space, constraints
         self.start = start
+        self.seeds = seeds  # measured right after the start, before the climb (space.seed_points)
         self.measured: dict[ServingConfig, Trial] = {}
 
     def record(self, trial: Trial) -> None:
@@ -187,8 +189,9 @@ class QuickSearch:
         return sorted(answered, key=lambda trial: trial.chosen.percentile_ms(self.constraints))  # type: ignore[union-attr]
 
     def next_config(self) -> ServingConfig | None:
-        if self.start not in self.measured:
-            return self.start
+        for config in (self.start, *self.seeds):
+            if config not in self.measured:
+                return config
         ranked = self._ranked()
         if not ranked:  # nothing answered at all: try what is nearest the start
             ranked = [self.measured[self.start]]

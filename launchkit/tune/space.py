@@ -236,6 +236,23 @@ def start_point(default: ServingConfig, space: SearchSpace) -> ServingConfig:
     return config
 
 
+def seed_points(start: ServingConfig, space: SearchSpace) -> tuple[ServingConfig, ...]:
+    """Where quick mode looks right after the start: one single-core worker per core, batch 1.
+
+    The default configuration is one worker; on a many-core machine the climb to one worker per
+    core takes a step per doubling, each a server start and a concurrency ladder, and the time limit
+    often ends the search halfway. One worker per core is the layout that serves small models best
+    on such machines (measured in benchmarks/served_vs_torchserve.py), so it is measured second and
+    the climb goes on from whichever is better.
+    """
+    workers = [value for value in space.of("workers") if space.fits(replace(start, workers=value, streams=1))]
+    if not workers:
+        return ()
+    seed = replace(start, workers=max(workers), streams=1, batch_size=min(space.of("batch_size")),
+                   cores_per_worker=AUTO).canonical()
+    return (seed,) if seed != start and space.contains(seed) and space.fits(seed) else ()
+
+
 def config_properties(config: ServingConfig, model: str, archive: Path, extra: Mapping[str, str] = {}) -> str:
     """A config.properties that serves ``config`` from any directory (the archive by absolute path)."""
     archive = archive.resolve()

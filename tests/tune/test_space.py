@@ -7,7 +7,8 @@ import pytest
 from launchkit.core.errors import UsageError
 from launchkit.tune.measure import bracket
 from launchkit.tune.search import BruteSearch, Constraints, Level, QuickSearch, Trial, best_of, judge, pareto_front
-from launchkit.tune.space import AUTO, ServingConfig, config_properties, default_space, parse_space, start_point
+from launchkit.tune.space import (AUTO, ServingConfig, config_properties, default_space, parse_space, seed_points,
+                                  start_point)
 
 DEFAULT = ServingConfig(workers=1, batch_size=1, delay_ms=100.0)
 
@@ -159,3 +160,22 @@ def test_brute_mode_measures_everything_once_and_the_front_is_not_dominated():
     assert front and all(not (other.chosen.throughput_rps > mine.chosen.throughput_rps and
                               other.chosen.percentile_ms(BUDGET) < mine.chosen.percentile_ms(BUDGET))
                          for mine in front for other in trials)
+
+
+def test_quick_mode_measures_one_worker_per_core_second():
+    # on a many-core machine the climb from one worker would need a step per doubling: the second
+    # configuration measured is one single-core worker per core, and the climb goes on from the better
+    space = default_space(16, DEFAULT, ["original"])
+    start = start_point(DEFAULT, space)
+    seeds = seed_points(start, space)
+    assert [(seed.workers, seed.batch_size, seed.streams, seed.cores_per_worker) for seed in seeds] == [(16, 1, 1, AUTO)]
+    search = QuickSearch(space, start, BUDGET, seeds)
+    assert search.next_config() == start
+    search.record(trial(start, 100))
+    assert search.next_config() == seeds[0]
+    search.record(trial(seeds[0], 900))
+    assert search.next_config() in space.neighbours(seeds[0])  # the climb continues from the better
+    # where the start already is one worker per core (or the space has no other worker count), no seed
+    assert seed_points(start, parse_space("workers=1", space)) == ()
+    two = default_space(1, DEFAULT, ["original"])
+    assert seed_points(start_point(DEFAULT, two), two) == ()
