@@ -51,6 +51,11 @@ LAUNCH_FLAGS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     (("--use-e-cores",), dict(is_flag=True, hidden=True)),
     (("--leftover",), dict(type=click.Choice(["spread", "idle"]), default="spread", show_default=True,
                            help="With --ninstances alone: spread the remainder cores or leave them idle.")),
+    (("--cache-domains",), dict(type=click.Choice(["pack", "whole"]), default="pack", show_default=True,
+                                help="pack: instances fill cores in (node, L3) order and none idles, so a size "
+                                     "that does not divide an L3 domain spans two; whole: no instance takes part "
+                                     "of an L3 domain with another (the rest idles). --dry-run names spanning "
+                                     "instances.")),
     (("--memory-allocator",), dict(type=click.Choice(["auto", "default", "tcmalloc", "jemalloc"]), default="auto",
                                    show_default=True, help="auto: tcmalloc, else jemalloc, else the C library.")),
     (("--enable-tcmalloc",), dict(is_flag=True, help="Same as --memory-allocator tcmalloc.")),
@@ -162,6 +167,7 @@ def run_request(params: dict[str, Any], program: ProgramSpec) -> RunRequest:
         instance_indices=_id_list(params["rank"], "--rank"),
         core_types="all" if params["use_e_cores"] else params["core_types"],
         leftover=params["leftover"],
+        cache_domains=params["cache_domains"],
     )
     return RunRequest(
         omp_wait=params["omp_wait"],

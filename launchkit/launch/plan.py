@@ -16,6 +16,8 @@ Rules (they are the documented behaviour of ``launchkit run``):
   size and leaves the rest unused. With ``--ncores-per-instance`` the remainder always idles.
 * ``--bind-numa-node`` (alias ``--skip-cross-node-cores``): no instance spans nodes; instances
   are shared out among nodes in proportion to their size.
+* ``--cache-domains pack|whole``: whether an instance may take part of one L3 domain and part of
+  another (see :mod:`launchkit.launch.domains`); the notes name the instances that do.
 * Impossible requests raise :class:`PlanError` naming what is possible instead.
 """
 
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 from launchkit.core.cpulist import format_cpu_list
 from launchkit.core.errors import PlanError
 from launchkit.core.topology import PhysicalCore, Topology
+from launchkit.launch import domains
 
 LATENCY_CORES_PER_INSTANCE = 4
 
@@ -46,6 +49,7 @@ class CpuOptions:
     instance_indices: tuple[int, ...] | None = None
     core_types: str = "auto"  # auto | performance | efficiency | all
     leftover: str = "spread"  # spread | idle
+    cache_domains: str = "pack"  # pack | whole (launchkit.launch.domains)
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,7 @@ class CpuPlan:
 class _Unit:
     cpus: tuple[int, ...]
     node: int
+    l3: int | None = None
 
 
 def plan_cpus(topology: Topology, options: CpuOptions, environ: Mapping[str, str] | None = None) -> CpuPlan:
@@ -87,7 +92,9 @@ def plan_cpus(topology: Topology, options: CpuOptions, environ: Mapping[str, str
     used = {cpu for chosen in slices for unit in chosen for cpu in unit.cpus}
     idle = tuple(sorted({cpu for unit in units for cpu in unit.cpus} - used))
     if idle:
-        notes.append(f"CPUs {format_cpu_list(idle)} are left idle (leftover policy '{options.leftover}')")
+        notes.append(f"CPUs {format_cpu_list(idle)} are left idle (leftover policy '{options.leftover}'"
+                     f"{', cache domains whole' if options.cache_domains == 'whole' else ''})")
+    notes += _domain_notes(topology, options, units, slices, len(idle))
 
     local = _torchrun_slice(environ)
     instances = []
@@ -119,7 +126,7 @@ def _pool(topology: Topology, options: CpuOptions, notes: list[str]) -> list[_Un
         cores = _restrict_to_core_types(topology, cores, options.core_types, notes)
     cores.sort(key=lambda core: (core.socket, core.node, -1 if core.l3 is None else core.l3, core.first))
     logical = options.use_logical_cores or options.core_list is not None
-    return [_Unit(core.cpus if logical else core.cpus[:1], core.node) for core in cores]
+    return [_Unit(core.cpus if logical else core.cpus[:1], core.node, core.l3) for core in cores]
 
 
 def _restrict_to_core_list(
@@ -214,7 +221,10 @@ def _sizing(
         per_node = True
         count = None
         per_core = LATENCY_CORES_PER_INSTANCE if options.latency_mode else None
-    groups = _by_node(units) if per_node else [units]
+    if options.cache_domains not in domains.POLICIES:
+        raise PlanError(f"--cache-domains {options.cache_domains!r}: expected one of {', '.join(domains.POLICIES)}")
+    groups = domains.group_by_domain(units) if options.cache_domains == "whole" else _by_node(units) if per_node \
+        else [units]
     if options.latency_mode:
         largest = max(len(group) for group in groups)
         if largest < LATENCY_CORES_PER_INSTANCE:
@@ -225,7 +235,7 @@ def _sizing(
             )
     if count is None and per_core is None and per_node:
         count = len(groups)
-        notes.append(f"one instance per NUMA node ({count})")
+        notes.append(f"one instance per {'L3 domain' if options.cache_domains == 'whole' else 'NUMA node'} ({count})")
     return groups, per_core, count
 
 
@@ -269,6 +279,8 @@ def _split(
             )
         return _take_slots(groups, capacity, count, per_core)
     assert count is not None
+    if options.cache_domains == "whole" and len(groups) > 1 and count < len(groups):
+        return _whole_domains_within_nodes(groups, count, options)
     if count > total:
         raise PlanError(
             f"{count} instances need at least {count} {unit_word} (instances never share a core), "
@@ -279,6 +291,37 @@ def _split(
     for group, share in zip(groups, shares):
         result.extend(_even_split(group, share, leftover))
     return result
+
+
+def _whole_domains_within_nodes(groups: list[list[_Unit]], count: int, options: CpuOptions) -> list[list[_Unit]]:
+    slices = domains.whole_domains(groups, count)
+    if options.bind_numa_node and any(len({unit.node for unit in chosen}) > 1 for chosen in slices):
+        nodes = len({unit.node for group in groups for unit in group})
+        raise PlanError(f"{count} instances of whole L3 domains cannot each stay on one NUMA node here "
+                        f"({len(groups)} domains on {nodes} nodes); use a multiple of {nodes} instances, "
+                        "or drop --bind-numa-node or --cache-domains whole")
+    return slices
+
+
+def _domain_notes(topology: Topology, options: CpuOptions, units: list[_Unit], slices: list[list[_Unit]],
+                  idle: int) -> list[str]:
+    """What --dry-run says of L3 domains: whether every instance lies within one, and the other policy."""
+    if len(domains.group_by_domain(units)) < 2 or len(slices) < 2:
+        return []
+    where = domains.describe(units)
+    crossing = domains.spanning(slices, units)
+    if not crossing:
+        return [f"{where}: no instance takes part of one and part of another"]
+    note = (f"{where}: instance(s) {format_cpu_list(crossing)} take part of one and part of another "
+            "(--cache-domains pack: no core idles)")
+    try:
+        whole = plan_cpus(topology, CpuOptions(**{**options.__dict__, "cache_domains": "whole",
+                                                  "instance_indices": None}))
+        note += (f"; --cache-domains whole keeps each within one: {whole.ninstances} instance(s), "
+                 f"{len(whole.idle_cpus) - idle:+d} idle CPUs")
+    except PlanError as error:
+        note += f"; --cache-domains whole cannot: {error}"
+    return [note]
 
 
 def _pool_words(groups: list[list[_Unit]], unit_word: str) -> str:
