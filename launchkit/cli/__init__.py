@@ -9,6 +9,7 @@ one place launchkit's error tree meets exit codes (``exits``).
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from typing import Any
@@ -21,8 +22,28 @@ from launchkit.cli.options import CONTEXT
 from launchkit.cli.exits import exit_code
 from launchkit.core.errors import LaunchkitError
 
+# Each command's module is imported when that command runs (click's lazy-group pattern): `launchkit
+# run` starts its program sooner without importing serve, bench, optimize and tune first.
+COMMANDS = {
+    "info": "launchkit.cli.info:info", "run": "launchkit.cli.run:run", "archive": "launchkit.cli.archive:archive",
+    "serve": "launchkit.cli.serve:serve", "bench": "launchkit.cli.bench:bench", "ab": "launchkit.cli.ab:ab",
+    "report": "launchkit.cli.bench:report", "optimize": "launchkit.cli.optimize:optimize",
+    "tune": "launchkit.cli.tune:tune",
+}
+
+
 class _Group(click.Group):
     """Turns launchkit's errors into one clear line and an exit status, without a traceback."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, attribute = target.split(":")
+        return getattr(importlib.import_module(module), attribute)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -58,22 +79,6 @@ def main(verbose: int, log_level: str | None) -> None:
     """
     configure_logging("debug" if verbose and not log_level else (log_level or "info"))
 
-
-def _register() -> None:
-    from launchkit.cli.ab import ab
-    from launchkit.cli.archive import archive
-    from launchkit.cli.bench import bench, report
-    from launchkit.cli.info import info
-    from launchkit.cli.optimize import optimize
-    from launchkit.cli.run import run
-    from launchkit.cli.serve import serve
-    from launchkit.cli.tune import tune
-
-    for command in (info, run, archive, serve, bench, ab, report, optimize, tune):
-        main.add_command(command)
-
-
-_register()
 
 if __name__ == "__main__":  # pragma: no cover
     main(prog_name=os.path.basename(sys.argv[0]))

@@ -13,13 +13,15 @@ servers) is started with:
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import os
 import signal
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # a large import `launchkit run` never uses (benchmarks/startup.py measures its start)
+    import asyncio
 
 _PR_SET_PDEATHSIG = 1
 
@@ -54,6 +56,8 @@ async def spawn_async(argv: Sequence[str], *, env: Mapping[str, str] | None = No
                       stdout: int | None = None, stderr: int | None = None,
                       pass_fds: Sequence[int] = ()) -> asyncio.subprocess.Process:
     """:func:`spawn` for an asyncio program (the server's workers); ``pass_fds`` stay open in the child."""
+    import asyncio
+
     return await asyncio.create_subprocess_exec(
         *argv, env=dict(env) if env is not None else None, stdin=stdin, stdout=stdout, stderr=stderr,
         start_new_session=True, preexec_fn=child_setup(cpus), pass_fds=tuple(pass_fds))
