@@ -145,7 +145,7 @@ def main() -> int:
     if wanted("int8"):
         rows = []
         for example, extra in (("tiny", []), ("resnet18", ["--samples", "256"]), ("minilm", ["--samples", "256"])):
-            summary = optimize(work, example, "--dtype", "int8", "--graph", "none", "--no-channels-last",
+            summary = optimize(work, example, "--dtype", "int8", "--int8", "dynamic", "--graph", "none", "--no-channels-last",
                                "--batch-sizes", "8", "-o", str(work / f"{example}-int8.mar"), *extra)
             agreement = summary["agreement"]
             rows.append([example, f"{summary['throughput'][0]['speedup']}×", f"{agreement['top1_agreement']:.2%}",
