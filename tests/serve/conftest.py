@@ -27,6 +27,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def tiny_logits(*rows: list[float]) -> list[list[float]]:
+    """What the tiny example's model answers, computed here in the test's own process.
+
+    The expected value of a served answer comes from the model, never from the server under test
+    (another route of the same server would agree with itself even when both are wrong).
+    """
+    import torch
+
+    from launchkit.examples.tiny import tiny_mlp
+
+    with torch.inference_mode():
+        return tiny_mlp()(torch.tensor(rows, dtype=torch.float32)).tolist()
+
+
 def make_archive(folder: Path, handler: str, name: str, version: str = "1.0", **kwargs: Any) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     return create_archive(ArchiveRequest(model_name=name, version=version, handler=str(HANDLERS / handler),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.serve.conftest import Server, free_port, make_archive
+from tests.serve.conftest import Server, free_port, make_archive, tiny_logits
 
 ALLOWED = sorted(os.sched_getaffinity(0))
 
@@ -333,6 +333,7 @@ def test_examples_tiny_and_resnet18(example_archives, tmp_path):
         assert status == 200 and len(from_bytes) == 10
         status, _, from_json = server.predict("tiny", [i / 64 for i in range(64)])
         assert status == 200 and from_json == pytest.approx(from_bytes, rel=1e-5)
+        assert from_bytes == pytest.approx(tiny_logits([i / 64 for i in range(64)])[0], abs=1e-4)  # the model, here
         assert server.predict("tiny", b"\x00" * 12, headers={"content-type": "application/octet-stream"})[0] == 400
         status, _, top5 = server.predict("resnet18", image.read_bytes(), headers={"content-type": "image/png"})
         assert status == 200 and len(top5) == 5 and all(key.startswith("class_") for key in top5)
