@@ -148,7 +148,10 @@ async def _serve(request: ServeRequest) -> int:
         def request_exit() -> None:
             stop_requested.append(loop.time())
             inference.shutting_down = True
-            if len(stop_requested) == 2:
+            if len(stop_requested) == 1:
+                logger.info("stop signal: finishing the requests in flight (at most %g s); a second signal stops "
+                            "at once", request.graceful_timeout_s)
+            elif len(stop_requested) == 2:
                 logger.warning("second stop signal: stopping now, without waiting for requests in flight")
             for server, _ in servers:
                 server.request_exit()  # the second call makes uvicorn stop at once

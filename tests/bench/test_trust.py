@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.serve.conftest import make_archive
+from tests.serve.conftest import handler_started, make_archive, wait_for
 
 
 def launchkit(*args: str, timeout: float = 180, **kwargs) -> subprocess.CompletedProcess:
@@ -84,7 +84,10 @@ def test_the_bundled_examples_bring_their_own_inputs(tmp_path):
 
 def _start_bench(echo: Path, folder: Path, body: str) -> tuple[subprocess.Popen, list[int]]:
     """bench against a .mar for 60 s; returns once its server (and worker) run: (bench, their pids)."""
-    bench = subprocess.Popen([sys.executable, "-m", "launchkit", "bench", str(echo), "-i", body, "-ic",
+    marker = Path(body).with_name("started")  # the echo handler appends to it as it handles each request
+    own = Path(body).with_name("body-started.json")
+    own.write_text(json.dumps({**json.loads(Path(body).read_text()), "started": str(marker)}))
+    bench = subprocess.Popen([sys.executable, "-m", "launchkit", "bench", str(echo), "-i", str(own), "-ic",
                               "application/json", "-c", "2", "--duration", "60", "--quiet", "-rl", str(folder)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
@@ -96,7 +99,8 @@ def _start_bench(echo: Path, folder: Path, body: str) -> tuple[subprocess.Popen,
     else:
         bench.kill()
         raise AssertionError(f"the server bench started never became ready: {bench.communicate()[1][-2000:]}")
-    time.sleep(1.0)  # a level is under way
+    # a level under way: bench's 100 warm-up requests handled, and 20 of the measured level
+    wait_for(handler_started(marker, 120), what="a level under way")
     children = [child.pid for child in psutil.Process(bench.pid).children(recursive=True)]
     assert len(children) >= 2, "bench, its server and its worker"
     return bench, children

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.serve.conftest import free_port
+from tests.serve.conftest import free_port, wait_for
 
 RANK = str(Path(__file__).parent.parent / "fixtures" / "rank.py")
 CPUS = sorted(os.sched_getaffinity(0))
@@ -68,8 +68,7 @@ def test_a_failing_rank_fails_the_launcher_and_leaves_nothing():
     result = launchkit("--nproc-per-node", "2", RANK, "fail-rank", "1")
     assert result.returncode != 0
     assert "ChildFailedError" in result.stderr or "exitcode" in result.stderr
-    time.sleep(0.5)
-    assert not ranks_left()
+    wait_for(lambda: not ranks_left(), timeout=5, what="every rank gone")
 
 
 def test_sigterm_to_one_launcher_ends_the_job_on_both_sides():
@@ -88,8 +87,7 @@ def test_sigterm_to_one_launcher_ends_the_job_on_both_sides():
             if node.poll() is None:
                 node.kill()
                 node.wait()
-    time.sleep(0.5)
-    assert not ranks_left()
+    wait_for(lambda: not ranks_left(), timeout=5, what="every rank gone")
 
 
 def test_dry_run_json_shows_each_local_rank_and_the_agent():

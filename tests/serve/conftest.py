@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -25,6 +26,21 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> None:
+    """Until ``condition()`` is true (polled every 20 ms); a test waits for what it needs, never a fixed time."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{what} not met within {timeout:g} s")
+
+
+def handler_started(marker: Path, count: int = 1) -> Callable[[], bool]:
+    """A condition: the echo handler has started on ``count`` items sent with ``{"started": marker}``."""
+    return lambda: marker.exists() and len(marker.read_text().splitlines()) >= count
 
 
 def tiny_logits(*rows: list[float]) -> list[list[float]]:

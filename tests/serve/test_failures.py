@@ -7,7 +7,7 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.serve.conftest import Server, free_port
+from tests.serve.conftest import Server, free_port, handler_started, wait_for
 
 
 def test_a_model_that_cannot_load_is_marked_failed_everywhere(tmp_path, archives):
@@ -29,7 +29,7 @@ def test_a_model_that_cannot_load_is_marked_failed_everywhere(tmp_path, archives
         assert server.predict("echo", {"still": "serving"})[0] == 200  # the other model is unaffected
         status, _, body = server.predict("broken", {"x": 1})
         assert status == 503 and "weights file is corrupt" in body["message"]
-        time.sleep(1.0)  # at least one more retry, at the growing backoff
+        wait_for(lambda: "load attempt 2 failed" in server.output(), what="a second load attempt")
         output = server.output()
         assert output.count("Traceback") == 1, "one traceback, then a line per retry"
         assert "load attempt 2 failed (model marked failed)" in output and "model broken/1.0 is marked failed" in output
@@ -61,18 +61,19 @@ def test_models_all_loads_every_archive_of_the_store(archives, tmp_path):
         assert names == ["echo", "function"]
 
 
-def test_a_second_stop_signal_stops_at_once(archives):
+def test_a_second_stop_signal_stops_at_once(archives, tmp_path):
     server = Server([str(archives["echo"]), "--graceful-timeout", "60"], free_port())
     workers = server.worker_pids()
+    marker = tmp_path / "started"
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(server.predict, "echo", {"sleep": 30}, timeout=60)
-        time.sleep(0.5)
-        started = time.perf_counter()
+        pool.submit(server.predict, "echo", {"sleep": 30, "started": str(marker)}, timeout=60)
+        wait_for(handler_started(marker), what="the request in the worker")
+        begun = time.perf_counter()
         server.proc.send_signal(signal.SIGINT)
-        time.sleep(0.5)
+        wait_for(lambda: "stop signal: finishing the requests in flight" in server.output(), what="the first signal")
         server.proc.send_signal(signal.SIGINT)  # the request in flight would hold the first one for 30 s
         server.proc.wait(timeout=20)
-        assert time.perf_counter() - started < 5
+        assert time.perf_counter() - begun < 5
     server.stop()
     deadline = time.time() + 5
     while time.time() < deadline and any(_alive(pid) for pid in workers):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.serve.conftest import Server, free_port, make_archive
+from tests.serve.conftest import Server, free_port, handler_started, make_archive, wait_for
 
 
 def limits_config(tmp_path: Path, **entries: object) -> str:
@@ -109,7 +109,10 @@ def test_connection_limit_and_open_files(tmp_path, archives):
     with Server([str(archives["echo"]), "--ts-config", config], free_port()) as server:
         held = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(25)]
         try:
-            time.sleep(0.3)
+            # the server has accepted all 25 (the limit answers 503 after accepting, not before)
+            wait_for(lambda: sum(1 for c in psutil.Process(server.proc.pid).net_connections()
+                                 if c.laddr and c.laddr.port == server.port and c.status == "ESTABLISHED") >= 25,
+                     what="25 connections accepted")
             statuses = []
             for sock in held[-3:]:
                 sock.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -118,8 +121,8 @@ def test_connection_limit_and_open_files(tmp_path, archives):
         finally:
             for sock in held:
                 sock.close()
-        time.sleep(0.3)
-        assert server.request("GET", "/ping")[0] == 200  # once they are gone, everyone is served again
+        # once they are gone (as soon as the server has seen them close), everyone is served again
+        wait_for(lambda: server.request("GET", "/ping")[0] == 200, timeout=10, what="served again")
         limits = Path(f"/proc/{server.proc.pid}/limits").read_text()
         soft = int(next(line for line in limits.splitlines() if line.startswith("Max open files")).split()[3])
         assert soft >= min(3 * 20 + 1024, psutil.Process().rlimit(psutil.RLIMIT_NOFILE)[1])
@@ -260,9 +263,10 @@ def test_queued_requests_wait_for_a_worker_killed_by_the_response_timeout(tmp_pa
     make_archive(store, "echo_handler.py", "slowpoke")
     with Server(["--model-store", str(store)], free_port()) as server:
         assert server.manage("POST", "/models?url=slowpoke.mar&response_timeout=1")[0] == 200
+        marker = tmp_path / "started"
         with ThreadPoolExecutor(max_workers=2) as pool:
-            stuck = pool.submit(server.predict, "slowpoke", {"sleep": 5}, None, 30)
-            time.sleep(0.3)
+            stuck = pool.submit(server.predict, "slowpoke", {"sleep": 5, "started": str(marker)}, None, 30)
+            wait_for(handler_started(marker), what="the stuck request in the worker")
             queued = pool.submit(server.predict, "slowpoke", {"queued": 1}, None, 60)
             assert stuck.result()[0] == 500  # its batch overstayed: answered, worker killed
             status, _, body = queued.result()

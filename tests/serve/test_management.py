@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.serve.conftest import Server, free_port, make_archive
+from tests.serve.conftest import Server, free_port, handler_started, make_archive, wait_for
 
 MACHINES = Path(__file__).parent.parent / "fixtures" / "machines"
 
@@ -29,15 +29,6 @@ def unpinned(tmp_path: Path, extra: str = "") -> list[str]:
     config = tmp_path / "config.properties"
     config.write_text("cpu_launcher_enable=false\n" + extra)
     return ["--ts-config", str(config), "--topology-root", str(MACHINES / "desktop-4c-adjacent")]
-
-
-def wait_for(condition, timeout: float = 30.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def settled(server) -> bool:
@@ -161,14 +152,17 @@ def test_scale_up_and_down_under_load_drops_nothing(archives):
         assert final["minWorkers"] == 1 and final["workers"][0]["cores"] == initial_cores  # all its cores back
 
 
-def test_unregister_drains_queued_requests_first(archives):
+def test_unregister_drains_queued_requests_first(archives, tmp_path):
+    marker = tmp_path / "started"
     with Server([str(archives["echo"])], free_port()) as server:
         results: list[int] = []
-        threads = [threading.Thread(target=lambda: results.append(server.predict("echo", {"sleep": 0.4})[0]))
-                   for _ in range(3)]
+        threads = [threading.Thread(target=lambda: results.append(
+            server.predict("echo", {"sleep": 0.4, "started": str(marker)})[0])) for _ in range(3)]
         for thread in threads:
             thread.start()
-        time.sleep(0.2)  # all three accepted: one running, two queued
+        # all three accepted: one running in the worker, two in the model's queue
+        wait_for(lambda: handler_started(marker)() and server.manage("GET", "/models/echo")[1][0]["jobQueueStatus"][
+            "pendingRequests"] == 2)
         started = time.perf_counter()
         status, body = server.manage("DELETE", "/models/echo")
         assert status == 200, body

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.serve.conftest import Server, free_port, make_archive, tiny_logits
+from tests.serve.conftest import Server, free_port, handler_started, make_archive, tiny_logits, wait_for
 
 ALLOWED = sorted(os.sched_getaffinity(0))
 
@@ -56,11 +56,12 @@ def test_lone_request_does_not_pay_the_batch_delay(archives):
         assert sorted(timings)[2] < 0.25, f"lone requests waited for the 500 ms delay: {timings}"
 
 
-def test_one_bad_item_does_not_fail_its_batch_mates(archives):
+def test_one_bad_item_does_not_fail_its_batch_mates(archives, tmp_path):
+    marker = tmp_path / "started"
     with Server([str(archives["echo"]), "--batch-size", "4", "--max-batch-delay", "2000"], free_port()) as server:
         with ThreadPoolExecutor(max_workers=1) as pool:
-            busy = pool.submit(server.predict, "echo", {"sleep": 0.5})  # the worker is busy meanwhile...
-            time.sleep(0.2)
+            busy = pool.submit(server.predict, "echo", {"sleep": 0.5, "started": str(marker)})  # the worker is busy...
+            wait_for(handler_started(marker), what="the first request in the worker")
             results = parallel(4, lambda i: server.predict("echo", {"i": i, "bad": i == 2}))  # ...so these queue
             assert busy.result()[0] == 200
         statuses = [status for status, _, _ in results]
@@ -189,19 +190,18 @@ def test_workers_of_two_models_get_disjoint_cores(archives):
         assert set(echo_cpus) in cpus
 
 
-def test_graceful_shutdown_finishes_requests_in_flight(archives):
+def test_graceful_shutdown_finishes_requests_in_flight(archives, tmp_path):
     server = Server([str(archives["echo"])], free_port())
     workers = server.worker_pids()
+    marker = tmp_path / "started"
     with ThreadPoolExecutor(max_workers=1) as pool:
-        slow = pool.submit(server.predict, "echo", {"sleep": 1.0})
-        time.sleep(0.3)
+        slow = pool.submit(server.predict, "echo", {"sleep": 1.0, "started": str(marker)})
+        wait_for(handler_started(marker), what="the request in the worker")
         server.proc.send_signal(signal.SIGTERM)
         status, _, body = slow.result(timeout=20)
     assert status == 200 and body["echo"]["sleep"] == 1.0
     assert server.stop() == 0
-    time.sleep(0.2)
-    for pid in workers:
-        assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split(")")[1].split()[0] == "Z"
+    assert wait_for_exit(workers, 5)
 
 
 def test_port_in_use_is_a_clear_error(archives):
@@ -227,13 +227,14 @@ def test_port_in_use_is_a_clear_error(archives):
         assert "--metrics-address" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_graceful_timeout_running_out_still_stops_everything(archives):
+def test_graceful_timeout_running_out_still_stops_everything(archives, tmp_path):
+    marker = tmp_path / "started"
     server = Server([str(archives["echo"]), "--graceful-timeout", "1"], free_port())
     workers = server.worker_pids()
     with ThreadPoolExecutor(max_workers=1) as pool:
-        slow = pool.submit(server.request, "POST", "/predictions/echo", b'{"sleep": 20}',
-                           {"content-type": "application/json"})
-        time.sleep(0.5)
+        slow = pool.submit(server.request, "POST", "/predictions/echo",
+                           json.dumps({"sleep": 20, "started": str(marker)}).encode(), {"content-type": "application/json"})
+        wait_for(handler_started(marker), what="the request in the worker")
         started = time.perf_counter()
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(timeout=15) == 0
@@ -269,13 +270,14 @@ def test_restarts_back_off_and_are_counted(archives):
 
 
 def test_unregister_model_timeout_answers_408_and_the_request_in_flight_still_finishes(tmp_path, archives):
+    marker = tmp_path / "started"
     config = tmp_path / "config.properties"
     config.write_text("unregister_model_timeout=1\n")
     with Server([str(archives["echo"]), "--ts-config", str(config)], free_port()) as server:
         worker = server.worker_pids()
         with ThreadPoolExecutor(max_workers=1) as pool:
-            slow = pool.submit(server.predict, "echo", {"sleep": 3})
-            time.sleep(0.3)
+            slow = pool.submit(server.predict, "echo", {"sleep": 3, "started": str(marker)})
+            wait_for(handler_started(marker), what="the request in the worker")
             started = time.perf_counter()
             status, body = server.manage("DELETE", "/models/echo")
             assert status == 408 and "unregister_model_timeout=1" in body["message"]
