@@ -57,11 +57,33 @@ def all_masks() -> dict[int, str]:
 
 # -- pools -----------------------------------------------------------------------------------------
 
+def _first_threads(cpus: list[int]) -> list[int]:
+    """The first allowed hardware thread of each physical core, read from sysfs here (not by launchkit)."""
+    first: dict[str, int] = {}
+    for cpu in cpus:
+        siblings = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list")
+        key = siblings.read_text().strip() if siblings.exists() else str(cpu)
+        first.setdefault(key, cpu)
+    return sorted(first.values())
+
+
+def _node_cpus(node: int) -> list[int]:
+    path = Path(f"/sys/devices/system/node/node{node}/cpulist")
+    if not path.exists():
+        return CPUS
+    listed = set()
+    for part in path.read_text().strip().split(","):
+        low, _, high = part.partition("-")
+        listed |= set(range(int(low), int(high or low) + 1))
+    return sorted(listed & set(CPUS))
+
+
 def test_pools_come_from_the_allowed_physical_cores():
     assert CPUPool([CPUS[0]]).core_ids == [CPUS[0]]
-    assert CPUPool().core_ids == CPUS  # one CPU per physical core; this machine has no SMT
-    assert CPUPool(node_id=0).core_ids == get_core_list_of_node_id(0) == CPUS
-    assert get_default_num_streams(CPUPool()) == len(CPUS)
+    physical = _first_threads(CPUS)  # with SMT, one CPU per physical core; without, every CPU
+    assert CPUPool().core_ids == physical
+    assert CPUPool(node_id=0).core_ids == get_core_list_of_node_id(0) == _first_threads(_node_cpus(0))
+    assert get_default_num_streams(CPUPool()) == len(physical)
 
 
 @pytest.mark.parametrize("make,message", [
