@@ -52,16 +52,34 @@ def test_bad_run_usage_exits_2(args, message):
 
 def test_ctrl_c_keeps_the_runs_measured(tmp_path):
     import signal
-    import time
 
+    from tests.serve.conftest import wait_for
+
+    # the first run finishes with its figure; every later run hangs (and says so), so Ctrl-C comes
+    # after one measured run and during another
     slow = tmp_path / "slow.py"
-    slow.write_text("import time\nprint('throughput: 1.0')\ntime.sleep(60)\n")
+    slow.write_text(f"""import pathlib, time
+first = pathlib.Path({str(tmp_path / "first")!r})
+print('throughput: 7.5', flush=True)
+if first.exists():
+    pathlib.Path({str(tmp_path / "hanging")!r}).touch()
+    time.sleep(60)
+first.touch()
+""")
     process = subprocess.Popen([sys.executable, "-m", "launchkit", "tune", "--run", str(slow), "--metric",
-                                r"throughput: ([0-9.]+)", "--report-dir", str(tmp_path / "r")],
+                                r"throughput: ([0-9.]+)", "--space", "instances=1,2;allocator=auto;omp=gnu",
+                                "--report-dir", str(tmp_path / "r")],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(4)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=60)
+    try:
+        wait_for(lambda: (tmp_path / "hanging").exists() or process.poll() is not None, timeout=120,
+                 what="a second run under way")
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
     assert process.returncode == 130, err
-    assert json.loads((tmp_path / "r" / "summary.json").read_text())["interrupted"] is True
-    assert "Traceback" not in err
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["interrupted"] is True and "Traceback" not in err
+    measured = [trial for trial in summary["trials"] if trial["status"] == "ok"]
+    assert len(measured) == 1 and measured[0]["total"] == pytest.approx(7.5)  # the finished run is kept
