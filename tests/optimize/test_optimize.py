@@ -22,21 +22,63 @@ def launchkit(*args, cwd=None):
                           cwd=cwd)
 
 
-def test_a_slower_artifact_is_refused_and_a_forced_one_serves_optimized(tmp_path):
-    from tests.serve.conftest import Server, free_port
+CHAIN = """import torch
 
-    # bf16 on the tiny MLP costs more in casts than it saves (measured 0.2-0.35× here): refused, exit 5
-    output = tmp_path / "tiny-bf16.mar"
-    args = ["optimize", "--example", "tiny", "--dtype", "bf16", "--graph", "none", "--batch-sizes", "1,4",
-            "--seconds", "0.3", "--samples", "64", "-o", str(output)]
+
+class Chain(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.eye(8).repeat(200, 1, 1) + 0.01 * torch.randn(200, 8, 8))
+
+    def forward(self, x):
+        for index in range(200):
+            x = torch.nn.functional.linear(x, self.weight[index])
+        return x
+"""
+
+
+def chain_archive(folder: Path) -> Path:
+    """An archive whose bf16 version is slower on any CPU: 200 8×8 products, each paying autocast's casts."""
+    (folder / "chain.py").write_text(CHAIN)
+    namespace: dict = {}
+    exec(CHAIN, namespace)  # noqa: S102 - the model defined just above
+    torch.manual_seed(0)
+    torch.save(namespace["Chain"]().state_dict(), folder / "chain.pth")
+    handler = Path(__file__).parent.parent / "fixtures" / "handlers" / "echo_handler.py"
+    made = launchkit("archive", "--model-name", "chain", "--version", "1.0", "--model-file", str(folder / "chain.py"),
+                     "--serialized-file", str(folder / "chain.pth"), "--handler", str(handler), "--export-path",
+                     str(folder))
+    assert made.returncode == 0, made.stderr
+    return folder / "chain.mar"
+
+
+def test_a_slower_artifact_is_refused_and_forcing_writes_it(tmp_path):
+    # bf16 through 200 products of 8×8: the casts cost more than any bf16 unit saves, on every CPU
+    archive = chain_archive(tmp_path)
+    output = tmp_path / "chain-bf16.mar"
+    args = ["optimize", str(archive), "--dtype", "bf16", "--graph", "none", "--no-channels-last", "--input-shape", "8",
+            "--batch-sizes", "1,4", "--seconds", "0.3", "--samples", "32", "--task", "embedding", "--min-cosine", "0.9",
+            "-o", str(output)]
     refused = launchkit(*args, "--report-dir", str(tmp_path / "refused"))
-    assert refused.returncode == 5, refused.stderr
+    assert refused.returncode == 5, refused.stdout + refused.stderr
     assert "slower than the original" in refused.stderr and not output.exists()
     assert "samples/s" in refused.stdout  # the columns name their unit
     assert json.loads((tmp_path / "refused" / "summary.json").read_text())["slower"] is True
-    result = launchkit(*args, "--force", "--report-dir", str(tmp_path / "r"))
+    forced = launchkit(*args, "--force", "--report-dir", str(tmp_path / "forced"))
+    assert forced.returncode == 0 and f"written: {output} (forced:" in forced.stdout, forced.stderr
+    assert output.exists()
+
+
+def test_an_optimized_archive_serves_optimized(tmp_path):
+    from tests.serve.conftest import Server, free_port
+
+    output = tmp_path / "tiny-bf16.mar"
+    result = launchkit("optimize", "--example", "tiny", "--dtype", "bf16", "--graph", "none", "--batch-sizes", "1,4",
+                       "--seconds", "0.3", "--samples", "64", "-o", str(output), "--force", "--report-dir",
+                       str(tmp_path / "r"))
+    # written either way: accepted where bf16 is faster for it, forced where it is slower
     assert result.returncode == 0, result.stderr
-    assert "speed-up" in result.stdout and f"written: {output} (forced:" in result.stdout
+    assert "speed-up" in result.stdout and f"written: {output}" in result.stdout
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["accepted"] and summary["agreement"]["samples"] == 64 and len(summary["throughput"]) == 2
     with zipfile.ZipFile(output) as bundle:
