@@ -20,6 +20,7 @@ import signal
 import statistics
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -33,18 +34,10 @@ from launchkit.bench.server import ServerUnderTest
 from launchkit.bench.serverview import read_model_description, scrape, server_view
 from launchkit.bench.stats import LevelResult, summarize, windows_agree
 from launchkit.core.errors import LaunchkitError, UsageError
+from launchkit.core.signals import STOP_SIGNALS, Interrupted, handling, raise_interrupted
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 Progress = Callable[[str, Samples], None]
 Status = Callable[[str], None]
-
-
-class Interrupted(Exception):
-    """A stop signal arrived during the run (internal: the run returns a partial result)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
 
 
 @dataclass
@@ -116,7 +109,8 @@ def run_bench(config: BenchConfig, report_dir: Path, progress: Progress | None =
     say = status or (lambda message: None)
     server: ServerUnderTest | None = None
     result = BenchResult(config, config.target or "", [])
-    previous = {sig: signal.signal(sig, raise_interrupted) for sig in STOP_SIGNALS}
+    signals = ExitStack()  # stop signals raise Interrupted until the finally below
+    signals.enter_context(handling(raise_interrupted))
     try:
         if config.starts_a_server:
             log = report_dir / "server.log"
@@ -176,15 +170,10 @@ def run_bench(config: BenchConfig, report_dir: Path, progress: Progress | None =
     finally:
         if "before_load" in result.client_cpu_s:
             result.client_cpu_s["load"] = round(time.process_time() - result.client_cpu_s["before_load"], 3)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        signals.close()
         if server is not None:
             server.stop()
     return result
-
-
-def raise_interrupted(signum: int, _frame: object) -> None:
-    raise Interrupted(signum)
 
 
 class _PartialLevel(Exception):

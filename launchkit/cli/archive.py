@@ -8,6 +8,7 @@ import click
 
 from launchkit.cli.options import CONTEXT, option
 from launchkit.core.errors import UsageError
+from launchkit.examples import EXAMPLES
 
 
 @click.command(context_settings=CONTEXT)
@@ -24,7 +25,7 @@ from launchkit.core.errors import UsageError
         show_default=True)
 @option("--runtime", default="python", hidden=True)
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing archive.")
-@option("--example", type=click.Choice(["tiny", "resnet18", "minilm"]), help="Build a bundled example instead.")
+@option("--example", type=click.Choice(EXAMPLES), help="Build a bundled example instead.")
 def archive(**params: Any) -> None:
     """Make a model archive (.mar) with torch-model-archiver's flags and layout."""
     if params["example"]:
@@ -37,7 +38,7 @@ def archive(**params: Any) -> None:
     missing = [flag for flag, key in (("--model-name", "model_name"), ("--version", "version"), ("--handler", "handler"))
                if not params[key]]
     if missing:
-        raise UsageError(f"missing {', '.join(missing)} (or use --example tiny|resnet18|minilm)")
+        raise UsageError(f"missing {', '.join(missing)} (or use --example {'|'.join(EXAMPLES)})")
     extra = tuple(item for item in (params["extra_files"] or "").split(",") if item)
     path = create_archive(ArchiveRequest(
         model_name=params["model_name"], version=params["version"], handler=params["handler"],

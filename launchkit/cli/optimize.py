@@ -9,6 +9,7 @@ import click
 
 from launchkit.cli.options import CONTEXT, option
 from launchkit.core.errors import AccuracyRefused, NotFaster, UsageError
+from launchkit.examples import EXAMPLES
 
 
 def _ints(text: str, flag: str) -> tuple[int, ...]:
@@ -38,7 +39,7 @@ def _dtype(asked: str) -> str:
 
 @click.command(context_settings=CONTEXT)
 @click.argument("model", required=False, metavar="[MODEL.mar|MODEL.pt]")
-@option("--example", type=click.Choice(["tiny", "resnet18", "minilm", "mnist"]), help="A bundled example instead of MODEL.")
+@option("--example", type=click.Choice(EXAMPLES), help="A bundled example instead of MODEL.")
 @option("--dtype", type=click.Choice(["auto", "fp32", "bf16", "int8"]), default="auto", show_default=True,
         help="auto: bf16 where this CPU runs it natively (AMX or AVX512-BF16), else refused (exit 5) with what is "
              "native here; bf16: autocast, measured even where emulated; int8: static calibrated quantization "

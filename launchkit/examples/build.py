@@ -18,9 +18,9 @@ import tempfile
 from pathlib import Path
 
 from launchkit.archive.writing import ArchiveRequest, create_archive
+from launchkit.examples import EXAMPLES
 
 HERE = Path(__file__).parent
-EXAMPLES = ("tiny", "resnet18", "minilm", "mnist")
 
 
 def build_example(name: str, export_path: str, force: bool = True) -> Path:

@@ -34,12 +34,13 @@ from typing import Any
 
 from launchkit.core.cpulist import format_cpu_list
 from launchkit.core.errors import UsageError
+from launchkit.core.signals import STOP_SIGNALS, handling
 from launchkit.launch.runplan import InstanceLaunch, RunPlan
 from launchkit.launch.spawn import spawn, stop
 
 logger = logging.getLogger(__name__)
 
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+FORWARDED = STOP_SIGNALS
 
 
 @dataclass(frozen=True)
@@ -197,21 +198,19 @@ def run_distributed(plan: DistributedPlan, grace_period: float = 5.0) -> int:
         except ProcessLookupError:
             pass
 
-    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
     try:
-        deadline: float | None = None
-        while True:
-            try:
-                code = agent.wait(timeout=0.2)
-                break
-            except subprocess.TimeoutExpired:
-                if received and deadline is None:
-                    deadline = time.monotonic() + grace_period + 30.0  # the agent's own shutdown takes time
-                if deadline is not None and time.monotonic() > deadline:
-                    stop(agent, grace_s=0.0)
+        with handling(forward, FORWARDED):
+            deadline: float | None = None
+            while True:
+                try:
+                    code = agent.wait(timeout=0.2)
+                    break
+                except subprocess.TimeoutExpired:
+                    if received and deadline is None:
+                        deadline = time.monotonic() + grace_period + 30.0  # the agent's own shutdown takes time
+                    if deadline is not None and time.monotonic() > deadline:
+                        stop(agent, grace_s=0.0)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         stop(agent, grace_s=grace_period)  # its group: nothing it started outlives the launcher
         plan_file.unlink(missing_ok=True)
         folder.rmdir()

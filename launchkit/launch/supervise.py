@@ -25,11 +25,12 @@ from typing import IO, BinaryIO
 
 from launchkit.core.cpulist import format_cpu_list
 from launchkit.core.errors import UsageError
+from launchkit.core.signals import STOP_SIGNALS, handling
 from launchkit.launch.runplan import InstanceLaunch, RunPlan
 from launchkit.launch.spawn import signal_group, spawn
 
 logger = logging.getLogger(__name__)
-FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+FORWARDED_SIGNALS = STOP_SIGNALS
 
 
 class _WakeUp(Exception):
@@ -134,19 +135,17 @@ class _Supervisor:
     def run(self) -> RunResult:
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in FORWARDED_SIGNALS}
         started_at = time.time()
         try:
-            for instance in self.plan.instances:
-                if self.signal_received is not None:
-                    break
-                self._start(instance)
-            for thread in self.pumps:
-                thread.start()
-            self._wait_all()
+            with handling(self._on_signal, FORWARDED_SIGNALS):
+                for instance in self.plan.instances:
+                    if self.signal_received is not None:
+                        break
+                    self._start(instance)
+                for thread in self.pumps:
+                    thread.start()
+                self._wait_all()
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
             self._kill_leftover_groups()
         for thread in self.pumps:
             thread.join(timeout=2.0)

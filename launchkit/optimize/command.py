@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from launchkit.core.errors import LaunchkitError, UsageError
 from launchkit.core.results import writable_file
+from launchkit.examples import EXAMPLES
 from launchkit.model.spec import OptimizationSpec
 
 EXAMPLE_SHAPES = {"tiny": (64,), "resnet18": (3, 224, 224)}
@@ -89,7 +90,7 @@ def load_source(request: OptimizeRequest, workdir: Path) -> Source:
         if not archive.exists():
             raise UsageError(f"{archive}: no such file; give a .mar, a TorchScript .pt, or --example NAME")
     else:
-        raise UsageError("give a MODEL (.mar or .pt) or --example tiny|resnet18|minilm")
+        raise UsageError(f"give a MODEL (.mar or .pt) or --example {'|'.join(EXAMPLES)}")
     if archive.suffix == ".pt":
         shape = request.input_shape
         return Source(archive.stem, lambda: torch.jit.load(str(archive), map_location="cpu").eval(),

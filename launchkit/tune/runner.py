@@ -13,6 +13,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,9 @@ from typing import Any
 from launchkit.archive.manifest import read_manifest
 from launchkit.archive.reading import model_config_of
 from launchkit.bench.inputs import load_payloads
-from launchkit.bench.runner import STOP_SIGNALS, Interrupted, raise_interrupted
 from launchkit.core.errors import LaunchkitError, UsageError
+from launchkit.core.signals import Interrupted, handling, raise_interrupted
+from launchkit.examples import EXAMPLES
 from launchkit.tune.measure import MeasureSettings, Servers, confirm_trial, measure_trial, trial_line
 from launchkit.tune.search import BruteSearch, Constraints, QuickSearch, Trial, best_of, judge, score
 from launchkit.tune.space import (KNOBS, SearchSpace, ServingConfig, default_space, parse_knobs, parse_space,
@@ -29,7 +31,6 @@ from launchkit.tune.space import (KNOBS, SearchSpace, ServingConfig, default_spa
 
 logger = logging.getLogger(__name__)
 
-EXAMPLES = ("tiny", "resnet18", "minilm", "mnist")
 CONFIRMED = 2  # leaders measured again after the search
 Status = Callable[[str], None]
 
@@ -151,7 +152,8 @@ def run_tune(request: TuneRequest, folder: Path, status: Status, finished: Calla
     previous = _read_journal(resume / "trials.jsonl") if resume else []
     prepared = _read_variants(resume) if resume else None
     result = TuneResult(request, archive, model, default_space(cpus, default, ["original"]))
-    handlers = {sig: signal.signal(sig, raise_interrupted) for sig in STOP_SIGNALS}
+    signals = ExitStack()  # stop signals raise Interrupted until the finally below
+    signals.enter_context(handling(raise_interrupted))
     servers: Servers | None = None
     try:
         if prepared is None:
@@ -206,8 +208,7 @@ def run_tune(request: TuneRequest, folder: Path, status: Status, finished: Calla
     finally:
         if servers is not None:
             servers.stop()
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+        signals.close()
         result.elapsed_s = time.monotonic() - started + sum(t.seconds for t in previous)
     return result
 
