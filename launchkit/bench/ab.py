@@ -23,6 +23,7 @@ from launchkit import __version__
 from launchkit.bench.config import parse_header, parse_method
 from launchkit.bench.loadgen import LoadSpec, Payload, Samples, Target, encode_requests, run_level
 from launchkit.bench.stats import latency_summary
+from launchkit.core import eventloop
 from launchkit.core.errors import UsageError
 
 AB_TIME_LIMIT_REQUESTS = 50_000  # ab: -t without -n means at most 50,000 requests
@@ -86,7 +87,6 @@ def plan(url: str, requests: str | None, concurrency: str | None, time_limit: st
 
 def run(ab: AbRun) -> tuple[Samples, int]:
     """Drive the load; the samples and the size of the body each request sent."""
-    import uvloop
 
     target = Target.from_url(ab.url, ab.method)
     body = b""
@@ -99,7 +99,7 @@ def run(ab: AbRun) -> tuple[Samples, int]:
     encoded = encode_requests(target, payloads, ab.headers, keep_alive=ab.keep_alive)
     spec = LoadSpec(concurrency=ab.concurrency, requests=ab.requests, duration_s=ab.time_limit_s,
                     timeout_s=ab.timeout_s)
-    return uvloop.run(run_level(target, encoded, spec)), len(body)
+    return eventloop.run(run_level(target, encoded, spec)), len(body)
 
 
 def report(ab: AbRun, samples: Samples, body_size: int) -> str:

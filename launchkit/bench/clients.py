@@ -19,6 +19,7 @@ from dataclasses import replace
 from typing import Any
 
 from launchkit.bench.loadgen import KEPT_BODIES, LoadSpec, Samples, Target, run_level
+from launchkit.core import eventloop
 from launchkit.launch.spawn import spawn_async
 
 
@@ -115,13 +116,7 @@ def _helper() -> None:
     sys.stdout.buffer.flush()
     if sys.stdin.buffer.readline() != b"go\n":
         return
-    try:
-        import uvloop
-
-        run = uvloop.run
-    except ImportError:
-        run = asyncio.run
-    samples = run(run_level(target, requests, spec))
+    samples = eventloop.run(run_level(target, requests, spec))
     sys.stdout.buffer.write(pickle.dumps(samples))
     sys.stdout.buffer.flush()
 

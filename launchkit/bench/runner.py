@@ -33,6 +33,7 @@ from launchkit.bench.loadgen import LoadSpec, Samples, Target, encode_requests, 
 from launchkit.bench.server import ServerUnderTest
 from launchkit.bench.serverview import read_model_description, scrape, server_view
 from launchkit.bench.stats import LevelResult, summarize, windows_agree
+from launchkit.core import eventloop
 from launchkit.core.errors import LaunchkitError, UsageError
 from launchkit.core.signals import STOP_SIGNALS, Interrupted, handling, raise_interrupted
 
@@ -302,13 +303,7 @@ def run_interruptible(coroutine: Any) -> Any:
                 loop.remove_signal_handler(sig)
 
     try:
-        import uvloop
-
-        run = uvloop.run
-    except ImportError:
-        run = asyncio.run
-    try:
-        return run(guarded())
+        return eventloop.run(guarded())
     except (asyncio.CancelledError, KeyboardInterrupt):
         if caught:
             raise Interrupted(caught[0]) from None

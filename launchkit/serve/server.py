@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from launchkit.core import eventloop
 from launchkit.serve.api.http import ForegroundServer, bind, http_protocol
 from launchkit.serve.api.inference import InferenceApp
 from launchkit.serve.api.management import ManagementApp
@@ -88,13 +89,7 @@ def startup_report(config: ServerConfig, registry: Registry, fleet: Fleet,
 
 
 def run_server(request: ServeRequest) -> int:
-    try:
-        import uvloop
-
-        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    except ImportError:
-        runner = asyncio.Runner()
-    with runner:
+    with eventloop.runner() as runner:
         return runner.run(_serve(request))
 
 
