@@ -14,17 +14,16 @@ import itertools
 import json
 import os
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from launchkit.core.errors import LaunchkitError, MethodNotAllowed, NotFound, TooLarge, Unauthorized
+from launchkit.serve.api.asgi import Message, Receive, Scope, Send
 from launchkit.serve.api.kserve import KServeRoutes
 from launchkit.serve.api.kserve_v1 import V1Routes
 from launchkit.serve.api.responses import RETRY_AFTER_S, bearer_token_ok, send_json, torchserve_error
 from launchkit.serve.scheduling.registry import Registry, ServedModel
 from launchkit.serve.wire import ItemRequest, ItemResult, error_body
 
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 CREDENTIALS = frozenset({b"authorization", b"proxy-authorization", b"cookie"})
 
 
@@ -42,7 +41,7 @@ class InferenceApp:
         self._ids = itertools.count(1)
         self._id_prefix = f"{os.getpid():x}-"
 
-    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         request_id = self._id_prefix + str(next(self._ids))
@@ -94,7 +93,7 @@ class InferenceApp:
         else:
             await send_json(send, 500, {"status": "Unhealthy", "failedModels": failures}, request_id)
 
-    async def _predict(self, scope: dict[str, Any], receive: Receive, send: Send, path: str, request_id: str) -> None:
+    async def _predict(self, scope: Scope, receive: Receive, send: Send, path: str, request_id: str) -> None:
         started = time.perf_counter()
         parts = path[len("/predictions/"):].strip("/").split("/")
         if not parts[0] or len(parts) > 2:
@@ -109,7 +108,7 @@ class InferenceApp:
         if model.metrics is not None:
             model.metrics.request_done(status, time.perf_counter() - started)
 
-    async def _answer_predict(self, model: ServedModel, scope: dict[str, Any], receive: Receive, send: Send,
+    async def _answer_predict(self, model: ServedModel, scope: Scope, receive: Receive, send: Send,
                               request_id: str) -> int:
         """Queue the request, await its result, send it; returns the status sent."""
         content_type = ""
@@ -178,7 +177,7 @@ class InferenceApp:
 def _with_keep_alive(send: Send) -> Send:
     """HTTP/1.0 clients reuse a connection only if the response says keep-alive."""
 
-    async def wrapped(message: dict[str, Any]) -> None:
+    async def wrapped(message: Message) -> None:
         if message["type"] == "http.response.start":
             message = {**message, "headers": [*message["headers"], (b"connection", b"keep-alive")]}
         await send(message)

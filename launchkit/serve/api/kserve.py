@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from launchkit.core.errors import BadRequest, LaunchkitError, MethodNotAllowed, NotFound
+from launchkit.serve.api.asgi import BodyReader, Receive, Scope, Send
 from launchkit.serve.api.kserve_codec import V2Response, build_response, parse_infer
 from launchkit.serve.api.responses import kserve_error, send_bytes, send_json
 from launchkit.serve.api.rows import run_rows
@@ -28,9 +29,6 @@ from launchkit.serve.tensors import DATATYPES, ModelTensors
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics"]
 LEARNED = "learned from the first successful request"
 
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-BodyReader = Callable[[bytes, Receive], Awaitable[bytes]]
 
 
 class KServeRoutes:
@@ -50,7 +48,7 @@ class KServeRoutes:
         else:
             raise NotFound(f"no such endpoint: GET {path}")
 
-    async def handle(self, scope: dict[str, Any], receive: Receive, send: Send, path: str, method: str,
+    async def handle(self, scope: Scope, receive: Receive, send: Send, path: str, method: str,
                      request_id: str) -> None:
         if path.rstrip("/") == "/v2" and method == "GET":
             from launchkit import __version__
@@ -69,7 +67,7 @@ class KServeRoutes:
         else:
             raise NotFound(f"no such endpoint: {method} {path}")
 
-    async def _model_route(self, scope: dict[str, Any], receive: Receive, send: Send, path: str, method: str,
+    async def _model_route(self, scope: Scope, receive: Receive, send: Send, path: str, method: str,
                            request_id: str) -> None:
         """Metadata, readiness and infer, by model and optional version."""
         parts = [part for part in path[len("/v2/models/"):].split("/") if part]
@@ -114,7 +112,7 @@ class KServeRoutes:
             },
         }
 
-    async def _infer(self, model: ServedModel, scope: dict[str, Any], receive: Receive, send: Send,
+    async def _infer(self, model: ServedModel, scope: Scope, receive: Receive, send: Send,
                      request_id: str) -> None:
         """Split the tensors into rows, queue each row as an item (so rows batch), join the outputs."""
         started = time.perf_counter()

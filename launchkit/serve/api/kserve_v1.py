@@ -18,18 +18,16 @@ import base64
 import binascii
 import json
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from launchkit.core.errors import BadRequest, LaunchkitError, MethodNotAllowed, NotFound
+from launchkit.serve.api.asgi import BodyReader, Receive, Scope, Send
 from launchkit.serve.api.kserve_codec import decode_result, first_failure
 from launchkit.serve.api.responses import kserve_error, send_json
 from launchkit.serve.api.rows import run_rows
 from launchkit.serve.scheduling.registry import Registry, ServedModel
 from launchkit.serve.wire import ItemResult
 
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-BodyReader = Callable[[bytes, Receive], Awaitable[bytes]]
 MAX_ROWS = 4096
 
 
@@ -99,7 +97,7 @@ class V1Routes:
         self.registry = registry
         self.read_body = read_body
 
-    async def handle(self, scope: dict[str, Any], receive: Receive, send: Send, path: str, method: str,
+    async def handle(self, scope: Scope, receive: Receive, send: Send, path: str, method: str,
                      request_id: str) -> None:
         try:
             name, version, verb = _parse_path(path)
@@ -127,7 +125,7 @@ class V1Routes:
             } for served in versions],
         }
 
-    async def _predict(self, model: ServedModel, scope: dict[str, Any], receive: Receive, send: Send,
+    async def _predict(self, model: ServedModel, scope: Scope, receive: Receive, send: Send,
                        request_id: str) -> None:
         started = time.perf_counter()
         headers: tuple[tuple[bytes, bytes], ...] = ()
