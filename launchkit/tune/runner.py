@@ -24,6 +24,7 @@ from launchkit.bench.inputs import load_payloads
 from launchkit.core.errors import LaunchkitError, UsageError
 from launchkit.core.signals import Interrupted, handling, raise_interrupted
 from launchkit.examples import EXAMPLES
+from launchkit.serve.settings import ModelSettings
 from launchkit.tune.measure import MeasureSettings, Servers, confirm_trial, measure_trial, trial_line
 from launchkit.tune.search import BruteSearch, Constraints, QuickSearch, Trial, best_of, judge, score
 from launchkit.tune.space import (KNOBS, SearchSpace, ServingConfig, default_space, parse_knobs, parse_space,
@@ -83,8 +84,11 @@ def resolve_target(target: str | None) -> Path:
 def default_config(archive: Path) -> ServingConfig:
     """What `launchkit serve ARCHIVE` runs with no flags: the archive's model-config or serve's defaults."""
     settings = model_config_of(archive, read_manifest(archive))
-    config = ServingConfig(workers=int(settings.get("minWorkers", 1)), batch_size=int(settings.get("batchSize", 1)),
-                           delay_ms=float(settings.get("maxBatchDelay", 100.0)), streams=int(settings.get("streams", 1)))
+    serve = ModelSettings()  # serve's own defaults, where the archive says nothing
+    config = ServingConfig(workers=int(settings.get("minWorkers", serve.workers)),
+                           batch_size=int(settings.get("batchSize", serve.batch_size)),
+                           delay_ms=float(settings.get("maxBatchDelay", serve.max_batch_delay_ms)),
+                           streams=int(settings.get("streams", serve.streams)))
     return config.canonical()
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from launchkit.core.errors import UsageError
+from launchkit.serve.settings import DEFAULT_BATCH_DELAY_MS
 
 AUTO = "auto"  # cores per worker: the server's even split; allocator/OpenMP: the server's own choice
 
@@ -28,7 +29,7 @@ class ServingConfig:
     cores_per_worker: int | str = AUTO
     streams: int = 1
     batch_size: int = 1
-    delay_ms: float = 100.0
+    delay_ms: float = DEFAULT_BATCH_DELAY_MS  # serve's
     variant: str = "original"  # "original" or an optimization accepted by launchkit optimize, e.g. "bf16"
     allocator: str = AUTO
     omp_runtime: str = AUTO
