@@ -2,9 +2,9 @@
 
 The kernel lists in ``/proc/cpuinfo`` the features it found with CPUID and will let programs
 use (AMX needs the kernel's permission, so a flag the kernel hides is one PyTorch cannot use
-either). Reading it takes microseconds; py-cpuinfo, used before, ran CPUID in a subprocess and
-cost ``launchkit info`` about 1.1 s of its 1.3 s. py-cpuinfo remains the fallback where there is
-no ``proc/cpuinfo`` to read (not Linux).
+either). Reading it is a file read; py-cpuinfo, used before, ran CPUID in a subprocess and was
+most of ``launchkit info``'s time (benchmarks/cli_cost.py measures info's wall time). py-cpuinfo
+remains the fallback where there is no ``proc/cpuinfo`` to read (not Linux).
 """
 
 from __future__ import annotations

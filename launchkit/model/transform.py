@@ -1,13 +1,12 @@
 """Turn a model into its optimized form, with PyTorch alone (IPEX when asked and importable).
 
 For bf16, the weights of Linear, convolution and embedding layers are converted once and the
-model runs under autocast (which keeps norms and softmax in fp32). Measured on the 2-core
-development machine (Sapphire Rapids, AVX-512 + AMX), the examples' ResNet-18, batch 8, 2 threads,
-img/s: eager fp32 58; TorchScript trace + freeze 70; channels-last
-84; channels-last + bf16 autocast 272; channels-last, traced *under* bf16 autocast, then frozen
-329. So ``graph=torchscript`` with ``dtype=bf16`` traces inside autocast: the casts are recorded
-in the graph and freezing folds the weights already converted. A model that is TorchScript
-already cannot be re-traced; it runs under autocast as it is (131 img/s for the frozen ResNet).
+model runs under autocast (which keeps norms and softmax in fp32). With ``graph=torchscript`` and
+``dtype=bf16`` the model is traced *inside* autocast: the casts are recorded in the graph and
+freezing folds the weights already converted, which made the fastest of the combinations tried
+(eager, traced and frozen, channels-last, autocast around a traced graph; `launchkit optimize`
+measures the path it builds against the original on the machine it runs on). A model that is
+TorchScript already cannot be re-traced; it runs under autocast as it is.
 
 int8 is static post-training quantization by default: the model is captured with torch.fx,
 observers calibrate on real inputs (``calibration``), and convolutions and Linear layers become
@@ -17,8 +16,8 @@ first choice and was measured out: on torch 2.13 with torchao 0.18 it refuses mo
 module, as torchvision's ResNets reuse their ReLU ("Input partition has more than one output
 node"). A model FX cannot capture (data-dependent control flow) falls back to dynamic quantization
 of its Linear layers, said in the notes. ``int8=dynamic`` asks for the latter directly: no
-calibration, Linear layers only (it cost all-MiniLM-L6-v2 accuracy: cosine 0.917 to fp32). The
-accuracy gate of ``launchkit optimize`` exists for exactly this.
+calibration, Linear layers only (it breaks all-MiniLM-L6-v2's embeddings: benchmarks/optimize_anchors.py
+--only int8 measures the cosine). The accuracy gate of ``launchkit optimize`` exists for exactly this.
 """
 
 from __future__ import annotations
@@ -72,8 +71,8 @@ class OptimizedModel:
             model = model.to(memory_format=torch.channels_last)
         if self.spec.dtype == "bf16" and not self.is_script:
             # Autocast casts every weight again on every call; converted once here, those casts are
-            # no-ops (all-MiniLM, 4 short sentences: autocast alone 9.0 ms, slower than fp32's 8.1;
-            # with converted weights 5.4 ms). Norms and softmax stay fp32 under autocast.
+            # no-ops (without this, bf16 all-MiniLM was slower than fp32: benchmarks/optimize_anchors.py
+            # measures the served ratio). Norms and softmax stay fp32 under autocast.
             for module in model.modules():
                 if isinstance(module, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d,
                                        torch.nn.Embedding)):

@@ -1,9 +1,8 @@
 """uvicorn, adjusted: HTTP/1.0 keep-alive, one send per response, signals owned by launchkit.
 
-HTTP stack: uvicorn with its httptools parser on uvloop, driving bare ASGI apps. Chosen by
-measurement on the 2-core development machine (see README, "Serving"): a bare uvicorn/httptools
-echo answers about 14k req/s there against aiohttp's 13k, and a framework layer on top (Starlette,
-FastAPI) costs per request what this server exists to save.
+HTTP stack: uvicorn with its httptools parser on uvloop, driving bare ASGI apps. Chosen by a
+comparison with aiohttp that was not kept as a script (so no figure is claimed for it), and a
+framework layer on top (Starlette, FastAPI) costs per request what this server exists to save.
 """
 
 from __future__ import annotations
@@ -41,15 +40,15 @@ def http_protocol(limits: Limits = Limits()) -> type:
 
     Keep-alive: uvicorn closes every HTTP/1.0 connection, even with ``Connection: keep-alive``. ab
     -k (the tool TorchServe's benchmarks use) speaks exactly that, so each request paid a new TCP
-    connection: about 30% of the frontend's time per request went to connection set-up. The app
-    answers such requests with ``Connection: keep-alive`` and a content-length.
+    connection, a large share of the frontend's time per request. The app answers such requests
+    with ``Connection: keep-alive`` and a content-length.
 
     Limits (uvicorn's httptools side has none): the request line and headers may take at most
     ``max_header_bytes`` and ``max_headers``, else 431; a head must arrive within
     ``header_timeout_s`` of the connection (or of the previous answer), a body within
     ``body_timeout_s`` of its head, else 408 and the connection closes. Deadlines are checked by
     one sweep a second over the connections, not a timer per request: a timer armed and cancelled
-    twice per request cost tiny about 1% of its throughput.
+    twice per request is work on every request for an event that almost never happens.
     """
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 

@@ -1,12 +1,12 @@
 """Prometheus metrics of the server, served on ``metrics_address`` /metrics (prometheus_client).
 
-Cost per request matters here (tiny answers in ~150 µs of CPU): prometheus_client's Histogram
-takes a lock and scans its buckets on every observation, which cost tiny 4% of its throughput
-(about 6 µs per request for the ~8 observations of a batch-1 request; benchmarks/ops.py). So
-observations are appended to a list (tens of nanoseconds) and bucketed in bulk (a C bisect per
-value) when Prometheus scrapes or when a few thousand are pending; prometheus_client still does
-the registry, the text format and ``?name[]=`` filtering. (Bucketing with numpy was a little
-cheaper per value but put numpy, 17 MiB, into the frontend process.) States rather than events (workers by
+Cost per request matters here (a tiny model's request takes well under a millisecond of CPU):
+prometheus_client's Histogram takes a lock and scans its buckets on every observation, several
+times per request. So observations are appended to a list and bucketed in bulk (a C bisect per
+value) when Prometheus scrapes or when a few thousand are pending; benchmarks/ops.py measures what
+metrics cost a request. prometheus_client still does the registry, the text format and
+``?name[]=`` filtering. (Bucketing with numpy would put numpy into the frontend process, which
+does not otherwise import it.) States rather than events (workers by
 state, restarts, queue depth, worker memory) are read at scrape time.
 
 Histograms, unlike TorchServe's cumulative-microsecond counters, give percentiles. Buckets run

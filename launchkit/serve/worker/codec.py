@@ -49,8 +49,9 @@ FIELD_NAME = re.compile(rb'(?:^|;)\s*name="([^"]*)"|(?:^|;)\s*name=([^;\s]+)', r
 def form_fields(body: bytes | bytearray, content_type: str) -> dict[str, Any]:
     """The named parts of a multipart/form-data body (RFC 7578), name → bytes.
 
-    Split on the boundary directly: the standard library's email parser took 1.5 ms for one small
-    part (perf_analyzer's TorchServe mode uploads every request this way), this takes microseconds."""
+    Split on the boundary directly: the standard library's email parser costs more than the small
+    models' inference for one small part, and perf_analyzer's TorchServe mode uploads every
+    request this way (benchmarks/drop_in.py measures that mode)."""
     found = BOUNDARY.search(content_type)
     if found is None:
         raise BadRequest("multipart body could not be parsed (its content type has no boundary=)")

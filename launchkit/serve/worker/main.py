@@ -118,7 +118,7 @@ class Worker:
 def release_free_memory() -> None:
     """Give the allocator's free pages back to the OS after loading. Loading and tracing (state
     dict, eager copy, activations) leave tens of MiB free but resident, and the eager model is
-    only freed by the cycle collector (resnet18: 356 → 303 MiB). tcmalloc's
+    only freed by the cycle collector (a resnet18 worker holds tens of MiB less after it). tcmalloc's
     MallocExtension_ReleaseFreeMemory when it is preloaded, glibc's malloc_trim otherwise."""
     import ctypes
     import gc
