@@ -10,15 +10,14 @@ them to one vectored write instead of copying them into the pickle and then agai
 header. For resnet18 (600 KB float32 bodies), that copying was a third of the frontend's busy
 time. In the worker they arrive as bytearrays (TorchServe hands bodies over as bytearrays, too).
 
-Messages:
-  worker → frontend  ("ready", worker_id, pid, info)   model loaded; info: dict (optimization path, ...)
-                     ("failed", worker_id, pid, message) model could not be loaded
-                     ("result", batch_id, [ItemResult...], timings, metrics) one result per request of
-                                                        the batch, in order; timings: handler seconds by
-                                                        stage; metrics: what the handler emitted through
-                                                        context.metrics (worker/metrics_api.py)
-  frontend → worker  ("batch", batch_id, [ItemRequest...])
-                     ("stop",)
+Messages (the NamedTuples below; each starts with its kind, so a frame reads as a plain tuple too):
+  worker → frontend  Hello("ready", worker_id, pid, info)      model loaded; info: dict (optimization path, ...)
+                     Hello("failed", worker_id, pid, message)  model could not be loaded
+                     BatchResult("result", batch_id, [ItemResult...], timings, metrics)  one result per
+                         request of the batch, in order; timings: handler seconds by stage; metrics:
+                         what the handler emitted through context.metrics (worker/metrics_api.py)
+  frontend → worker  Batch("batch", batch_id, [ItemRequest...])
+                     Stop("stop")
 """
 
 from __future__ import annotations
@@ -49,6 +48,36 @@ class ItemResult(NamedTuple):
     headers: list[tuple[str, str]]
 
 
+class Hello(NamedTuple):
+    """A worker's first message: its model loaded ("ready", detail = info) or not ("failed", detail = why)."""
+
+    kind: str
+    worker_id: int
+    pid: int
+    detail: Any
+
+
+class BatchResult(NamedTuple):
+    kind: str  # "result"
+    batch_id: int
+    results: list[ItemResult]
+    timings: dict[str, float]
+    metrics: list[Any]
+
+
+class Batch(NamedTuple):
+    kind: str  # "batch"
+    batch_id: int
+    items: list[ItemRequest]
+
+
+class Stop(NamedTuple):
+    kind: str = "stop"
+
+
+LOAD_ATTEMPT_ENV = "LAUNCHKIT_LOAD_ATTEMPT"  # set on a worker: which attempt at loading its model this is
+
+
 def error_body(status: int, kind: str, message: str) -> bytes:
     """TorchServe's error body: ``{"code", "type", "message"}``."""
     return json.dumps({"code": status, "type": kind, "message": message}).encode()
@@ -63,7 +92,7 @@ def batch_frame(batch_id: int, requests: list[ItemRequest]) -> list[Any]:
     """A ("batch", ...) frame; bodies of OUT_OF_BAND bytes or more are not copied into the pickle."""
     requests = [request if len(request.body) < OUT_OF_BAND else
                 request._replace(body=pickle.PickleBuffer(request.body)) for request in requests]
-    return encode(("batch", batch_id, requests))
+    return encode(Batch("batch", batch_id, requests))
 
 
 def encode(message: tuple[Any, ...]) -> list[Any]:

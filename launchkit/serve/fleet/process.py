@@ -29,12 +29,12 @@ from launchkit.launch.runplan import InstanceLaunch
 from launchkit.launch.spawn import signal_group, spawn_async
 from launchkit.serve.fleet.state import WorkerState, check_transition
 from launchkit.serve.scheduling.batcher import Job, ModelQueue
-from launchkit.serve.wire import ItemResult, batch_frame, encode, error_result, read_frame
+from launchkit.serve.wire import (LOAD_ATTEMPT_ENV, BatchResult, Hello, ItemResult, Stop, batch_frame, encode,
+                                  error_result, read_frame)
 
 logger = logging.getLogger(__name__)
 BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 HEALTHY_AFTER_S = 60.0
-LOAD_ATTEMPT_ENV = "LAUNCHKIT_LOAD_ATTEMPT"  # the worker prints its traceback on the first attempt only
 
 
 @dataclass(eq=False)  # identity: the batcher keeps workers in sets
@@ -104,7 +104,7 @@ class WorkerProcess:
         self.move_to(WorkerState.STOPPING)
         if self.writer is not None:
             try:
-                self.writer.writelines(encode(("stop",)))
+                self.writer.writelines(encode(Stop()))
             except (ConnectionError, RuntimeError):
                 pass
 
@@ -269,19 +269,19 @@ class WorkerPool:
         """The channel of one worker process: its hello, then results, until it closes."""
         try:
             hello = await read_frame(reader)
-            if hello is None or len(hello) != 4 or hello[1] != worker.worker_id or hello[0] not in ("ready", "failed"):
+            if not isinstance(hello, Hello) or hello.worker_id != worker.worker_id or hello.kind not in ("ready",
+                                                                                                          "failed"):
                 if hello is not None:
                     logger.error("worker %s opened its channel with %r: closed", worker.worker_id, str(hello)[:80])
                 writer.close()
                 return
-            kind, _worker_id, pid, detail = hello
-            if kind == "failed":
-                worker.last_error = f"model failed to load: {detail}"
+            if hello.kind == "failed":
+                worker.last_error = f"model failed to load: {hello.detail}"
                 worker.queue.last_error = worker.last_error
                 worker.loaded.set()
                 writer.close()
                 return
-            worker.info = detail
+            worker.info = hello.detail
             worker.writer = writer
             worker.connected_at = time.time()
             worker.load_failures = 0
@@ -296,7 +296,7 @@ class WorkerPool:
                 message = await read_frame(reader)
                 if message is None:
                     break
-                if message[0] == "result":
+                if isinstance(message, BatchResult):
                     self._on_result(worker, message)
                 else:  # a second "ready", or anything else: a worker says hello once
                     logger.error("worker %s sent %r after its hello: ignored", worker.worker_id, str(message[0])[:40])
@@ -305,20 +305,19 @@ class WorkerPool:
         if worker.writer is writer:
             self._disconnect(worker, "connection to the worker closed")
 
-    def _on_result(self, worker: WorkerProcess, message: tuple[Any, ...]) -> None:
-        batch_id = message[1]
-        jobs = worker.in_flight.pop(batch_id, None)
-        handle = worker.timeouts.pop(batch_id, None)
+    def _on_result(self, worker: WorkerProcess, message: BatchResult) -> None:
+        jobs = worker.in_flight.pop(message.batch_id, None)
+        handle = worker.timeouts.pop(message.batch_id, None)
         if handle is not None:
             handle.cancel()
         if jobs is None:
             return  # the batch timed out and was answered already
-        results: list[ItemResult] = message[2]
+        results: list[ItemResult] = message.results
         for job, result in zip(jobs, results):
             if not job.future.done():
                 job.future.set_result(result)
-        if worker.on_batch_done is not None and len(message) > 3:
-            worker.on_batch_done(message[3], len(jobs), message[4] if len(message) > 4 else None)
+        if worker.on_batch_done is not None:
+            worker.on_batch_done(message.timings, len(jobs), message.metrics)
         if not self.stopping:
             if worker.state is WorkerState.BUSY and not worker.in_flight:  # every stream is free again
                 worker.move_to(WorkerState.READY)
@@ -330,7 +329,7 @@ class WorkerPool:
         for worker in self.workers.values():
             if worker.writer is not None:
                 try:
-                    worker.writer.writelines(encode(("stop",)))
+                    worker.writer.writelines(encode(Stop()))
                 except (ConnectionError, RuntimeError):
                     pass
         processes = [w.process for w in self.workers.values() if w.process and w.process.returncode is None]

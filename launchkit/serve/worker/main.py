@@ -23,7 +23,8 @@ from typing import Any
 from launchkit.archive.manifest import read_manifest
 from launchkit.archive.reading import read_model_config
 from launchkit.core.errors import BadRequest
-from launchkit.serve.wire import BlockingChannel, ItemRequest, ItemResult, error_result
+from launchkit.serve.wire import (LOAD_ATTEMPT_ENV, Batch, BatchResult, BlockingChannel, Hello, ItemRequest,
+                                  ItemResult, Stop, error_result)
 from launchkit.serve.worker.codec import decode_item, encode_output
 from launchkit.serve.worker.handler_api import Context, PredictionException, install_ts_shim, load_entry
 from launchkit.serve.worker.streams import Streams
@@ -159,12 +160,12 @@ def main(argv: list[str] | None = None) -> int:
         worker = Worker(Path(args.model_dir), args.model_name, args.batch_size,
                         json.loads(args.optimization) if args.optimization else None, args.handler)
     except Exception as error:  # noqa: BLE001 - report any load failure to the frontend
-        if os.environ.get("LAUNCHKIT_LOAD_ATTEMPT", "1") == "1":  # the whole traceback once; retries say one line
+        if os.environ.get(LOAD_ATTEMPT_ENV, "1") == "1":  # the whole traceback once; retries say one line
             logger.exception("the model could not be loaded")
         else:
-            logger.error("the model could not be loaded (attempt %s): %s: %s", os.environ["LAUNCHKIT_LOAD_ATTEMPT"],
+            logger.error("the model could not be loaded (attempt %s): %s: %s", os.environ[LOAD_ATTEMPT_ENV],
                          type(error).__name__, error)
-        channel.send(("failed", args.worker_id, os.getpid(), f"{type(error).__name__}: {error}"))
+        channel.send(Hello("failed", args.worker_id, os.getpid(), f"{type(error).__name__}: {error}"))
         return 1
     release_free_memory()
     info = worker.info()
@@ -175,14 +176,14 @@ def main(argv: list[str] | None = None) -> int:
             ",".join(map(str, pool.core_ids)) for pool in streams.pools))
     if info.get("optimization"):
         logger.info("%s", info["optimization"])
-    channel.send(("ready", args.worker_id, os.getpid(), info))
+    channel.send(Hello("ready", args.worker_id, os.getpid(), info))
     while True:
         message = channel.receive()
-        if message is None or message[0] == "stop":
+        if message is None or isinstance(message, Stop):
             return 0
-        if message[0] == "batch":
-            _, batch_id, items = message
-            items = [item._replace(body=_whole(item.body)) for item in items]
+        if isinstance(message, Batch):
+            batch_id = message.batch_id
+            items = [item._replace(body=_whole(item.body)) for item in message.items]
             if streams is not None:
                 streams.submit(batch_id, items)
                 continue
@@ -192,5 +193,5 @@ def main(argv: list[str] | None = None) -> int:
                 logger.exception("a batch failed outside the handler")
                 message_text = f"the worker could not run the batch: {type(error).__name__}: {str(error)[:200]}"
                 results, timings, updates = [error_result(500, "InternalServerException", message_text)] * len(items), {}, []
-            channel.send(("result", batch_id, results, timings, updates))
+            channel.send(BatchResult("result", batch_id, results, timings, updates))
 

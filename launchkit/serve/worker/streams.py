@@ -16,7 +16,7 @@ import threading
 from typing import Any, Callable
 
 from launchkit.runtime import CPUPool, Task
-from launchkit.serve.wire import error_result
+from launchkit.serve.wire import BatchResult, error_result
 
 logger = logging.getLogger("launchkit.serve.worker")
 
@@ -53,5 +53,5 @@ class Streams:
             results, timings, updates = [error_result(500, "InternalServerException", message)] * count, {}, []
         timings["stream"] = float(index)
         with self._lock:
-            self._send(("result", batch_id, results, timings, updates))
+            self._send(BatchResult("result", batch_id, results, timings, updates))
         self.free.put(index)
