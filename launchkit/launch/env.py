@@ -31,6 +31,12 @@ KMP_BLOCKTIME = "1"
 # "passive": OpenMP threads sleep as soon as a parallel region ends. Right for a server worker,
 # which idles between batches while the frontend (on the same machine) needs the CPU.
 OMP_WAIT_POLICIES = ("spin", "passive")
+
+
+def wait_policy_in(env: Mapping[str, str]) -> str:
+    """Which policy (spin or passive) an instance's variables give its OpenMP threads: the reverse of
+    what :func:`instance_env` sets, for both runtimes (GNU: OMP_WAIT_POLICY; Intel: KMP_BLOCKTIME=0)."""
+    return "passive" if env.get("OMP_WAIT_POLICY") == "PASSIVE" or env.get("KMP_BLOCKTIME") == "0" else "spin"
 _ALLOCATOR_FAMILIES = {"tcmalloc", "jemalloc"}
 _OMP_FAMILIES = {"iomp5"}
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from launchkit.core import eventloop
+from launchkit.launch.env import wait_policy_in
 from launchkit.serve.api.http import ForegroundServer, bind, http_protocol
 from launchkit.serve.api.inference import InferenceApp
 from launchkit.serve.api.management import ManagementApp
@@ -66,7 +67,7 @@ def startup_report(config: ServerConfig, registry: Registry, fleet: Fleet,
                      f"{plan.memory_binding}")
     for model in registry.all():
         env = model.workers[0].launch.env if model.workers else {}
-        passive = env.get("OMP_WAIT_POLICY") == "PASSIVE" or env.get("KMP_BLOCKTIME") == "0"
+        passive = wait_policy_in(env) == "passive"
         lines.append(f"  {model.name}: OpenMP threads {'sleep at once' if passive else 'spin briefly'} between "
                      "operators (--omp-wait)")
     limits = config.limits

@@ -94,3 +94,11 @@ def test_runtime_choice_reports_what_was_chosen_and_from_which_file():
     plain = choose_runtime("default", "gnu", ALL, machine="x86_64")
     assert plain.to_dict() == {"memory_allocator": "default", "allocator_path": None, "omp_runtime": "gnu",
                                "iomp5_path": None}
+
+
+def test_the_wait_policy_reads_back_from_either_runtimes_variables():
+    from launchkit.launch.env import wait_policy_in
+
+    assert wait_policy_in({"OMP_WAIT_POLICY": "PASSIVE"}) == "passive"
+    assert wait_policy_in({"KMP_BLOCKTIME": "0"}) == "passive"
+    assert wait_policy_in({"KMP_BLOCKTIME": "1"}) == "spin" and wait_policy_in({}) == "spin"

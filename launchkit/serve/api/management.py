@@ -31,6 +31,7 @@ from launchkit.core.errors import (
     Unauthorized,
 )
 from launchkit.core.values import parse_bool
+from launchkit.launch.env import wait_policy_in
 from launchkit.model.spec import OptimizationSpec, parse_spec
 from launchkit.serve.api.responses import bearer_token_ok, send_json, torchserve_error
 from launchkit.serve.fleet.fleet import Fleet, wait_loaded
@@ -344,8 +345,7 @@ def _describe_worker(worker: Any) -> dict[str, Any]:
         "startTime": datetime.fromtimestamp(worker.started_at or time.time(), timezone.utc).isoformat(),
         "cores": list(worker.launch.cpus), "threads": worker.launch.threads,
         "memoryNodes": list(worker.launch.mem_nodes), "memoryUsage": memory, "restarts": worker.restarts,
-        "lastError": worker.last_error, "ompWaitPolicy": "passive" if worker.launch.env.get("OMP_WAIT_POLICY") == "PASSIVE"
-        or worker.launch.env.get("KMP_BLOCKTIME") == "0" else "spin",
+        "lastError": worker.last_error, "ompWaitPolicy": wait_policy_in(worker.launch.env),
         "handler": worker.info.get("handler"),
         "streams": worker.info.get("streams") or [{"stream": 0, "cpus": list(worker.launch.cpus)}],
     }

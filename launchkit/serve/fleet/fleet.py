@@ -37,9 +37,9 @@ def wait_policy(model: ServedModel, requested: str) -> str:
 
     ``--omp-wait spin|passive`` decides for every model. ``auto``: a model whose weights are
     over 8 MiB computes for milliseconds per request, and sleeping threads would pay a wake-up per
-    operator (resnet18: 0.90 of in-process throughput passive, 0.97 spinning); a small model is
-    done in microseconds, and threads spinning after it steal the CPU the frontend needs
-    (tiny: 2.6k req/s spinning, 6.3k+ passive). Measured on the 2-core machine, see the README.
+    operator; a small model is done in microseconds, and threads spinning after it steal the CPU
+    the frontend needs. (Both were measured on the 2-core machine when this was chosen; no script
+    keeps those figures yet, so none is quoted.)
     """
     if requested != "auto":
         return requested
