@@ -22,8 +22,11 @@ and has not been measured on a machine with several L3 domains per node: the len
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
+
+from launchkit.core.cpulist import format_cpu_list
+from launchkit.core.errors import PlanError
 
 POLICIES = ("pack", "whole")
 
@@ -86,3 +89,37 @@ def describe(pool: Sequence[Placed]) -> str:
     if len(set(sizes)) == 1:
         return f"{len(sizes)} L3 domains of {sizes[0]} cores"
     return f"{len(sizes)} L3 domains of {', '.join(map(str, sizes[:-1]))} and {sizes[-1]} cores"
+
+
+def whole_domains_within_nodes(groups: list[list[U]], count: int, bind_numa_node: bool) -> list[list[U]]:
+    """:func:`whole_domains`, refused where ``--bind-numa-node`` forbids an instance two nodes' domains."""
+    slices = whole_domains(groups, count)
+    if bind_numa_node and any(len({unit.node for unit in chosen}) > 1 for chosen in slices):
+        nodes = len({unit.node for group in groups for unit in group})
+        raise PlanError(f"{count} instances of whole L3 domains cannot each stay on one NUMA node here "
+                        f"({len(groups)} domains on {nodes} nodes); use a multiple of {nodes} instances, "
+                        "or drop --bind-numa-node or --cache-domains whole")
+    return slices
+
+
+def notes(pool: Sequence[Placed], slices: Sequence[Sequence[Placed]], idle: int,
+          whole: Callable[[], tuple[int, Sequence[int]]]) -> list[str]:
+    """What --dry-run says of L3 domains: whether every instance lies within one, and what ``whole`` costs.
+
+    ``whole`` plans the same request with ``--cache-domains whole`` (its instance count and idle CPUs); called only
+    where some instance spans domains, and a PlanError from it is said, not raised.
+    """
+    if len(group_by_domain(pool)) < 2:
+        return []
+    where = describe(pool)
+    crossing = spanning(slices, pool)
+    if not crossing:
+        return [f"{where}: no instance takes part of one and part of another"]
+    note = (f"{where}: instance(s) {format_cpu_list(crossing)} take part of one and part of another "
+            "(--cache-domains pack: no core idles)")
+    try:
+        count, whole_idle = whole()
+    except PlanError as error:
+        return [f"{note}; --cache-domains whole cannot: {error}"]
+    return [f"{note}; --cache-domains whole keeps each within one: {count} instance(s), "
+            f"{len(whole_idle) - idle:+d} idle CPUs"]

@@ -24,7 +24,7 @@ Rules (they are the documented behaviour of ``launchkit run``):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from launchkit.core.cpulist import format_cpu_list
 from launchkit.core.errors import PlanError
@@ -94,7 +94,9 @@ def plan_cpus(topology: Topology, options: CpuOptions, environ: Mapping[str, str
     if idle:
         notes.append(f"CPUs {format_cpu_list(idle)} are left idle (leftover policy '{options.leftover}'"
                      f"{', cache domains whole' if options.cache_domains == 'whole' else ''})")
-    notes += _domain_notes(topology, options, units, slices, len(idle))
+    if len(slices) > 1:
+        notes += domains.notes(units, slices, len(idle), lambda: _count_and_idle(plan_cpus(topology, replace(
+            options, cache_domains="whole", instance_indices=None))))
 
     local = _torchrun_slice(environ)
     instances = []
@@ -280,7 +282,7 @@ def _split(
         return _take_slots(groups, capacity, count, per_core)
     assert count is not None
     if options.cache_domains == "whole" and len(groups) > 1 and count < len(groups):
-        return _whole_domains_within_nodes(groups, count, options)
+        return domains.whole_domains_within_nodes(groups, count, options.bind_numa_node)
     if count > total:
         raise PlanError(
             f"{count} instances need at least {count} {unit_word} (instances never share a core), "
@@ -293,35 +295,8 @@ def _split(
     return result
 
 
-def _whole_domains_within_nodes(groups: list[list[_Unit]], count: int, options: CpuOptions) -> list[list[_Unit]]:
-    slices = domains.whole_domains(groups, count)
-    if options.bind_numa_node and any(len({unit.node for unit in chosen}) > 1 for chosen in slices):
-        nodes = len({unit.node for group in groups for unit in group})
-        raise PlanError(f"{count} instances of whole L3 domains cannot each stay on one NUMA node here "
-                        f"({len(groups)} domains on {nodes} nodes); use a multiple of {nodes} instances, "
-                        "or drop --bind-numa-node or --cache-domains whole")
-    return slices
-
-
-def _domain_notes(topology: Topology, options: CpuOptions, units: list[_Unit], slices: list[list[_Unit]],
-                  idle: int) -> list[str]:
-    """What --dry-run says of L3 domains: whether every instance lies within one, and the other policy."""
-    if len(domains.group_by_domain(units)) < 2 or len(slices) < 2:
-        return []
-    where = domains.describe(units)
-    crossing = domains.spanning(slices, units)
-    if not crossing:
-        return [f"{where}: no instance takes part of one and part of another"]
-    note = (f"{where}: instance(s) {format_cpu_list(crossing)} take part of one and part of another "
-            "(--cache-domains pack: no core idles)")
-    try:
-        whole = plan_cpus(topology, CpuOptions(**{**options.__dict__, "cache_domains": "whole",
-                                                  "instance_indices": None}))
-        note += (f"; --cache-domains whole keeps each within one: {whole.ninstances} instance(s), "
-                 f"{len(whole.idle_cpus) - idle:+d} idle CPUs")
-    except PlanError as error:
-        note += f"; --cache-domains whole cannot: {error}"
-    return [note]
+def _count_and_idle(plan: CpuPlan) -> tuple[int, tuple[int, ...]]:
+    return plan.ninstances, plan.idle_cpus
 
 
 def _pool_words(groups: list[list[_Unit]], unit_word: str) -> str:
