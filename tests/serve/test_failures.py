@@ -29,7 +29,9 @@ def test_a_model_that_cannot_load_is_marked_failed_everywhere(tmp_path, archives
         assert server.predict("echo", {"still": "serving"})[0] == 200  # the other model is unaffected
         status, _, body = server.predict("broken", {"x": 1})
         assert status == 503 and "weights file is corrupt" in body["message"]
-        wait_for(lambda: "load attempt 2 failed" in server.output(), what="a second load attempt")
+        # the worker's line and the server's "marked failed" line come from two processes: wait for both
+        wait_for(lambda: "load attempt 2 failed" in server.output() and "is marked failed" in server.output(),
+                 what="a second load attempt and the server's marked-failed line")
         output = server.output()
         assert output.count("Traceback") == 1, "one traceback, then a line per retry"
         assert "load attempt 2 failed (model marked failed)" in output and "model broken/1.0 is marked failed" in output
