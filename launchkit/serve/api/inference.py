@@ -1,10 +1,12 @@
 """The inference API as a bare ASGI application (no framework: every microsecond here is per request).
 
-Routes: ``GET /ping``, ``GET /v2/health/live|ready``, ``POST|PUT /predictions/{model}[/{version}]``
-(errors are TorchServe's JSON ``{"code", "type", "message"}``), the KServe v2 routes under
-``/v2`` (:mod:`launchkit.serve.api.kserve`) and the KServe v1 / TF Serving ones under ``/v1/models``
-(:mod:`launchkit.serve.api.kserve_v1`). With an inference token set, everything but
-``/ping`` and ``/v2/health/*`` needs ``Authorization: Bearer <token>``.
+Routes (declared in :mod:`launchkit.serve.api.routes`, described by ``OPTIONS /``): ``GET /ping``,
+``GET /v2/health/live|ready``, ``POST|PUT /predictions/{model}[/{version}]`` (errors are
+TorchServe's JSON ``{"code", "type", "message"}``), the KServe v2 routes under ``/v2``
+(:mod:`launchkit.serve.api.kserve`) and the KServe v1 / TF Serving ones under ``/v1/models``
+(:mod:`launchkit.serve.api.kserve_v1`), whose errors are ``{"error": message}``. With an inference
+token set, everything but ``/ping``, ``/v2/health/*`` and the API description needs
+``Authorization: Bearer <token>``.
 """
 
 from __future__ import annotations
@@ -16,14 +18,16 @@ import os
 import time
 from typing import Any
 
-from launchkit.core.errors import LaunchkitError, MethodNotAllowed, NotFound, TooLarge, Unauthorized
+from launchkit.core.errors import LaunchkitError, NotFound, TooLarge, Unauthorized
 from launchkit.serve.api.asgi import Message, Receive, Scope, Send
 from launchkit.serve.api.kserve import KServeRoutes
 from launchkit.serve.api.kserve_v1 import V1Routes
-from launchkit.serve.api.responses import RETRY_AFTER_S, bearer_token_ok, send_json, torchserve_error
+from launchkit.serve.api.responses import RETRY_AFTER_S, bearer_token_ok, kserve_error, send_json, torchserve_error
+from launchkit.serve.api.routes import INFERENCE_ROUTES, ErrorShape, Route, Router
 from launchkit.serve.scheduling.registry import Registry, ServedModel
 from launchkit.serve.wire import ItemRequest, ItemResult, error_body
 
+ROUTER = Router(INFERENCE_ROUTES)
 CREDENTIALS = frozenset({b"authorization", b"proxy-authorization", b"cookie"})
 
 
@@ -49,28 +53,20 @@ class InferenceApp:
                                                   for name, value in scope["headers"]):
             send = _with_keep_alive(send)
         path: str = scope["path"]
-        method: str = scope["method"]
+        route: Route | None = None
         try:
-            if path.startswith("/predictions/"):
+            try:
+                route, params = ROUTER.match(scope["method"], path)
+            except LaunchkitError:
                 if self.token and not bearer_token_ok(scope, self.token):
-                    raise Unauthorized("inference")
-                if method not in ("POST", "PUT"):
-                    raise MethodNotAllowed(f"use POST for {path}", "POST, PUT")
-                await self._predict(scope, receive, send, path, request_id)
-            elif path == "/ping" and method == "GET":
-                await self._ping(send, request_id)
-            elif path.startswith("/v2/health/") and method == "GET":
-                await self.kserve.health(send, path, request_id)
-            elif self.token and not bearer_token_ok(scope, self.token):
+                    raise Unauthorized("inference") from None  # without the token, not even which endpoints exist
+                raise
+            if route.token and self.token and not bearer_token_ok(scope, self.token):
                 raise Unauthorized("inference")
-            elif path == "/v2" or path.startswith("/v2/"):
-                await self.kserve.handle(scope, receive, send, path, method, request_id)
-            elif path.startswith("/v1/models/"):
-                await self.kserve_v1.handle(scope, receive, send, path, method, request_id)
-            else:
-                raise NotFound(f"no such endpoint: {method} {path}")
+            await self._dispatch(route, params, scope, receive, send, request_id)
         except LaunchkitError as error:
-            status, body, headers = torchserve_error(error)
+            shape = route.errors if route is not None else ROUTER.error_shape(path)
+            status, body, headers = (kserve_error if shape is ErrorShape.KSERVE else torchserve_error)(error)
             await send_json(send, status, body, request_id, headers)
         except asyncio.CancelledError:
             if not self.shutting_down:
@@ -84,6 +80,31 @@ class InferenceApp:
             except Exception:  # noqa: BLE001 - the response may have started already; nothing more to say
                 pass
 
+    async def _dispatch(self, route: Route, params: dict[str, str], scope: Scope, receive: Receive, send: Send,
+                        request_id: str) -> None:
+        name, version = params.get("model_name", ""), params.get("model_version")
+        match route.operation:
+            case "predictions":
+                await self._predict(scope, receive, send, name, version, request_id)
+            case "infer" | "model_metadata" | "model_ready" | "model_config" | "model_statistics":
+                await self.kserve.model_route(route.operation, self.registry.find(name, version), scope, receive,
+                                              send, request_id)
+            case "v1_predict":
+                await self.kserve_v1.predict(self.registry.find(name, version), scope, receive, send, request_id)
+            case "v1_status":
+                await send_json(send, 200, self.kserve_v1.status(self.registry.find(name, version), version),
+                                request_id)
+            case "ping":
+                await self._ping(send, request_id)
+            case "live" | "ready" | "server_metadata" | "all_statistics":
+                await self.kserve.server_route(route.operation, send, request_id)
+            case "api_description":
+                from launchkit.serve.api.openapi import document
+
+                await send_json(send, 200, document("inference"), request_id)
+            case _:
+                raise AssertionError(f"route {route.operation} has no handler")  # the table and this match disagree
+
     async def _ping(self, send: Send, request_id: str) -> None:
         """TorchServe's answer: 200 Healthy, or 500 Unhealthy when a model is marked failed (it could not be
         loaded max_load_failures times in a row), naming each failed model and why."""
@@ -93,13 +114,11 @@ class InferenceApp:
         else:
             await send_json(send, 500, {"status": "Unhealthy", "failedModels": failures}, request_id)
 
-    async def _predict(self, scope: Scope, receive: Receive, send: Send, path: str, request_id: str) -> None:
+    async def _predict(self, scope: Scope, receive: Receive, send: Send, name: str, version: str | None,
+                       request_id: str) -> None:
         started = time.perf_counter()
-        parts = path[len("/predictions/"):].strip("/").split("/")
-        if not parts[0] or len(parts) > 2:
-            raise NotFound("expected /predictions/{model}[/{version}]")
         try:
-            model = self.registry.find(parts[0], parts[1] if len(parts) == 2 else None)
+            model = self.registry.find(name, version)
         except NotFound:
             if self.metrics is not None:
                 self.metrics.unknown_model(404)

@@ -18,7 +18,7 @@ import json
 import time
 from typing import Any
 
-from launchkit.core.errors import BadRequest, LaunchkitError, MethodNotAllowed, NotFound
+from launchkit.core.errors import BadRequest, LaunchkitError
 from launchkit.serve.api.asgi import BodyReader, Receive, Scope, Send
 from launchkit.serve.api.kserve_codec import V2Response, build_response, parse_infer
 from launchkit.serve.api.responses import kserve_error, send_bytes, send_json
@@ -39,55 +39,32 @@ class KServeRoutes:
         self.max_elements = max_elements
         self.max_response_size = max_response_size
 
-    async def health(self, send: Send, path: str, request_id: str) -> None:
-        if path == "/v2/health/live":
+    async def server_route(self, operation: str, send: Send, request_id: str) -> None:
+        """The routes about the server: live, ready, its metadata, every model's statistics."""
+        if operation == "live":
             await send_json(send, 200, b'{"live": true}', request_id)
-        elif path == "/v2/health/ready":
+        elif operation == "ready":
             ready = self.registry.all_ready()
             await send_json(send, 200 if ready else 503, json.dumps({"ready": ready}).encode(), request_id)
-        else:
-            raise NotFound(f"no such endpoint: GET {path}")
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send, path: str, method: str,
-                     request_id: str) -> None:
-        if path.rstrip("/") == "/v2" and method == "GET":
+        elif operation == "server_metadata":
             from launchkit import __version__
 
             await send_json(send, 200, {"name": "launchkit", "version": __version__, "extensions": EXTENSIONS},
                             request_id)
-        elif path.rstrip("/") == "/v2/models/stats" and method == "GET":
+        else:
             await send_json(send, 200, {"model_stats": [model_statistics(m) for m in self.registry.all()]},
                             request_id)
-        elif path.startswith("/v2/models/"):
-            try:
-                await self._model_route(scope, receive, send, path, method, request_id)
-            except LaunchkitError as error:
-                status, body, headers = kserve_error(error)
-                await send_json(send, status, body, request_id, headers)
-        else:
-            raise NotFound(f"no such endpoint: {method} {path}")
 
-    async def _model_route(self, scope: Scope, receive: Receive, send: Send, path: str, method: str,
-                           request_id: str) -> None:
-        """Metadata, readiness and infer, by model and optional version."""
-        parts = [part for part in path[len("/v2/models/"):].split("/") if part]
-        action = parts.pop() if parts and parts[-1] in ACTIONS and len(parts) in (2, 4) else None
-        version = None
-        if len(parts) == 3 and parts[1] == "versions":
-            version = parts[2]
-        elif len(parts) != 1:
-            raise NotFound(f"no such endpoint: {method} {path}")
-        model = self.registry.find(parts[0], version)
-        expected = "POST" if action == "infer" else "GET"
-        if method != expected:
-            raise MethodNotAllowed(f"use {expected} for {path}", expected)
-        if action == "ready":
+    async def model_route(self, operation: str, model: ServedModel, scope: Scope, receive: Receive, send: Send,
+                          request_id: str) -> None:
+        """Metadata, readiness, infer, configuration and statistics of one model version."""
+        if operation == "model_ready":
             await send_json(send, 200 if model.ready else 503, {"name": model.name, "ready": model.ready}, request_id)
-        elif action == "infer":
+        elif operation == "infer":
             await self._infer(model, scope, receive, send, request_id)
-        elif action == "config":
+        elif operation == "model_config":
             await send_json(send, 200, model_configuration(model), request_id)
-        elif action == "stats":
+        elif operation == "model_statistics":
             await send_json(send, 200, {"model_stats": [model_statistics(model)]}, request_id)
         else:
             await send_json(send, 200, self._metadata(model), request_id)
@@ -141,9 +118,6 @@ class KServeRoutes:
             await send_json(send, response.status, response.body, request_id, response.headers)
         if model.metrics is not None:
             model.metrics.request_done(response.status, time.perf_counter() - started)
-
-
-ACTIONS = ("ready", "infer", "config", "stats")
 
 
 def _header_length(value: bytes) -> int:

@@ -20,7 +20,7 @@ import json
 import time
 from typing import Any
 
-from launchkit.core.errors import BadRequest, LaunchkitError, MethodNotAllowed, NotFound
+from launchkit.core.errors import BadRequest, LaunchkitError
 from launchkit.serve.api.asgi import BodyReader, Receive, Scope, Send
 from launchkit.serve.api.kserve_codec import decode_result, first_failure
 from launchkit.serve.api.responses import kserve_error, send_json
@@ -97,24 +97,8 @@ class V1Routes:
         self.registry = registry
         self.read_body = read_body
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send, path: str, method: str,
-                     request_id: str) -> None:
-        try:
-            name, version, verb = _parse_path(path)
-            model = self.registry.find(name, version)
-            if verb is None:
-                if method != "GET":
-                    raise MethodNotAllowed(f"use GET for {path}", "GET")
-                await send_json(send, 200, self._status(model, version), request_id)
-                return
-            if method != "POST":
-                raise MethodNotAllowed(f"use POST for {path}", "POST")
-            await self._predict(model, scope, receive, send, request_id)
-        except LaunchkitError as error:
-            status, body, headers = kserve_error(error)
-            await send_json(send, status, body, request_id, headers)
-
-    def _status(self, model: ServedModel, version: str | None) -> dict[str, Any]:
+    def status(self, model: ServedModel, version: str | None) -> dict[str, Any]:
+        """KServe v1's ``{"name", "ready"}`` and TF Serving's ``model_version_status``, at once."""
         versions = [model] if version is not None else list(self.registry.models[model.name].values())
         return {
             "name": model.name, "ready": model.ready,
@@ -125,7 +109,7 @@ class V1Routes:
             } for served in versions],
         }
 
-    async def _predict(self, model: ServedModel, scope: Scope, receive: Receive, send: Send,
+    async def predict(self, model: ServedModel, scope: Scope, receive: Receive, send: Send,
                        request_id: str) -> None:
         started = time.perf_counter()
         headers: tuple[tuple[bytes, bytes], ...] = ()
@@ -138,17 +122,3 @@ class V1Routes:
         await send_json(send, status, payload, request_id, headers)
         if model.metrics is not None:
             model.metrics.request_done(status, time.perf_counter() - started)
-
-
-def _parse_path(path: str) -> tuple[str, str | None, str | None]:
-    """(model, version, verb) of ``/v1/models/NAME[/versions/V][:predict]``."""
-    rest = path[len("/v1/models/"):]
-    rest, colon, verb = rest.partition(":")
-    if colon and verb != "predict":
-        raise NotFound(f"no such endpoint: {path} (the v1 protocol has :predict)")
-    parts = [part for part in rest.split("/") if part]
-    if len(parts) == 1:
-        return parts[0], None, verb or None
-    if len(parts) == 3 and parts[1] == "versions":
-        return parts[0], parts[2], verb or None
-    raise NotFound(f"no such endpoint: {path}; expected /v1/models/NAME[/versions/V][:predict]")

@@ -1,13 +1,9 @@
 """The management API (TorchServe's, default 127.0.0.1:8081) as a bare ASGI application.
 
-    GET    /models[?limit=&next_page_token=]                      list models (paginated)
-    POST   /models?url=&model_name=&batch_size=&max_batch_delay=&initial_workers=&synchronous=&
-                   response_timeout=&sha256=                       register (200, as TorchServe, sync or not)
-    GET    /models/{name}[/{version}|/all]                        describe, as applied
-    PUT    /models/{name}[/{version}]?min_worker=&max_worker=&synchronous=&timeout=   scale
-    DELETE /models/{name}[/{version}]                             unregister, after draining
-    PUT    /models/{name}/{version}/set-default
-    GET    /ping                                                  never needs a token
+Its routes and their parameters are declared in :mod:`launchkit.serve.api.routes` (``OPTIONS /`` or
+``GET /api-description`` answers the OpenAPI document written from them): list, register, describe
+(``/models/{name}/all``: every version), scale, unregister after draining, set-default, and ``/ping``,
+which never needs a token.
 
 Differences from TorchServe, on purpose: a missing or wrong token is 401 (TorchServe says 400);
 ``initial_workers`` defaults to the server's workers per model (TorchServe's 0 registers a model
@@ -34,6 +30,7 @@ from launchkit.core.values import parse_bool
 from launchkit.launch.env import wait_policy_in
 from launchkit.model.spec import OptimizationSpec, parse_spec
 from launchkit.serve.api.responses import bearer_token_ok, send_json, torchserve_error
+from launchkit.serve.api.routes import MANAGEMENT_ROUTES, Param, Router
 from launchkit.serve.fleet.fleet import Fleet, wait_loaded
 from launchkit.serve.loading import discard_files, open_model
 from launchkit.serve.scheduling.registry import Registry, ServedModel
@@ -43,17 +40,17 @@ from launchkit.serve.sources import SourcePolicy, fetch, resolve
 
 logger = logging.getLogger(__name__)
 
-REGISTER_PARAMS = {"url", "model_name", "batch_size", "max_batch_delay", "initial_workers", "synchronous",
-                   "response_timeout", "startup_timeout", "sha256", "runtime", "s3_sse_kms", "optimization",
-                   "handler", "number_gpu", "streams"}
-SCALE_PARAMS = {"min_worker", "max_worker", "synchronous", "timeout", "number_gpu"}
 STARTUP_TIMEOUT_S = 120.0
+ROUTER = Router(MANAGEMENT_ROUTES)
 
 
 class Query:
-    """Query parameters with typed, range-checked access; every error names the parameter."""
+    """A route's query parameters (declared in :mod:`.routes`) with typed, range-checked access; every
+    error names the parameter."""
 
-    def __init__(self, raw: bytes, allowed: set[str]) -> None:
+    def __init__(self, raw: bytes, declared: tuple[Param, ...]) -> None:
+        self.declared = {param.name: param for param in declared}
+        allowed = set(self.declared)
         try:
             parsed = parse_qs(raw.decode(), keep_blank_values=True, strict_parsing=bool(raw))
         except (ValueError, UnicodeDecodeError):
@@ -67,10 +64,12 @@ class Query:
     def text(self, name: str) -> str | None:
         return self.values.get(name)
 
-    def number(self, name: str, kind: type, minimum: float) -> Any:
+    def number(self, name: str) -> Any:
         value = self.values.get(name)
         if value is None or value == "":
             return None
+        param = self.declared[name]
+        kind, minimum = (int if param.kind == "integer" else float), param.minimum or 0
         try:
             number = kind(value)
         except ValueError:
@@ -129,37 +128,39 @@ class ManagementApp:
     async def _route(self, scope: dict[str, Any]) -> tuple[int, Any]:
         method, path = scope["method"], scope["path"]
         self._check_origin(scope)
-        if path == "/ping":
-            return 200, {"status": "Healthy"}
-        if self.config.management_token and not bearer_token_ok(scope, self.config.management_token):
+        token = self.config.management_token
+        try:
+            route, params = ROUTER.match(method, path)
+        except LaunchkitError:
+            if token and not bearer_token_ok(scope, token):
+                raise Unauthorized("management") from None  # without the token, not even which endpoints exist
+            raise
+        if route.token and token and not bearer_token_ok(scope, token):
             raise Unauthorized("management")
-        parts = [part for part in path.split("/") if part]
-        raw_query = scope.get("query_string", b"")
-        if not parts or parts[0] != "models" or len(parts) > 4:
-            raise NotFound(f"no such endpoint: {method} {path}")
-        if len(parts) == 1:
-            if method == "GET":
-                return self._list(Query(raw_query, {"limit", "next_page_token"}))
-            if method == "POST":
-                return await self._register(Query(raw_query, REGISTER_PARAMS))
-            raise _method_not_allowed(method, path, "GET, POST")
-        name = parts[1]
-        version = parts[2] if len(parts) >= 3 else None
-        if len(parts) == 4:
-            if parts[3] != "set-default":
-                raise NotFound(f"no such endpoint: {method} {path}")
-            if method != "PUT":
-                raise _method_not_allowed(method, path, "PUT")
-            return self._set_default(name, parts[2])
-        if method == "GET":
-            if version == "all":
+        query = Query(scope.get("query_string", b""), route.query)
+        name, version = params.get("model_name", ""), params.get("model_version")
+        match route.operation:
+            case "api_description":
+                from launchkit.serve.api.openapi import document
+
+                return 200, document("management")
+            case "ping":
+                return 200, {"status": "Healthy"}
+            case "list_models":
+                return self._list(query)
+            case "register":
+                return await self._register(query)
+            case "describe" if version == "all":
                 return 200, [self._describe(model) for model in self._versions(name)]
-            return 200, [self._describe(self._find(name, version))]
-        if method == "PUT":
-            return await self._scale(self._find(name, version), Query(raw_query, SCALE_PARAMS))
-        if method == "DELETE":
-            return await self._unregister(name, version)
-        raise _method_not_allowed(method, path, "GET, PUT, DELETE")
+            case "describe":
+                return 200, [self._describe(self._find(name, version))]
+            case "scale":
+                return await self._scale(self._find(name, version), query)
+            case "unregister":
+                return await self._unregister(name, version)
+            case "set_default":
+                return self._set_default(name, version or "")
+        raise AssertionError(f"route {route.operation} has no handler")  # a route table and this match disagree
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -171,8 +172,8 @@ class ManagementApp:
         return list(self.registry.models[name].values())
 
     def _list(self, query: Query) -> tuple[int, Any]:
-        limit = query.number("limit", int, 1) or 100
-        start = query.number("next_page_token", int, 0) or 0
+        limit = query.number("limit") or 100
+        start = query.number("next_page_token") or 0
         names = sorted(self.registry.models)
         page = names[start:start + limit]
         body: dict[str, Any] = {"models": [{"modelName": name, "modelUrl": self.registry.find(name).url}
@@ -212,14 +213,14 @@ class ManagementApp:
         note = _gpu_note(query)
         synchronous = query.flag("synchronous", True)
         overrides = ModelOverrides(
-            batch_size=query.number("batch_size", int, 1),
-            max_batch_delay_ms=query.number("max_batch_delay", float, 0),
-            workers=query.number("initial_workers", int, 0),
-            response_timeout_s=query.number("response_timeout", float, 1),
+            batch_size=query.number("batch_size"),
+            max_batch_delay_ms=query.number("max_batch_delay"),
+            workers=query.number("initial_workers"),
+            response_timeout_s=query.number("response_timeout"),
             optimization=_optimization(query.text("optimization")),
-            streams=query.number("streams", int, 1),
+            streams=query.number("streams"),
         )
-        startup_timeout = query.number("startup_timeout", float, 1) or STARTUP_TIMEOUT_S
+        startup_timeout = query.number("startup_timeout") or STARTUP_TIMEOUT_S
         source = resolve(url, self.policy)
         archive = await asyncio.to_thread(fetch, source, self.policy, self.workdir)
         try:
@@ -271,13 +272,13 @@ class ManagementApp:
                 self.fleet.apply()
 
     async def _scale(self, model: ServedModel, query: Query) -> tuple[int, Any]:
-        low = query.number("min_worker", int, 0)
-        high = query.number("max_worker", int, 0)
+        low = query.number("min_worker")
+        high = query.number("max_worker")
         low = 1 if low is None else low
         high = low if high is None else high
         if high < low:
             raise BadRequest(f"max_worker={high} is below min_worker={low}")
-        timeout = query.number("timeout", float, -1)
+        timeout = query.number("timeout")
         async with self.fleet.lock:
             previous = model.settings
             model.settings = replace(previous, workers=low)
@@ -357,9 +358,8 @@ def _optimization(value: str | None) -> OptimizationSpec | None:
 
 def _gpu_note(query: Query) -> str:
     """TorchServe's scripts pass number_gpu=; workers here run on CPUs: say it was ignored."""
-    gpus = query.number("number_gpu", int, 0)
+    gpus = query.number("number_gpu")
     return f" (number_gpu={gpus} ignored: launchkit serves on CPUs)" if gpus else ""
 
 
-def _method_not_allowed(method: str, path: str, allowed: str) -> MethodNotAllowed:
-    return MethodNotAllowed(f"{method} is not allowed on {path}; use {allowed}", allowed)
+

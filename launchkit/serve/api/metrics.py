@@ -28,12 +28,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from launchkit.serve.api.responses import send_json
+from launchkit.core.errors import LaunchkitError
+from launchkit.serve.api.responses import send_json, torchserve_error
+from launchkit.serve.api.routes import METRICS_ROUTES, Router
 from launchkit.serve.api.totals import FOLD_EVERY, RunningTotals, Totals
 from launchkit.serve.api.ts_metrics import HandlerMetrics, TorchServeCollector
 from launchkit.serve.fleet.state import WorkerState
 from launchkit.serve.scheduling.registry import Registry, ServedModel
-from launchkit.serve.wire import error_body
 
 # 1-1.5-2-3-5-7 in every decade from 100 µs to 2 min: a percentile estimated inside one bucket
 # is off by at most about a fifth, for a 0.3 ms model as for a 30 s one.
@@ -119,6 +120,9 @@ class ModelMetrics:
             self.handler_metrics.apply(handler_updates)
 
 
+METRICS_ROUTER = Router(METRICS_ROUTES)
+
+
 class ServerMetrics:
     def __init__(self, models: Registry) -> None:
         self.models = models
@@ -141,8 +145,16 @@ class ServerMetrics:
         async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             if scope["type"] != "http":
                 return
-            if scope["path"] != "/metrics" or scope["method"] != "GET":
-                await send_json(send, 404, error_body(404, "ResourceNotFoundException", "metrics are at GET /metrics"))
+            try:
+                route, _ = METRICS_ROUTER.match(scope["method"], scope["path"])
+            except LaunchkitError as error:
+                status, body, headers = torchserve_error(error)
+                await send_json(send, status, body, headers=headers)
+                return
+            if route.operation == "api_description":
+                from launchkit.serve.api.openapi import document
+
+                await send_json(send, 200, document("metrics"))
                 return
             accept = next((value for name, value in scope["headers"] if name == b"accept"), b"")
             if b"application/openmetrics-text" in accept:  # TorchServe has no OpenMetrics form to match
