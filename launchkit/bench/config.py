@@ -10,6 +10,8 @@ a note instead of being refused or silently dropped.
 
 from __future__ import annotations
 
+import math
+
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,6 +175,9 @@ def target_kind(target: str | None) -> str:
     return "archive"
 
 
+MAX_SWEEP_STEPS = 1000  # each step is a measured run: more would take days, never a sweep a user meant
+
+
 def parse_range(text: str, flag: str, kind: type) -> tuple[Any, ...]:
     """``start:end[:step]`` (perf_analyzer's form), end included."""
     parts = text.split(":")
@@ -183,8 +188,10 @@ def parse_range(text: str, flag: str, kind: type) -> tuple[Any, ...]:
         step = kind(parts[2]) if len(parts) == 3 else kind(1)
     except ValueError:
         raise UsageError(f"{flag} {text!r}: expected start:end[:step], e.g. 1:8 or 1:16:2") from None
-    if step <= 0 or end < start or start <= 0:
+    if not all(math.isfinite(value) for value in (start, end, step)) or step <= 0 or end < start or start <= 0:
         raise UsageError(f"{flag} {text!r}: need 0 < start <= end and a positive step")
+    if (end - start) / step >= MAX_SWEEP_STEPS:  # found by fuzzing: 12:1e308:5 built a list until memory ran out
+        raise UsageError(f"{flag} {text!r}: a sweep of more than {MAX_SWEEP_STEPS} steps; use a larger step")
     values, value = [], start
     while value <= end + (1e-9 if kind is float else 0):
         values.append(value)

@@ -10,6 +10,10 @@ from collections.abc import Iterable
 
 from launchkit.core.errors import CpuListError
 
+# Linux builds for at most 8,192 CPUs (CONFIG_NR_CPUS); a larger id is a typo, and a range up to it
+# would be built in memory ("0-4000000000" once took the launcher's memory).
+MAX_ID = 65_535
+
 
 def parse_cpu_list(text: str, *, what: str = "CPU list") -> tuple[int, ...]:
     """Parse ``"0-3,8,10-11"`` into a sorted tuple of unique ints.
@@ -53,6 +57,8 @@ def _to_int(token: str, text: str, what: str) -> int:
         ) from None
     if value < 0:
         raise CpuListError(f"{what} {text!r}: ids cannot be negative ({value})")
+    if value > MAX_ID:
+        raise CpuListError(f"{what} {text!r}: {value} is larger than any machine's ids (at most {MAX_ID})")
     return value
 
 

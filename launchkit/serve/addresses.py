@@ -20,7 +20,11 @@ class Address:
 
 
 def parse_address(value: str, key: str) -> Address:
-    url = urlparse(value if "://" in value else f"http://{value}")
+    try:
+        url = urlparse(value if "://" in value else f"http://{value}")
+    except ValueError as error:  # "http://[::1" (an unclosed IPv6 bracket)
+        raise UsageError(f"{key}={value}: not an address ({error}); e.g. http://127.0.0.1:8080 or "
+                         "http://[::1]:8080") from None
     if url.scheme != "http":
         raise UsageError(f"{key}={value}: only http:// addresses are supported (TLS is not built in; put a proxy in front)")
     try:

@@ -148,3 +148,7 @@ def test_ranges_and_warmup_parsing():
     assert parse_warmup("2s") == (0, 2.0) and parse_warmup("50") == (50, 0.0)
     with pytest.raises(UsageError):
         parse_range("0:4", "--x", int)
+    # found by fuzz/run.py flags: a sweep to 1e308 (or inf) was built in memory until the process died
+    for endless in ("12:11e3088:5", "1:inf", "1:2:nan", "1:100000"):
+        with pytest.raises(UsageError, match="positive step|more than 1000 steps"):
+            parse_range(endless, "--rate", float)

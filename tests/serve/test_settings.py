@@ -59,6 +59,7 @@ def test_config_from_properties():
     ("ipex_enable=maybe", "expected true or false"),
     ("inference_address=https://127.0.0.1:8443", "only http://"),
     ("inference_address=http://127.0.0.1", "give a port"),
+    ("inference_address=http://127.0.0.1:808[", "not an address"),  # found by fuzz/run.py (a ValueError escaped)
     ("models={broken", "not valid JSON"),
 ])
 def test_bad_values_are_usage_errors(text, message):

@@ -113,8 +113,11 @@ def _parameters(route: Route) -> list[dict[str, Any]]:
             schema["minLength"] = 1  # an empty required value is refused like a missing one
         if param.array:
             schema = {"type": "array", "items": schema}
-        parameters.append({"name": param.name, "in": "query", "required": param.required, "schema": schema,
-                           "description": param.description})
+        parameter = {"name": param.name, "in": "query", "required": param.required, "schema": schema,
+                     "description": param.description}
+        if not param.required:
+            parameter["allowEmptyValue"] = True  # "limit=" is as if not given (found by schemathesis)
+        parameters.append(parameter)
     return parameters
 
 

@@ -67,8 +67,9 @@ def form_fields(body: bytes | bytearray, content_type: str) -> dict[str, Any]:
         for line in head.split(b"\r\n"):
             if line.lower().startswith(b"content-disposition:"):
                 name = FIELD_NAME.search(line.split(b":", 1)[1])
-                if name is not None:
-                    fields[(name.group(1) or name.group(2)).decode("utf-8", errors="replace")] = content
+                if name is not None:  # name="" is a name (empty), not a missing one
+                    raw = name.group(1) if name.group(1) is not None else name.group(2)
+                    fields[raw.decode("utf-8", errors="replace")] = content
     if not fields:
         raise BadRequest("multipart body has no named fields")
     return fields

@@ -40,3 +40,10 @@ def test_multipart_forms_as_clients_encode_them():
 def test_malformed_forms_are_400s(body, content_type, message):
     with pytest.raises(BadRequest, match=message):
         _decode(body, content_type)
+
+
+def test_an_empty_quoted_field_name_is_a_name_not_a_crash():
+    """Found by fuzz/run.py multipart (its input is kept in fuzz/corpus/multipart/): name="" followed by
+    more text made the parser call .decode on None, a 500 instead of the form's fields."""
+    body = b'--X\r\nContent-Disposition: form-data; name=""outputs"\r\n\r\nhello\r\n--X--\r\n'
+    assert _decode(body, "multipart/form-data; boundary=X") == {"": b"hello"}
