@@ -29,6 +29,7 @@ from launchkit.serve.api.inference import InferenceApp
 from launchkit.serve.api.management import ManagementApp
 from launchkit.serve.api.metrics import ServerMetrics
 from launchkit.serve.fleet.fleet import Fleet, base_run_request
+from launchkit.serve.fleet.forkserver import ForkServers
 from launchkit.serve.fleet.process import WorkerPool
 from launchkit.serve.loading import attach_metrics, load_models
 from launchkit.serve.scheduling.registry import Registry
@@ -127,7 +128,7 @@ async def _serve(request: ServeRequest) -> int:
         for model in registry.all() if metrics else ():
             attach_metrics(model, metrics)
         run_request, warnings = base_run_request(config, request.topology_root)
-        pool = WorkerPool([])
+        pool = WorkerPool([], ForkServers() if config.fork_workers else None)
         fleet = Fleet(registry, pool, run_request, warnings, config.max_load_failures,
                       share_cores=config.allow_shared_cores or config.cpu_launcher_enable is False)
         fleet.apply()

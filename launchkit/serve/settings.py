@@ -52,7 +52,7 @@ SUPPORTED_KEYS = {
     "allowed_urls", "enable_model_api", "enable_metrics_api", "unregister_model_timeout", "disable_token_authorization",
     "max_load_failures", "max_header_size", "max_headers", "header_timeout", "body_timeout", "keep_alive_timeout",
     "max_connections", "max_tensor_elements", "max_archive_size", "max_archive_entries", "max_archive_ratio",
-    "management_allowed_hosts", "allow_shared_cores", "enable_envvars_config",
+    "management_allowed_hosts", "allow_shared_cores", "enable_envvars_config", "fork_workers",
 }
 # TorchServe keys that mean nothing here (Java/Netty tuning, features of other issues): accepted quietly
 # would hide a typo, so each gets a one-line note instead of a warning.
@@ -139,6 +139,7 @@ class ServerConfig:
     ipex_enable: bool = False
     cpu_launcher_enable: bool | None = None  # None: not said; launchkit pins workers anyway
     allow_shared_cores: bool = False  # more workers than cores: share them (also when cpu_launcher_enable=false)
+    fork_workers: bool = True  # restarted and added workers are forked from a process that imported torch once
     cpu_launcher_args: str = ""
     default_response_timeout_s: float = DEFAULT_RESPONSE_TIMEOUT_S
     management_token: str | None = None
@@ -275,7 +276,8 @@ def config_from_properties(entries: dict[str, str], source: str) -> ServerConfig
                            ("unregister_model_timeout", "unregister_model_timeout_s")):
         if key in entries:
             values[attribute] = float(_positive_int(entries[key], key, source))
-    for key in ("ipex_enable", "cpu_launcher_enable", "enable_model_api", "enable_metrics_api", "allow_shared_cores"):
+    for key in ("ipex_enable", "cpu_launcher_enable", "enable_model_api", "enable_metrics_api", "allow_shared_cores",
+                "fork_workers"):
         if key in entries:
             values[key] = parse_bool(entries[key], f"{source}: {key}")
     if "cpu_launcher_args" in entries:

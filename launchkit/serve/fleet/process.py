@@ -27,6 +27,7 @@ from typing import Any
 
 from launchkit.launch.runplan import InstanceLaunch
 from launchkit.launch.spawn import signal_group, spawn_async
+from launchkit.serve.fleet.forkserver import ForkedProcess, ForkServers
 from launchkit.serve.fleet.state import WorkerState, check_transition
 from launchkit.serve.scheduling.batcher import Job, ModelQueue
 from launchkit.serve.wire import (LOAD_ATTEMPT_ENV, BatchResult, Hello, ItemResult, Stop, batch_frame, encode,
@@ -35,6 +36,7 @@ from launchkit.serve.wire import (LOAD_ATTEMPT_ENV, BatchResult, Hello, ItemResu
 logger = logging.getLogger(__name__)
 BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 HEALTHY_AFTER_S = 60.0
+SERVED_S = 1.0  # a worker that died after serving this long is restarted without delay
 
 
 @dataclass(eq=False)  # identity: the batcher keeps workers in sets
@@ -57,7 +59,7 @@ class WorkerProcess:
     max_load_failures: int = 3  # after this many in a row its model is marked failed (still retried)
     last_error: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
-    process: asyncio.subprocess.Process | None = None
+    process: asyncio.subprocess.Process | ForkedProcess | None = None
     writer: asyncio.StreamWriter | None = None
     in_flight: dict[int, list[Job]] = field(default_factory=dict)
     timeouts: dict[int, asyncio.TimerHandle] = field(default_factory=dict)  # per batch in flight
@@ -123,8 +125,9 @@ _batch_ids = itertools.count(1)
 
 
 class WorkerPool:
-    def __init__(self, workers: list[WorkerProcess]) -> None:
+    def __init__(self, workers: list[WorkerProcess], forks: ForkServers | None = None) -> None:
         self.workers = {worker.worker_id: worker for worker in workers}
+        self.forks = forks  # None: every worker is exec'd (fork_workers=false)
         for worker in workers:
             worker.on_timeout = self._timed_out
         self.stopping = False
@@ -135,12 +138,20 @@ class WorkerPool:
         self.started = True
         for worker in self.workers.values():
             self._spawn(worker)
+            self._prepare_fork_server(worker)
+
+    def _prepare_fork_server(self, worker: WorkerProcess) -> None:
+        """A fork server for workers like this one starts beside it: the first workers are exec'd, those
+        restarted or added later are forked (see :mod:`.forkserver`)."""
+        if self.forks is not None:
+            self.forks.prepare({**os.environ, **worker.launch.env})
 
     def add(self, worker: WorkerProcess) -> None:
         worker.on_timeout = self._timed_out
         self.workers[worker.worker_id] = worker
         if self.started:
             self._spawn(worker)
+            self._prepare_fork_server(worker)
 
     def retire(self, worker: WorkerProcess) -> None:
         """Take a worker out of service without losing its work; ``worker.exited`` is set when it is gone."""
@@ -193,8 +204,10 @@ class WorkerPool:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             env = {**os.environ, **worker.launch.env, LOAD_ATTEMPT_ENV: str(worker.load_failures + 1)}
-            worker.process = await spawn_async([*worker.argv, "--fd", str(theirs.fileno())], env=env, cpus=bind,
-                                               pass_fds=(theirs.fileno(),))
+            forked = None if self.forks is None else await self.forks.fork(
+                worker.argv, env, bind or (), worker.launch.threads, worker.streams, theirs)
+            worker.process = forked or await spawn_async([*worker.argv, "--fd", str(theirs.fileno())], env=env,
+                                                         cpus=bind, pass_fds=(theirs.fileno(),))
         except OSError as error:
             ours.close()
             worker.last_error = f"could not start: {error}"
@@ -243,7 +256,10 @@ class WorkerPool:
             return
         healthy = not never_connected and time.time() - worker.started_at > HEALTHY_AFTER_S
         worker.consecutive_failures = 0 if healthy else worker.consecutive_failures + 1
-        delay = BACKOFF_S[min(worker.consecutive_failures, len(BACKOFF_S) - 1)]
+        # A worker that had been serving for a while (killed, crashed under load) comes back at once: its
+        # model's requests are waiting. Load failures and deaths right after loading back off.
+        served = worker.connected_at is not None and time.time() - worker.connected_at >= SERVED_S
+        delay = 0.0 if served else BACKOFF_S[min(worker.consecutive_failures, len(BACKOFF_S) - 1)]
         worker.restarts += 1
         if never_connected:
             worker.load_failures += 1
@@ -342,3 +358,5 @@ class WorkerPool:
                 await asyncio.wait(pending, timeout=5)
         for task in list(self._tasks):
             task.cancel()
+        if self.forks is not None:
+            self.forks.close()
