@@ -37,8 +37,9 @@ def _port() -> int:
         return probe.getsockname()[1]
 
 
-def _call(url: str, method: str = "GET", body: bytes | None = None, timeout: float = 120) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, data=body, method=method, headers={"content-type": "application/json"})
+def _call(url: str, method: str = "GET", body: bytes | None = None, timeout: float = 120,
+          content_type: str = "application/json") -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=body, method=method, headers={"content-type": content_type})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, response.read()
@@ -80,13 +81,17 @@ class Serving:
 def measure(archive: Path, model: str, body: bytes, fork: bool, kills: int, scale: int, workdir: Path) -> dict:
     serving = Serving(archive, fork, workdir)
     url = f"http://127.0.0.1:{serving.inference}/predictions/{model}"
+    content_type = "image/jpeg" if body.startswith(b"\xff\xd8") else "application/json"
     answered: list[tuple[float, float]] = []  # (sent, answered) of each 200
+    statuses: dict[int, int] = {}
     stop = threading.Event()
 
     def client() -> None:
         while not stop.is_set():
             sent = time.perf_counter()
-            if _call(url, "POST", body, timeout=30)[0] == 200:
+            status = _call(url, "POST", body, timeout=30, content_type=content_type)[0]
+            statuses[status] = statuses.get(status, 0) + 1
+            if status == 200:
                 answered.append((sent, time.perf_counter()))
 
     thread = threading.Thread(target=client, daemon=True)
@@ -101,6 +106,8 @@ def measure(archive: Path, model: str, body: bytes, fork: bool, kills: int, scal
             # the first request sent after the kill (one answered just before it died does not count)
             while not any(sent > killed for sent, _ in answered[-50:]):
                 time.sleep(0.002)
+                if time.perf_counter() - killed > 60:
+                    raise SystemExit(f"no 200 in 60 s after a kill; answers so far: {statuses}; see {serving.log.name}")
             gaps.append(next(at for sent, at in answered if sent > killed) - killed)
         stop.set()
         thread.join(30)
