@@ -95,6 +95,18 @@ TORCH_DTYPES = {"BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": 
 
 
 def decode_row(body: bytes | bytearray) -> Any:
+    """:func:`_decode_row`, with any malformed row a 400: the frontend writes these rows, but a client can
+    send the same content type to /predictions (found by fuzz/run.py multipart)."""
+    try:
+        return _decode_row(body)
+    except BadRequest:
+        raise
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError, RuntimeError, RecursionError) as error:
+        raise BadRequest(f"a body of type {ROWS_CONTENT_TYPE} (launchkit's own row format) that is not one: "
+                         f"{type(error).__name__}: {str(error)[:200]}") from None
+
+
+def _decode_row(body: bytes | bytearray) -> Any:
     """What the handler sees for one row of a v2 request with binary tensors (the format is in
     :mod:`launchkit.serve.tensors`): a numeric tensor as a ``torch.Tensor`` of the row's shape,
     made over the request's bytes without copying them; BYTES elements as bytes (nested lists for
@@ -105,6 +117,9 @@ def decode_row(body: bytes | bytearray) -> Any:
     if end < 0:
         raise BadRequest("tensor row without its header line")
     header = json.loads(bytes(body[:end]))
+    if not isinstance(header, list) or not header:
+        raise BadRequest(f"a body of type {ROWS_CONTENT_TYPE} (launchkit's own row format) that is not one: its "
+                         "header is not a list of tensors")
     if not isinstance(body, bytearray):
         body = bytearray(body)  # torch.frombuffer wants a writable buffer; rows under 64 KiB come as bytes
     offset = end + 1

@@ -47,3 +47,12 @@ def test_an_empty_quoted_field_name_is_a_name_not_a_crash():
     more text made the parser call .decode on None, a 500 instead of the form's fields."""
     body = b'--X\r\nContent-Disposition: form-data; name=""outputs"\r\n\r\nhello\r\n--X--\r\n'
     assert _decode(body, "multipart/form-data; boundary=X") == {"": b"hello"}
+
+
+@pytest.mark.parametrize("body", [b'[{"name": "x"\x83}]\n', b'[{"name": "x", "size": 8}]\n', b"{}\n", b'[1]\n',
+                                  b'[{"name": "x", "size": 99, "datatype": "FP32", "shape": [2]}]\n\0\0\0\0'])
+def test_a_client_sending_the_internal_row_type_gets_a_400(body):
+    """Found by fuzz/run.py multipart: the rows the frontend writes for v2 binary tensors have their own
+    content type, which a client can send to /predictions too; a malformed one was a 500."""
+    with pytest.raises(BadRequest, match="launchkit's own row format"):
+        _decode(body, "application/x-launchkit-tensor-rows")
