@@ -9,7 +9,7 @@ import pytest
 from fuzz.session import run_target
 from fuzz.targets import TARGETS
 
-SECONDS = 4
+SECONDS = 3
 
 
 @pytest.mark.parametrize("target", TARGETS)

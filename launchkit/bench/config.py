@@ -192,11 +192,9 @@ def parse_range(text: str, flag: str, kind: type) -> tuple[Any, ...]:
         raise UsageError(f"{flag} {text!r}: need 0 < start <= end and a positive step")
     if (end - start) / step >= MAX_SWEEP_STEPS:  # found by fuzzing: 12:1e308:5 built a list until memory ran out
         raise UsageError(f"{flag} {text!r}: a sweep of more than {MAX_SWEEP_STEPS} steps; use a larger step")
-    values, value = [], start
-    while value <= end + (1e-9 if kind is float else 0):
-        values.append(value)
-        value += step
-    return tuple(values)
+    count = (end - start) // step + 1 if kind is int else int((end - start) / step + 1e-9) + 1
+    # start + i * step, not repeated addition: 1e83 + 1 is 1e83, and a sweep adding to it never ends
+    return tuple(start + index * step for index in range(count))
 
 
 def parse_warmup(text: str | None) -> tuple[int, float]:

@@ -152,3 +152,4 @@ def test_ranges_and_warmup_parsing():
     for endless in ("12:11e3088:5", "1:inf", "1:2:nan", "1:100000"):
         with pytest.raises(UsageError, match="positive step|more than 1000 steps"):
             parse_range(endless, "--rate", float)
+    assert parse_range("10e82:10e82", "--rate", float) == (1e83,)  # 1e83 + 1 == 1e83: the loop never ended

@@ -138,7 +138,10 @@ class Server:
     def worker_pids(self) -> list[int]:
         import psutil
 
-        return [child.pid for child in psutil.Process(self.proc.pid).children(recursive=True)]
+        children = psutil.Process(self.proc.pid).children(recursive=True)
+        # the fork server is the frontend's child too; the workers it forked carry its command line
+        return [child.pid for child in children
+                if not (child.ppid() == self.proc.pid and "launchkit.serve.worker.zygote" in " ".join(child.cmdline()))]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         code = stop(self.proc, timeout, sig)

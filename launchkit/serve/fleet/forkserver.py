@@ -176,7 +176,7 @@ class ForkServer:
             self._children[pid] = child
         return child
 
-    def close(self) -> None:
+    def close(self, kill: bool = True) -> None:
         self.ready = False
         if self._control is not None:
             try:
@@ -185,7 +185,7 @@ class ForkServer:
                 pass
             self._control.close()
             self._control = None
-        if self.process is not None and self.process.returncode is None:
+        if kill and self.process is not None and self.process.returncode is None:
             signal_group(self.process.pid, 9)
 
 
@@ -221,9 +221,17 @@ class ForkServers:
             logger.warning("fork server: %s; this worker is exec'd", error)
             return None
 
-    def close(self) -> None:
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop the fork servers and wait until they are gone (their children die with them)."""
         for task in self._starting:
             task.cancel()
+        processes = [server.process for server in self.servers.values() if server.process is not None]
         for server in self.servers.values():
-            server.close()
+            server.close(kill=False)  # the closed channel tells it to exit
         self.servers.clear()
+        for process in processes:
+            try:
+                await asyncio.wait_for(process.wait(), timeout)
+            except asyncio.TimeoutError:
+                signal_group(process.pid, 9)
+                await process.wait()

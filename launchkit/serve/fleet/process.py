@@ -169,6 +169,7 @@ class WorkerPool:
         # EXITED: its process is on its way out; _after_exit sees ``retiring`` and forgets it
 
     def _forget(self, worker: WorkerProcess) -> None:
+        worker.queue.returning.discard(worker)
         worker.move_to(WorkerState.STOPPED)
         self.workers.pop(worker.worker_id, None)
         worker.exited.set()
@@ -264,6 +265,7 @@ class WorkerPool:
         if never_connected:
             worker.load_failures += 1
         if worker.failed_to_load:
+            worker.queue.returning.discard(worker)  # not on its way back: new requests get the 503 at once
             worker.move_to(WorkerState.FAILED)
             worker.queue.fail_waiting(503, "ServiceUnavailableException", f'model "{worker.queue.name}" is marked failed: '
                                       f"{worker.last_error}")
@@ -359,4 +361,4 @@ class WorkerPool:
         for task in list(self._tasks):
             task.cancel()
         if self.forks is not None:
-            self.forks.close()
+            await self.forks.stop()

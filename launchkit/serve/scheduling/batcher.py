@@ -69,6 +69,9 @@ class ModelQueue:
         self.members: list[WorkerSlot] = []  # slots that joined (worker_ready) and are not gone
         self.configured_workers = 1  # the workers the fleet was asked for (0: none is configured)
         self.retiring: set[WorkerSlot] = set()
+        # slots whose process died while serving and is being restarted: requests queue for them rather
+        # than get a 503 (a restart is a fraction of a second; the soak counts the 503s it used to give)
+        self.returning: set[WorkerSlot] = set()
         self.on_dispatch = on_dispatch  # metrics: (jobs, now) for each batch sent
         self.last_error: str | None = None
         self._interval = 1.0  # EWMA of the time between arrivals, seconds
@@ -81,6 +84,10 @@ class ModelQueue:
     def has_ready_worker(self) -> bool:
         return any(slot.ready for slot in self.members)
 
+    def can_queue(self) -> bool:
+        """Requests are taken: a worker is ready, or one is on its way back."""
+        return bool(self.returning) or self.has_ready_worker()
+
     # -- requests ----------------------------------------------------------------------------
 
     def submit(self, request: ItemRequest) -> asyncio.Future[ItemResult]:
@@ -88,7 +95,7 @@ class ModelQueue:
 
     def submit_many(self, requests: list[ItemRequest]) -> list[asyncio.Future[ItemResult]]:
         """Queue requests that arrived together (a v2 tensor's rows): they are dispatched as one burst."""
-        if not self.has_ready_worker():
+        if not self.can_queue():
             if self.configured_workers == 0 and not self.retiring:
                 raise NoWorkerReady(f'model "{self.name}" has no worker configured (initial_workers=0 or '
                                     f"min_worker=0): give it one with PUT /models/{self.name}?min_worker=1")
@@ -120,6 +127,7 @@ class ModelQueue:
         """A slot joins (it is ready); from now on it is idle or busy until it retires or is gone."""
         if slot not in self.members:
             self.members.append(slot)
+        self.returning.discard(slot)
         self.last_error = None
         for _ in range(capacity(slot) - 1):
             self.idle.append(slot)
@@ -145,6 +153,10 @@ class ModelQueue:
             self.idle = deque(other for other in self.idle if other is not slot)
         if error:
             self.last_error = error
+        if coming_back:
+            self.returning.add(slot)
+        else:
+            self.returning.discard(slot)
         if not self.has_ready_worker() and not self.retiring and not coming_back:
             self.fail_waiting(503, "ServiceUnavailableException",
                               f'model "{self.name}" lost its last worker; the request was not run')
