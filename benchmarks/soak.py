@@ -301,10 +301,18 @@ class Soak:
         total = args.minutes * 60
         started = time.perf_counter()
         baseline_end = started + total / 4
-        time.sleep(min(5.0, total / 8))
-        warm = self.frontend()
+        samples: list[tuple[float, int, int]] = []  # (s since start, frontend RSS, open files)
+
+        def sample() -> None:
+            while not self.stop.is_set():
+                samples.append((round(time.perf_counter() - started, 1), *self.frontend()))
+                self.stop.wait(10.0)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         while time.perf_counter() < baseline_end:
             time.sleep(0.2)
+        warm = self.frontend()  # warmed up: every kind of request has been served for a quarter of the run
         number = 0
         while time.perf_counter() - started < total:
             at = time.perf_counter()
@@ -319,7 +327,7 @@ class Soak:
         for thread in clients:
             thread.join(90)
         end = self.frontend()
-        return {"warm": warm, "end": end, "baseline_end": baseline_end, "started": started}
+        return {"warm": warm, "end": end, "baseline_end": baseline_end, "started": started, "samples": samples}
 
     def close(self) -> int:
         os.killpg(self.server.pid, signal.SIGTERM)
@@ -369,6 +377,7 @@ def main() -> int:
         "\n\n" + markdown_table(["", "baseline", "chaos, outside fault windows"],
                                 [["correct answers", f"{len(baseline):,}", f"{len(quiet):,}"],
                                  ["p99 ms", f"{1000 * p99(baseline):.1f}", f"{1000 * p99(quiet):.1f}"]]) + \
+        "\n\nfrontend RSS, MB, every 10 s: " + " ".join(f"{rss / 2**20:.0f}" for _, rss, _ in timeline["samples"]) + \
         f"\n\nfaults ({len(ledger.faults)}): " + "; ".join(Counter(what.split(" (")[0] for _, what in
                                                                     ledger.faults).keys())
     folder = results_dir("soak")
