@@ -32,6 +32,7 @@ import itertools
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import statistics
@@ -86,7 +87,7 @@ class Ledger:
 
 
 class Soak:
-    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+    def __init__(self, args: argparse.Namespace, workdir: Path, peer: str = "launchkit") -> None:
         from launchkit.archive.writing import ArchiveRequest, create_archive
         from launchkit.examples.build import build_example
 
@@ -107,6 +108,17 @@ class Soak:
         if not args.no_resnet:
             with zipfile.ZipFile(self.store / "resnet18.mar") as bundle:
                 self.photo = bundle.read("sample.jpg")
+        self.peer = peer
+        self.ledger = Ledger()
+        self.stop = threading.Event()
+        self.ids = itertools.count(1)
+        self.expected: dict[str, object] = {}
+        # TorchServe answers /predictions only (its KServe routes need the KServe wrapper)
+        self.kinds = ["tiny", "tiny-v2", "tiny-v2-binary", "echo", "echo-v1"] if peer == "launchkit" else \
+            ["tiny", "echo"]
+        if peer == "torchserve":
+            self._start_torchserve(models, workdir)
+            return
         self.port, self.management = _port(), _port()
         config = workdir / "config.properties"
         config.write_text(f"max_request_size={MAX_REQUEST_SIZE}\nallow_shared_cores=true\n")
@@ -119,11 +131,26 @@ class Soak:
              "--management-address", f"http://127.0.0.1:{self.management}",
              "--metrics-address", f"http://127.0.0.1:{_port()}"],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.ledger = Ledger()
-        self.stop = threading.Event()
-        self.ids = itertools.count(1)
-        self.expected: dict[str, object] = {}
+        self.frontend_pid = self.server.pid
         self._wait_ready()
+
+    def _start_torchserve(self, models: list[str], workdir: Path) -> None:
+        """TorchServe 0.12 (benchmarks/peers.py) on the same archives, the same request-size limit."""
+        from peers import TorchServe
+
+        echo = workdir / "echo.mar"
+        shutil.copy(self.store / "echo-1.0.mar", echo)
+        self.torchserve = TorchServe([self.store / f"{name}.mar" for name in models] + [echo],
+                                     config={"max_request_size": str(MAX_REQUEST_SIZE),
+                                             "enable_model_api": "true"},  # 0.12 refuses registration otherwise
+                                     log=workdir / "serve.log")
+        self.log_path = workdir / "serve.log"
+        self.torchserve.wait_ready()
+        shutil.copy(self.store / "echo-2.0.mar", self.torchserve.folder / "store" / "echo-2.0.mar")
+        self.port = int(self.torchserve.url.rsplit(":", 1)[1])
+        self.management = int(self.torchserve.management_url.rsplit(":", 1)[1])
+        java = [p for p in psutil.Process(self.torchserve.proc.pid).children(recursive=True) if p.name() == "java"]
+        self.frontend_pid = java[0].pid if java else self.torchserve.proc.pid
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -192,7 +219,8 @@ class Soak:
                 reason = str(message.get("message") or message.get("error") or "")
             except ValueError:
                 reason = ""
-            defined = (status == 500 and "died" in reason) or status == 503 or status == 413
+            # the batch a killed worker held: launchkit says 500, TorchServe 507, both saying the worker died
+            defined = (status in (500, 507) and "died" in reason.lower()) or status == 503 or status == 413
             return ("refused" if defined and reason else "wrong"), f"{status} {reason[:80]}"
         answer = json.loads(data)
         if kind == "echo":
@@ -247,8 +275,8 @@ class Soak:
             status, _ = self.manage("PUT", f"/models/tiny?min_worker={target}")
             return f"scale tiny to {target} ({status})"
         if which == 2:
-            if "echo" in str(self.manage("GET", "/models/echo/all")[1]) and "2.0" in str(
-                    self.manage("GET", "/models/echo/all")[1]):
+            versions = [entry.get("modelVersion") for entry in self.manage("GET", "/models/echo/all")[1]]
+            if "2.0" in versions:
                 status, _ = self.manage("DELETE", "/models/echo/2.0")
                 return f"unregister echo 2.0 ({status})"
             status, _ = self.manage("POST", "/models?url=echo-2.0.mar&initial_workers=1&synchronous=false")
@@ -269,9 +297,13 @@ class Soak:
                     raw.sendall(body[start:start + len(body) // 8])
                     time.sleep(0.25)
                 reply = b""
-                while chunk := raw.recv(65536):
+                while b"\r\n\r\n" not in reply and (chunk := raw.recv(65536)):
                     reply += chunk
-            head, _, data = reply.partition(b"\r\n\r\n")
+                head, _, data = reply.partition(b"\r\n\r\n")
+                length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), None)
+                while (length is None or len(data) < length) and (chunk := raw.recv(65536)):
+                    data += chunk  # read to the end of the answer (a server may keep the connection open)
             status = int(head.split()[1]) if head else 0
             outcome, reason = self.judge(status, data, ("echo", rid), rid) if status else ("lost", "slow sender")
             self.ledger.record(outcome, reason or "slow sender", sent, time.perf_counter() - sent)
@@ -284,12 +316,12 @@ class Soak:
     # -- the run -----------------------------------------------------------------------------------
 
     def frontend(self) -> tuple[int, int]:
-        process = psutil.Process(self.server.pid)
+        process = psutil.Process(self.frontend_pid)
         return process.memory_info().rss, process.num_fds()
 
     def run(self) -> dict:
         args = self.args
-        kinds = ["tiny", "tiny-v2", "tiny-v2-binary", "echo", "echo-v1"]
+        kinds = self.kinds
         for rid, kind in enumerate(kinds * len(TINY_INPUTS)):  # warm-up: learn each input's answer
             method, path, body, headers, expect = self.request(kind, rid)
             self.judge(*self.call(method, path, body, headers), expect, rid)
@@ -330,6 +362,9 @@ class Soak:
         return {"warm": warm, "end": end, "baseline_end": baseline_end, "started": started, "samples": samples}
 
     def close(self) -> int:
+        if self.peer == "torchserve":
+            self.torchserve.stop()
+            return 0
         os.killpg(self.server.pid, signal.SIGTERM)
         try:
             return self.server.wait(60)
@@ -342,50 +377,75 @@ def p99(values: list[float]) -> float:
     return statistics.quantiles(values, n=100)[98] if len(values) >= 100 else max(values, default=0.0)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, default=20.0)
-    parser.add_argument("--clients", type=int, default=6)
-    parser.add_argument("--fault-every", type=float, default=5.0, help="seconds between faults (default 5)")
-    parser.add_argument("--no-resnet", action="store_true", help="tiny and echo only (the suite's short run)")
-    args = parser.parse_args()
-    soak = Soak(args, Path(tempfile.mkdtemp(prefix="launchkit-soak-")))
-    try:
-        timeline = soak.run()
-    finally:
-        code = soak.close()
+def summarize(soak: Soak, timeline: dict, code: int) -> dict:
     ledger = soak.ledger
     windows = [(at, at + FAULT_WINDOW_S) for at, _ in ledger.faults]
     baseline = [took for sent, took in ledger.latencies if sent < timeline["baseline_end"]]
     quiet = [took for sent, took in ledger.latencies if sent >= timeline["baseline_end"]
              and not any(start <= sent <= end for start, end in windows)]
     (rss0, fds0), (rss1, fds1) = timeline["warm"], timeline["end"]
+    return {"outcomes": dict(ledger.outcomes), "reasons": dict(ledger.reasons), "faults": ledger.faults,
+            "examples": ledger.examples, "baseline": len(baseline), "quiet": len(quiet),
+            "p99_baseline_ms": 1000 * p99(baseline), "p99_quiet_ms": 1000 * p99(quiet),
+            "p99_ratio": p99(quiet) / p99(baseline) if baseline and quiet else float("nan"),
+            "memory_growth_pct": 100 * (rss1 - rss0) / rss0, "files_growth_pct": 100 * (fds1 - fds0) / fds0,
+            "rss_mb": [round(rss / 2**20) for _, rss, _ in timeline["samples"]], "exit": code,
+            "kinds": soak.kinds}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=20.0)
+    parser.add_argument("--clients", type=int, default=6)
+    parser.add_argument("--fault-every", type=float, default=5.0, help="seconds between faults (default 5)")
+    parser.add_argument("--no-resnet", action="store_true", help="tiny and echo only (the suite's short run)")
+    parser.add_argument("--torchserve", action="store_true",
+                        help="then the same soak against TorchServe 0.12 (/predictions only), side by side")
+    args = parser.parse_args()
+    runs = {}
+    for peer in ("launchkit", "torchserve") if args.torchserve else ("launchkit",):
+        print(f"soaking {peer} for {args.minutes:g} min ...", flush=True)
+        soak = Soak(args, Path(tempfile.mkdtemp(prefix=f"launchkit-soak-{peer}-")), peer)
+        try:
+            timeline = soak.run()
+        finally:
+            code = soak.close()
+        runs[peer] = summarize(soak, timeline, code)
+    ours = runs["launchkit"]
+    peer = runs.get("torchserve")
     checks = [
-        absolute("every request", "lost", ledger.outcomes["lost"], 0, "", higher=False),
-        absolute("every request", "answered with another's result or an undefined error", ledger.outcomes["wrong"],
-                 0, "", higher=False),
-        absolute("frontend", "% memory growth after warm-up", 100 * (rss1 - rss0) / rss0, 5, " %", higher=False),
-        absolute("frontend", "% open files growth after warm-up", 100 * (fds1 - fds0) / fds0, 5, " %",
-                 higher=False),
-        absolute("p99 outside fault windows", "× the fault-free baseline's p99",
-                 p99(quiet) / p99(baseline) if baseline and quiet else float("nan"), 1.5, "×", higher=False),
-        absolute("server", "exit status after SIGTERM", code, 0, "", higher=False),
+        absolute("every request", "lost", ours["outcomes"].get("lost", 0), 0, "", higher=False,
+                 peer=peer["outcomes"].get("lost", 0) if peer else None),
+        absolute("every request", "answered with another's result or an undefined error",
+                 ours["outcomes"].get("wrong", 0), 0, "", higher=False,
+                 peer=peer["outcomes"].get("wrong", 0) if peer else None),
+        absolute("frontend", "% memory growth after warm-up", ours["memory_growth_pct"], 5, " %", higher=False,
+                 peer=peer["memory_growth_pct"] if peer else None),
+        absolute("frontend", "% open files growth after warm-up", ours["files_growth_pct"], 5, " %", higher=False,
+                 peer=peer["files_growth_pct"] if peer else None),
+        absolute("p99 outside fault windows", "× the fault-free baseline's p99", ours["p99_ratio"], 1.5, "×",
+                 higher=False, peer=peer["p99_ratio"] if peer else None),
+        absolute("server", "exit status after SIGTERM", ours["exit"], 0, "", higher=False),
     ]
-    rows = [[outcome, f"{count:,}"] for outcome, count in ledger.outcomes.most_common()]
-    table = markdown_table(["outcome", "requests"], rows) + "\n\n" + markdown_table(
-        ["reason", "requests"], [[reason, f"{count:,}"] for reason, count in ledger.reasons.most_common(15)]) + \
-        "\n\n" + markdown_table(["", "baseline", "chaos, outside fault windows"],
-                                [["correct answers", f"{len(baseline):,}", f"{len(quiet):,}"],
-                                 ["p99 ms", f"{1000 * p99(baseline):.1f}", f"{1000 * p99(quiet):.1f}"]]) + \
-        "\n\nfrontend RSS, MB, every 10 s: " + " ".join(f"{rss / 2**20:.0f}" for _, rss, _ in timeline["samples"]) + \
-        f"\n\nfaults ({len(ledger.faults)}): " + "; ".join(Counter(what.split(" (")[0] for _, what in
-                                                                    ledger.faults).keys())
-    folder = results_dir("soak")
-    write(folder, f"Soak with chaos: {args.minutes:g} min, {args.clients} clients, a fault every "
-                  f"{args.fault_every:g} s", table,
-          {"outcomes": dict(ledger.outcomes), "reasons": dict(ledger.reasons), "faults": ledger.faults,
-           "examples": ledger.examples, "frontend": timeline, "args": vars(args)}, checks)
-    failed = ledger.outcomes["lost"] or ledger.outcomes["wrong"] or code != 0
+    names = list(runs)
+    outcomes = sorted({outcome for run in runs.values() for outcome in run["outcomes"]})
+    rows = [[outcome, *(f"{runs[name]['outcomes'].get(outcome, 0):,}" for name in names)] for outcome in outcomes]
+    rows += [["p99 ms, fault-free quarter", *(f"{runs[n]['p99_baseline_ms']:.1f}" for n in names)],
+             ["p99 ms, chaos outside fault windows", *(f"{runs[n]['p99_quiet_ms']:.1f}" for n in names)],
+             ["frontend RSS MB every 10 s", *(" ".join(map(str, runs[n]["rss_mb"])) for n in names)],
+             ["request kinds", *(", ".join(runs[n]["kinds"]) for n in names)]]
+    table = markdown_table(["", *names], rows)
+    for name in names:
+        table += f"\n\n{name}, reasons:\n\n" + markdown_table(
+            ["reason", "requests"], [[reason, f"{count:,}"] for reason, count in
+                                     Counter(runs[name]["reasons"]).most_common(12)])
+    for name in names:
+        faults = runs[name]["faults"]
+        table += f"\n\n{name}, faults ({len(faults)}): " + "; ".join(
+            f"{what} ×{count}" for what, count in Counter(w.split(" worker ")[0] for _, w in faults).items())
+    write(results_dir("soak"), f"Soak with chaos: {args.minutes:g} min, {args.clients} clients, a fault every "
+                               f"{args.fault_every:g} s", table, {"runs": runs, "args": vars(args)}, checks)
+    failed = ours["outcomes"].get("lost", 0) or ours["outcomes"].get("wrong", 0) or ours["exit"] != 0
     return 1 if failed else 0
 
 

@@ -18,7 +18,7 @@ def test_a_minute_of_chaos_loses_no_request(tmp_path):
     done = subprocess.run([sys.executable, str(SOAK), "--minutes", "1", "--no-resnet", "--fault-every", "3",
                            "--clients", "4"], cwd=tmp_path, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-3000:]
-    summary = json.loads(next((tmp_path / "results").glob("*-soak/summary.json")).read_text())
+    summary = json.loads(next((tmp_path / "results").glob("*-soak/summary.json")).read_text())["runs"]["launchkit"]
     assert summary["outcomes"].get("lost", 0) == 0 and summary["outcomes"].get("wrong", 0) == 0
     assert summary["outcomes"]["correct"] > 1000
     faults = " ".join(what for _, what in summary["faults"])
