@@ -142,6 +142,8 @@ class _Supervisor:
                     if self.signal_received is not None:
                         break
                     self._start(instance)
+                    if self.signal_received is not None:  # it came while this one was being spawned
+                        self._terminate_all(self.signal_received)
                 for thread in self.pumps:
                     thread.start()
                 self._wait_all()

@@ -69,7 +69,10 @@ first.touch()
     process = subprocess.Popen([sys.executable, "-m", "launchkit", "tune", "--run", str(slow), "--metric",
                                 r"throughput: ([0-9.]+)", "--space", "instances=1,2;allocator=auto;omp=gnu",
                                 "--report-dir", str(tmp_path / "r")],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               # a suite started in the background (`cmd &`) runs with SIGINT ignored, which
+                               # children inherit; a Ctrl-C test needs it as a terminal would deliver it
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         wait_for(lambda: (tmp_path / "hanging").exists() or process.poll() is not None, timeout=120,
                  what="a second run under way")
