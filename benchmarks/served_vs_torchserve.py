@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -39,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
 from _report import Check, markdown_table, relative, results_dir, write  # noqa: E402
 from peers import PeerUnavailable, TorchServe  # noqa: E402
-from streams import PHOTO, closed_loop, served_level  # noqa: E402
+from streams import PHOTO, closed_loop, gated_archive, served_level, tuned_flags  # noqa: E402
 
 SHAPES = {
     "N workers × b1": lambda n: ["--workers", str(n), "--batch-size", "1"],
@@ -92,35 +91,6 @@ def torchserve_level(archive: Path, workers: int, body: bytes, seconds: float, l
     result["ready s"] = ready_s
     log.unlink()
     return result
-
-
-def gated_archive(archive: Path, dtype: str, work: Path) -> tuple[Path | None, str]:
-    """``launchkit optimize --dtype DTYPE`` on the archive; (None, why) when its gate refuses it."""
-    out = work / f"resnet18-{dtype}.mar"
-    done = subprocess.run([sys.executable, "-m", "launchkit", "optimize", str(archive), "--dtype", dtype, "-o",
-                           str(out), "--seconds", "2"], capture_output=True, text=True, timeout=900)
-    verdict = (done.stdout.strip().splitlines() or ["(no output)"])[-1]
-    print(f"optimize --dtype {dtype}: exit {done.returncode}: {verdict}", file=sys.stderr, flush=True)
-    if done.returncode != 0 or not out.exists():
-        return None, f"refused (exit {done.returncode}): {(done.stdout + done.stderr).strip()[-400:]}"
-    return out, verdict
-
-
-def tuned_flags(archive: Path, minutes: float, work: Path) -> tuple[Path, list[str]] | None:
-    """``launchkit tune`` on the archive for ``minutes``; its best configuration as (archive, serve flags)."""
-    folder = work / f"tune-{archive.stem}"
-    done = subprocess.run([sys.executable, "-m", "launchkit", "tune", str(archive), "--max-time", f"{minutes * 60:g}",
-                           "--space", "workers=1,2,4,8,16;streams=1,2,4;batch=1,4,8;delay=5", "--level-seconds",
-                           "2", "--report-dir", str(folder), "--quiet"], capture_output=True, text=True,
-                          timeout=minutes * 60 + 600)
-    print(f"tune {archive.name}: exit {done.returncode}: {done.stdout.strip()[-300:]}", file=sys.stderr, flush=True)
-    command = folder / "serve-command.txt"
-    if not command.exists():
-        command = folder / "best" / "serve-command.txt"
-    if done.returncode != 0 or not command.exists():
-        return None
-    words = shlex.split(command.read_text())
-    return Path(words[2]), words[3:]
 
 
 def main() -> int:

@@ -2,6 +2,7 @@
 
     python benchmarks/streams.py [--part inprocess|served|all] [--dtypes fp32,bf16,int8]
                                  [--seconds 6] [--batch 16] [--allocator default|tcmalloc|jemalloc]
+                                 [--tune-minutes 0]
 
 Models are built as ``launchkit optimize`` builds them (the bundled resnet18 network, channels-last,
 traced and frozen; bf16 traced under autocast; int8 static, calibrated on random images, which is
@@ -15,10 +16,14 @@ enough for speed and says nothing of accuracy). On the N cores this process may 
   * the plain model on N threads, and K pinned processes each with its own copy;
   Targets: streams (two in flight) ≥ 0.95× the bare mechanism, every dtype and K.
 ``served`` (the bundled archive; closed loop, 4 requests per core in flight):
-  * the ceiling: K pinned threads each looping on the JPEG through the handler's own preprocessing
-    (decode, resize, crop, normalise), the model and its postprocessing, best of K = N and N/4;
+  * the ceiling: K pinned threads of one process, and K pinned processes, each looping on the JPEG
+    through the handler's own preprocessing (decode, resize, crop, normalise), the model and its
+    postprocessing; the best of the four (K = N and N/4) is the ceiling (threads share one GIL,
+    which holds them back where the model is cheap, as int8's is);
   * ``launchkit serve`` with several worker × stream × batch shapes, the sample JPEG and the 112 KB
-    photo; the load generator runs on the same cores and its CPU share is reported beside.
+    photo; the load generator runs on the same cores and its CPU share is reported beside;
+  * ``--tune-minutes M``: ``launchkit optimize --dtype DTYPE`` on the archive, then ``launchkit tune``
+    on its artifact for M minutes (the same allocator), and tune's best served beside the shapes.
   Target: the best served shape ≥ 0.9× the ceiling.
 
 ``--allocator`` preloads tcmalloc or jemalloc into every configuration, in process and in the served
@@ -32,6 +37,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -171,26 +177,36 @@ def handler_step(handler, model, sample: bytes, images: int):  # noqa: ANN001, A
     return (lambda: handler.postprocess(model(handler.preprocess(rows)))), images
 
 
-def _process_share(cpus: list[int], dtype: str, batch: int, seconds: float, start, results) -> None:  # noqa: ANN001
+def _process_share(cpus: list[int], dtype: str, batch: int, seconds: float, served: bool, start,  # noqa: ANN001
+                   results) -> None:  # noqa: ANN001
     import torch
 
     os.sched_setaffinity(0, set(cpus))
     torch.set_num_threads(len(cpus))
     model = build_model(dtype)
-    x = torch.rand(batch, *SHAPE)
+    if served:  # the served work: the handler's preprocessing, the model, its postprocessing
+        handler_class, sample = example_handler()
+        step, items = handler_step(handler_class(), model, sample, batch)
+    else:
+        x = torch.rand(batch, *SHAPE)
+        step, items = (lambda: model(x)), batch
     with torch.inference_mode():
-        model(x)
+        step()
         start.wait()
-        rate = timed_loop(lambda: model(x), seconds, batch)
+        rate = timed_loop(step, seconds, items)
     results.put((rate, rss_bytes()))
 
 
-def processes(count: int, dtype: str, batch: int, seconds: float, cpus: list[int]) -> dict:
-    """``count`` pinned processes, each on its share of the cores, running its share of the batch."""
+def processes(count: int, dtype: str, batch: int, seconds: float, cpus: list[int], served: bool = False) -> dict:
+    """``count`` pinned processes, each on its share of the cores, running its share of the batch.
+
+    ``served``: each loops on the JPEG through the example handler instead (the ceiling in processes,
+    which no GIL holds back where the model is cheap).
+    """
     context = multiprocessing.get_context("spawn")
     start, results = context.Barrier(count), context.Queue()
-    procs = [context.Process(target=_process_share, args=(share, dtype, max(1, batch // count), seconds, start,
-                                                          results)) for share in shares(cpus, count)]
+    procs = [context.Process(target=_process_share, args=(share, dtype, max(1, batch // count), seconds, served,
+                                                          start, results)) for share in shares(cpus, count)]
     for proc in procs:
         proc.start()
     answers = [results.get(timeout=600) for _ in procs]
@@ -228,8 +244,9 @@ def measure(mode: str, count: int, dtype: str, args: argparse.Namespace) -> dict
 
 def child(args: argparse.Namespace) -> None:
     cpus = sorted(os.sched_getaffinity(0))
-    if args.child == "processes":
-        result = processes(args.count, args.dtype, args.batch, args.seconds, cpus)
+    if args.child in ("processes", "ceiling-processes"):
+        result = processes(args.count, args.dtype, args.batch, args.seconds, cpus,
+                           served=args.child == "ceiling-processes")
     else:
         result = in_process(args.child, args.count, args.dtype, args.batch, args.seconds, cpus)
     print(json.dumps(result))
@@ -298,12 +315,55 @@ def served_level(archive: Path, flags: list[str], body: bytes, seconds: float, a
     """``launchkit serve ARCHIVE FLAGS`` under :func:`closed_loop`; ``allocator`` None: serve's own choice."""
     from launchkit.bench.server import ServerUnderTest
 
-    # default: the C library's malloc
-    launcher = ["--cpu-launcher-args", f"--memory-allocator {allocator}"] if allocator else []
+    # default: the C library's malloc (flags that set the launcher's arguments already keep theirs)
+    launcher = (["--cpu-launcher-args", f"--memory-allocator {allocator}"]
+                if allocator and "--cpu-launcher-args" not in flags else [])
     log = Path(tempfile.mkstemp(prefix="lk-streams-serve-", suffix=".log")[1])
     delay = [] if "--max-batch-delay" in flags else ["--max-batch-delay", "5"]
     with ServerUnderTest(archive, [*flags, *delay, *launcher], log) as server:
         return closed_loop(f"{server.url}/predictions/{server.model}", body, seconds)
+
+
+def gated_archive(archive: Path, dtype: str, work: Path) -> tuple[Path | None, str]:
+    """``launchkit optimize --dtype DTYPE`` on the archive; (None, why) when its gate refuses it."""
+    out = work / f"resnet18-{dtype}.mar"
+    done = subprocess.run([sys.executable, "-m", "launchkit", "optimize", str(archive), "--dtype", dtype, "-o",
+                           str(out), "--seconds", "2"], capture_output=True, text=True, timeout=900)
+    verdict = (done.stdout.strip().splitlines() or ["(no output)"])[-1]
+    print(f"optimize --dtype {dtype}: exit {done.returncode}: {verdict}", file=sys.stderr, flush=True)
+    if done.returncode != 0 or not out.exists():
+        return None, f"refused (exit {done.returncode}): {(done.stdout + done.stderr).strip()[-400:]}"
+    return out, verdict
+
+
+TUNE_SPACE = "workers=1,2,4,8,16;streams=1,2,4;batch=1,4,8;delay=5"
+
+
+def tuned_flags(archive: Path, minutes: float, work: Path, space: str = TUNE_SPACE) -> tuple[Path, list[str]] | None:
+    """``launchkit tune`` on the archive for ``minutes``; its best configuration as (archive, serve flags)."""
+    folder = work / f"tune-{archive.stem}"
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "launchkit", "tune", str(archive), "--max-time", f"{minutes * 60:g}",
+                           "--space", space, "--level-seconds", "2", "--report-dir", str(folder), "--quiet"],
+                          capture_output=True, text=True, timeout=minutes * 60 + 600)
+    print(f"tune {archive.name} ({time.perf_counter() - started:.0f} s): exit {done.returncode}: "
+          f"{done.stdout.strip()[-300:]}", file=sys.stderr, flush=True)
+    command = folder / "serve-command.txt"
+    if not command.exists():
+        command = folder / "best" / "serve-command.txt"
+    if done.returncode != 0 or not command.exists():
+        return None
+    words = shlex.split(command.read_text())
+    return Path(words[2]), words[3:]
+
+
+def ceilings(dtype: str, counts: list[int], args: argparse.Namespace) -> dict[str, float]:
+    """The served work in process: K pinned threads of one process, and K pinned processes."""
+    out = {}
+    for count in counts:
+        out[f"{count} pinned thread{'s' * (count > 1)}"] = measure("ceiling", count, dtype, args)["img/s"]
+        out[f"{count} pinned process{'es' * (count > 1)}"] = measure("ceiling-processes", count, dtype, args)["img/s"]
+    return out
 
 
 def served_part(args: argparse.Namespace, cores: int, checks: list[Check]) -> tuple[str, dict]:
@@ -317,26 +377,35 @@ def served_part(args: argparse.Namespace, cores: int, checks: list[Check]) -> tu
     counts = sorted({cores, max(1, cores // 4)}, reverse=True)
     rows, data = [], {}
     for dtype in args.dtypes:
-        ceiling = max(measure("ceiling", count, dtype, args)["img/s"] for count in counts)
+        ceiling_by = ceilings(dtype, counts, args)
+        ceiling_name = max(ceiling_by, key=ceiling_by.__getitem__)
+        ceiling = ceiling_by[ceiling_name]
+        configs: dict[str, tuple[Path, list[str]]] = {
+            _named(name, cores): (archive, [*flags(cores), "--optimization", f"{dtype},channels_last,torchscript"])
+            for name, flags in SHAPES.items()}
+        gate = ""
+        if args.tune_minutes > 0:  # tune searches launchkit optimize's artifact, as a user would run it
+            built, gate = gated_archive(archive, dtype, work)
+            allocator = f";allocator={args.allocator}"
+            tuned = tuned_flags(built, args.tune_minutes, work, TUNE_SPACE + allocator) if built else None
+            if tuned is not None:
+                configs["tune's best: " + " ".join(tuned[1])] = tuned
         figures: dict[str, dict] = {}
-        for name, flags in SHAPES.items():
-            shape = _named(name, cores)
-            figures[shape] = served_level(archive, [*flags(cores), "--optimization", f"{dtype},channels_last,"
-                                                    "torchscript"], sample, args.seconds, args.allocator)
-            print(f"{dtype} served {shape}: {figures[shape]['req/s']:.1f} req/s", file=sys.stderr, flush=True)
+        for name, (served, flags) in configs.items():
+            figures[name] = served_level(served, flags, sample, args.seconds, args.allocator)
+            print(f"{dtype} served {name}: {figures[name]['req/s']:.1f} req/s", file=sys.stderr, flush=True)
         best_name = max(figures, key=lambda key: figures[key]["req/s"])
         best = figures[best_name]
-        photo = served_level(archive, [*SHAPES[next(k for k in SHAPES if _named(k, cores) == best_name)](cores),
-                                       "--optimization", f"{dtype},channels_last,torchscript"], PHOTO.read_bytes(),
-                             args.seconds, args.allocator)
+        photo = served_level(*configs[best_name], PHOTO.read_bytes(), args.seconds, args.allocator)
         figures[f"{best_name}, the 112 KB photo"] = photo
-        data[dtype] = {"ceiling img/s": ceiling, **figures}
-        rows.append([dtype, f"ceiling in process ({len(sample):,}-byte JPEG)", f"{ceiling:.1f}", "-", "-", "-", "-"])
+        data[dtype] = {"ceiling img/s": ceiling, "ceilings": ceiling_by, "gate": gate, **figures}
+        rows += [[dtype, f"ceiling, {name} ({len(sample):,}-byte JPEG)", f"{rate:.1f}", "-", "-", "-", "-"]
+                 for name, rate in ceiling_by.items()]
         rows += [[dtype, name, f"{f['req/s']:.1f}", f"{f['p50 ms']:.1f}", f"{f['p99 ms']:.1f}",
                   f"{f['load generator cores']:.2f}", f["errors"]] for name, f in figures.items()]
         checks.append(relative(f"served resnet18 {dtype} (sample JPEG), {cores} cores, allocator {args.allocator}",
                                f"best served req/s ({best_name})", best["req/s"], ceiling, 0.9, higher=True,
-                               errors=best["errors"], peer_name="in-process ceiling",
+                               errors=best["errors"], peer_name=f"in-process ceiling ({ceiling_name})",
                                note=f"load generator on the same cores: {best['load generator cores']:.2f} cores"))
     table = markdown_table(["dtype", "configuration", "req/s (img/s)", "p50 ms", "p99 ms", "load generator cores",
                             "errors"], rows)
@@ -355,6 +424,9 @@ def main() -> int:
     parser.add_argument("--dtypes", default="fp32,bf16,int8")
     parser.add_argument("--part", choices=("inprocess", "served", "all"), default="all")
     parser.add_argument("--allocator", choices=("default", "tcmalloc", "jemalloc"), default="default")
+    parser.add_argument("--tune-minutes", type=float, default=0.0,
+                        help="served part: also serve what launchkit tune finds in this long on each dtype's "
+                             "launchkit optimize artifact")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--dtype", default="fp32", help=argparse.SUPPRESS)
