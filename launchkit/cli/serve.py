@@ -22,6 +22,9 @@ from launchkit.cli.options import CONTEXT, option
 @option("--management-address", metavar="URL",
         help="Default http://127.0.0.1:8081. Beyond loopback it needs LAUNCHKIT_MANAGEMENT_TOKEN.")
 @option("--metrics-address", metavar="URL", help="Prometheus /metrics; default http://127.0.0.1:8082.")
+@option("--grpc-address", metavar="HOST:PORT",
+        help="Also serve the Open Inference Protocol over gRPC (tritonclient.grpc, perf_analyzer -i grpc, "
+             "KServe's gRPC client) here, e.g. 127.0.0.1:8001 (Triton's port). Default: off.")
 @option("--workers", type=click.IntRange(min=1), help="Workers per model (default 1; each gets its own cores).")
 @option("--batch-size", type=click.IntRange(min=1), help="Largest batch per model (default 1).")
 @option("--max-batch-delay", type=click.FloatRange(min=0), metavar="MS",
@@ -81,7 +84,8 @@ def serve(model_paths: tuple[str, ...], **params: Any) -> None:
     config = server_config(ServerFlags(
         ts_config=params["ts_config"], model_store=params["model_store"],
         inference_address=params["inference_address"], management_address=params["management_address"],
-        metrics_address=params["metrics_address"], cpu_launcher_args=params["cpu_launcher_args"],
+        metrics_address=params["metrics_address"], grpc_address=params["grpc_address"],
+        cpu_launcher_args=params["cpu_launcher_args"],
         allow_shared_cores=params["allow_shared_cores"],
     ))
     if params["start"] and not params["foreground"]:

@@ -34,7 +34,7 @@ from launchkit.serve.fleet.process import WorkerPool
 from launchkit.serve.loading import attach_metrics, load_models
 from launchkit.serve.scheduling.registry import Registry
 from launchkit.serve.limits import Limits
-from launchkit.serve.settings import ModelOverrides, ModelSource, ServerConfig
+from launchkit.serve.settings import ModelOverrides, ModelSource, ServerConfig, grpc_target
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +79,8 @@ def startup_report(config: ServerConfig, registry: Registry, fleet: Fleet,
                  + f", body {config.max_request_size} bytes, {limits.max_tensor_elements} tensor values, archives "
                  f"{limits.max_archive_bytes >> 30} GiB / {limits.max_archive_entries} entries / "
                  f"{limits.max_archive_ratio:g}:1")
+    if config.grpc_inference_address is not None:
+        lines.append(f"  Open Inference Protocol over gRPC on {grpc_target(config.grpc_inference_address)}")
     lines.append(f"  management API on {config.management_address}"
                  f"{' (token required)' if config.management_token else ''}; "
                  + (f"metrics on {config.metrics_address}/metrics" if config.enable_metrics_api else "metrics off"))
@@ -122,6 +124,8 @@ async def _serve(request: ServeRequest) -> int:
     fleet: Fleet | None = None
     loop = asyncio.get_running_loop()
     stop_requested = []
+    grpc_server = None
+    grpc_stopping: list[asyncio.Future[None]] = []
     try:
         registry = load_models(config, request.sources, request.overrides, workdir)
         metrics = ServerMetrics(registry) if config.enable_metrics_api else None
@@ -141,6 +145,8 @@ async def _serve(request: ServeRequest) -> int:
             listeners.append((metrics.asgi_app(), bind(config.metrics_address, "metrics_address", "--metrics-address")))
         logger.info("%s", startup_report(config, registry, fleet, open_files))
         await pool.start()
+        if config.grpc_inference_address is not None:
+            grpc_server = await _grpc_server(config, registry, inference)
         servers = [(_http_server(app, request.graceful_timeout_s, config.limits), sock) for app, sock in listeners]
         def request_exit() -> None:
             stop_requested.append(loop.time())
@@ -152,12 +158,17 @@ async def _serve(request: ServeRequest) -> int:
                 logger.warning("second stop signal: stopping now, without waiting for requests in flight")
             for server, _ in servers:
                 server.request_exit()  # the second call makes uvicorn stop at once
+            if grpc_server is not None:  # calls in flight get the same grace; a second signal ends them
+                grace = request.graceful_timeout_s if len(stop_requested) == 1 else 0
+                grpc_stopping.append(asyncio.ensure_future(grpc_server.stop(grace)))
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, request_exit)
         ready_task = asyncio.ensure_future(_announce_ready(registry, config))
         await asyncio.gather(*(server.serve(sockets=[sock]) for server, sock in servers))
         ready_task.cancel()
+        if grpc_server is not None:
+            await (grpc_stopping[-1] if grpc_stopping else grpc_server.stop(0))
         logger.info("stopped accepting; stopping workers")
         return 0
     finally:
@@ -169,6 +180,15 @@ async def _serve(request: ServeRequest) -> int:
             left = request.graceful_timeout_s - (loop.time() - stop_requested[0]) if stop_requested else 10.0
             await pool.stop(timeout=0.2 if len(stop_requested) > 1 else max(left, 1.0))
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def _grpc_server(config: ServerConfig, registry: Registry, inference: InferenceApp) -> Any:
+    """The Open Inference Protocol over gRPC, answering through the inference app's v2 routes."""
+    from launchkit.serve.api.grpc_inference import GrpcInferenceService, start_grpc_server
+
+    service = GrpcInferenceService(registry, inference.kserve, config.inference_token)
+    return await start_grpc_server(service, grpc_target(config.grpc_inference_address), config.max_request_size,
+                                   config.max_response_size)
 
 
 def _http_server(app: Any, graceful_timeout_s: float, limits: Limits) -> Any:

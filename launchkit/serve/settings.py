@@ -53,6 +53,7 @@ SUPPORTED_KEYS = {
     "max_load_failures", "max_header_size", "max_headers", "header_timeout", "body_timeout", "keep_alive_timeout",
     "max_connections", "max_tensor_elements", "max_archive_size", "max_archive_entries", "max_archive_ratio",
     "management_allowed_hosts", "allow_shared_cores", "enable_envvars_config", "fork_workers",
+    "grpc_inference_address",
 }
 # TorchServe keys that mean nothing here (Java/Netty tuning, features of other issues): accepted quietly
 # would hide a typo, so each gets a one-line note instead of a warning.
@@ -120,6 +121,7 @@ class ServerFlags:
     inference_address: str | None = None
     management_address: str | None = None
     metrics_address: str | None = None
+    grpc_address: str | None = None
     cpu_launcher_args: str | None = None
     allow_shared_cores: bool = False
 
@@ -129,6 +131,7 @@ class ServerConfig:
     inference_address: Address = Address("127.0.0.1", 8080)
     management_address: Address = Address("127.0.0.1", 8081)
     metrics_address: Address = Address("127.0.0.1", 8082)
+    grpc_inference_address: Address | None = None  # the Open Inference Protocol over gRPC; off unless set
     model_store: Path | None = None
     load_models: tuple[str, ...] = ()
     models_json: dict[str, Any] = field(default_factory=dict)
@@ -159,6 +162,7 @@ class ServerConfig:
         data = asdict(self)
         for key in ("inference_address", "management_address", "metrics_address"):
             data[key] = str(getattr(self, key))
+        data["grpc_inference_address"] = grpc_target(self.grpc_inference_address)
         data["model_store"] = str(self.model_store) if self.model_store else None
         for key in ("management_token", "inference_token"):
             data[key] = "(set)" if data[key] else None  # never print a secret
@@ -173,6 +177,13 @@ class ServerConfig:
         per_model = self.models_json.get(name)
         entries = per_model.values() if isinstance(per_model, dict) else ()
         return tuple(entry["sha256"] for entry in entries if isinstance(entry, dict) and entry.get("sha256"))
+
+
+def grpc_target(address: Address | None) -> str | None:
+    """A gRPC listening address as gRPC writes it (host:port, IPv6 in brackets); None when off."""
+    if address is None:
+        return None
+    return f"[{address.host}]:{address.port}" if ":" in address.host else f"{address.host}:{address.port}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,6 +201,8 @@ def server_config(flags: ServerFlags, environ: Mapping[str, str] = os.environ) -
         value = getattr(flags, key)
         if value:
             config = replace(config, **{key: parse_address(value, "--" + key.replace("_", "-"))})
+    if flags.grpc_address:
+        config = replace(config, grpc_inference_address=parse_address(flags.grpc_address, "--grpc-address"))
     if flags.cpu_launcher_args is not None:
         config = replace(config, cpu_launcher_args=flags.cpu_launcher_args)
     if flags.allow_shared_cores:
@@ -253,7 +266,7 @@ def config_from_properties(entries: dict[str, str], source: str) -> ServerConfig
             notes.append(f"{source}: {key} is a TorchServe setting launchkit serve does not use; ignored")
         elif key not in SUPPORTED_KEYS:
             warnings.append(f"{source}: unknown key {key!r} ignored (typo?)")
-    for key in ("inference_address", "management_address", "metrics_address"):
+    for key in ("inference_address", "management_address", "metrics_address", "grpc_inference_address"):
         if key in entries:
             values[key] = parse_address(entries[key], key)
     if "model_store" in entries:

@@ -67,9 +67,9 @@ class KServeRoutes:
         elif operation == "model_statistics":
             await send_json(send, 200, {"model_stats": [model_statistics(model)]}, request_id)
         else:
-            await send_json(send, 200, self._metadata(model), request_id)
+            await send_json(send, 200, self.metadata(model), request_id)
 
-    def _metadata(self, model: ServedModel) -> dict[str, Any]:
+    def metadata(self, model: ServedModel) -> dict[str, Any]:
         """KServe v2 model metadata, plus the settings as applied (``launchkit`` key)."""
         settings = model.settings
         tensors = model.tensors
@@ -91,7 +91,6 @@ class KServeRoutes:
 
     async def _infer(self, model: ServedModel, scope: Scope, receive: Receive, send: Send,
                      request_id: str) -> None:
-        """Split the tensors into rows, queue each row as an item (so rows batch), join the outputs."""
         started = time.perf_counter()
         try:
             declared, header_length = b"", None
@@ -100,8 +99,25 @@ class KServeRoutes:
                     declared = value
                 elif name == b"inference-header-content-length":
                     header_length = _header_length(value)
-            request = parse_infer(await self.read_body(declared, receive), header_length, self.max_elements,
-                                  model.tensors)
+            body = await self.read_body(declared, receive)
+        except LaunchkitError as error:
+            response = V2Response(*kserve_error(error))
+            if model.metrics is not None:
+                model.metrics.request_done(response.status, time.perf_counter() - started)
+        else:
+            response = await self.answer_infer(model, body, header_length, request_id, started)
+        if response.headers and response.status == 200:  # binary outputs
+            await send_bytes(send, 200, response.body, "application/octet-stream", request_id, response.headers)
+        else:
+            await send_json(send, response.status, response.body, request_id, response.headers)
+
+    async def answer_infer(self, model: ServedModel, body: bytes, header_length: int | None, request_id: str,
+                           started: float) -> V2Response:
+        """Split the tensors into rows, queue each row as an item (so rows batch), join the outputs.
+
+        The HTTP route and the gRPC service (which writes its messages in the binary form) both answer here."""
+        try:
+            request = parse_infer(body, header_length, self.max_elements, model.tensors)
             results = await run_rows(model, request.rows, request_id)
             response = build_response(model.name, model.version, request, results, model.tensors)
             if len(response.body) > self.max_response_size:
@@ -112,12 +128,9 @@ class KServeRoutes:
                 model.tensors = ModelTensors(request.inputs, response.outputs, LEARNED)
         except LaunchkitError as error:
             response = V2Response(*kserve_error(error))
-        if response.headers and response.status == 200:  # binary outputs
-            await send_bytes(send, 200, response.body, "application/octet-stream", request_id, response.headers)
-        else:
-            await send_json(send, response.status, response.body, request_id, response.headers)
         if model.metrics is not None:
             model.metrics.request_done(response.status, time.perf_counter() - started)
+        return response
 
 
 def _header_length(value: bytes) -> int:

@@ -1,0 +1,251 @@
+"""The Open Inference Protocol over gRPC: ``inference.GRPCInferenceService`` on grpc.aio's server.
+
+Serves ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelInfer and
+ModelStreamInfer, and Triton's ModelConfig and ModelStatistics (which tritonclient and perf_analyzer
+call on start-up), on ``grpc_inference_address`` (``--grpc-address``; off unless set; Triton's usual
+port is 8001). It runs on the server's own event loop and answers through the same code as the HTTP
+v2 routes (:meth:`launchkit.serve.api.kserve.KServeRoutes.answer_infer`): rows of gRPC and HTTP requests
+are batched together, and a bad request is refused with the same message, as a gRPC status
+(INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED, UNAVAILABLE, …) instead of an HTTP one. Messages
+larger than ``max_request_size`` are refused by gRPC itself (RESOURCE_EXHAUSTED). With an inference
+token set, every call but ServerLive and ServerReady needs ``authorization: Bearer <token>`` metadata.
+The other methods of Triton's service (repository, shared memory, trace, log settings) answer
+UNIMPLEMENTED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import itertools
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+# The frontend starts workers with fork+exec (never a bare fork that goes on running gRPC), so gRPC's
+# fork handlers have nothing to protect: with them on, it logs a line at every worker start.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+import grpc  # noqa: E402 - after the setting above, which gRPC reads when it is imported
+from google.protobuf import json_format  # noqa: E402
+from google.protobuf.message import DecodeError  # noqa: E402
+
+from launchkit.core.errors import LaunchkitError, ServeError  # noqa: E402
+from launchkit.serve.api.grpc_codec import (  # noqa: E402
+    error_message, grpc_status, infer_body, numeric_versions, split_response,
+)
+from launchkit.serve.api.kserve import EXTENSIONS, KServeRoutes, model_configuration, model_statistics  # noqa: E402
+from launchkit.serve.api.kserve_codec import V2Response  # noqa: E402
+from launchkit.serve.api.protos import open_inference_pb2 as pb  # noqa: E402
+from launchkit.serve.api.responses import http_error, kserve_error  # noqa: E402
+from launchkit.serve.scheduling.registry import Registry, ServedModel  # noqa: E402
+
+logger = logging.getLogger(__name__)
+SERVICE = "inference.GRPCInferenceService"
+UNGUARDED = frozenset({"ServerLive", "ServerReady"})  # health answers need no token, as over HTTP
+
+
+class GrpcInferenceService:
+    def __init__(self, registry: Registry, kserve: KServeRoutes, token: str | None = None) -> None:
+        self.registry = registry
+        self.kserve = kserve
+        self.token = token
+        self._ids = itertools.count(1)
+        self._id_prefix = f"{os.getpid():x}-g"
+
+    # -- the service's methods -----------------------------------------------------------------
+
+    async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802 - the protocol's names
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+        return pb.ServerReadyResponse(ready=self.registry.all_ready())
+
+    async def ServerMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+        from launchkit import __version__
+
+        return pb.ServerMetadataResponse(name="launchkit", version=__version__, extensions=EXTENSIONS)
+
+    async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+        return pb.ModelReadyResponse(ready=(await self._model(request.name, request.version, context)).ready)
+
+    async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+        model = await self._model(request.name, request.version, context)
+        metadata = self.kserve.metadata(model)
+        metadata.pop("launchkit")  # launchkit's own key of the HTTP answer: the message has no field for it
+        return json_format.ParseDict(metadata, pb.ModelMetadataResponse())
+
+    async def ModelConfig(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+        model = await self._model(request.name, request.version, context)
+        config = model_configuration(model)
+        config["version_policy"] = {"specific": {"versions": numeric_versions(model.version)}}
+        return pb.ModelConfigResponse(config=json_format.ParseDict(config, pb.ModelConfig()))
+
+    async def ModelStatistics(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+        if request.name:
+            models = [await self._model(request.name, request.version, context)]
+        else:
+            models = self.registry.all()
+        stats = [model_statistics(model) for model in models]
+        return json_format.ParseDict({"model_stats": stats}, pb.ModelStatisticsResponse())
+
+    async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+        model = await self._model(request.model_name, request.model_version, context)
+        response = await self._infer(model, request)
+        if response.status != 200:
+            await context.abort(getattr(grpc.StatusCode, grpc_status(response.status).value), error_message(response))
+        return _infer_response(model, request, response)
+
+    async def ModelStreamInfer(self, requests: AsyncIterator[Any],  # noqa: N802
+                               context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        """Each request of the stream runs as soon as it arrives; answers come as they are ready (their
+        ``id`` says which request they answer), an error as ``error_message`` without ending the stream."""
+        answers: asyncio.Queue[Any] = asyncio.Queue()
+        running: set[asyncio.Task[None]] = set()
+
+        async def answer(request: Any) -> None:
+            if isinstance(request, Malformed):
+                await answers.put(pb.ModelStreamInferResponse(error_message=request.message))
+                return
+            try:
+                model = self.registry.find(request.model_name, request.model_version or None)
+                response = await self._infer(model, request)
+            except LaunchkitError as error:
+                await answers.put(pb.ModelStreamInferResponse(error_message=str(error)))
+                return
+            if response.status != 200:
+                await answers.put(pb.ModelStreamInferResponse(error_message=error_message(response)))
+            else:
+                await answers.put(pb.ModelStreamInferResponse(infer_response=_infer_response(model, request, response)))
+
+        async def read() -> None:
+            async for request in requests:
+                task = asyncio.ensure_future(answer(request))
+                running.add(task)
+                task.add_done_callback(running.discard)
+            while running:
+                await asyncio.wait(set(running))
+            await answers.put(None)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while (item := await answers.get()) is not None:
+                yield item
+        finally:
+            reader.cancel()
+            for task in list(running):
+                task.cancel()
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    async def _model(self, name: str, version: str, context: grpc.aio.ServicerContext) -> ServedModel:
+        try:
+            return self.registry.find(name, version or None)
+        except LaunchkitError as error:
+            status, _kind, _headers = http_error(error)
+            await context.abort(getattr(grpc.StatusCode, grpc_status(status).value), str(error))
+            raise  # abort raises; this line is for the type checker
+
+    async def _infer(self, model: ServedModel, request: Any) -> V2Response:
+        started = time.perf_counter()
+        request_id = self._id_prefix + str(next(self._ids))
+        try:
+            body, header_length = infer_body(request)
+        except LaunchkitError as error:
+            return V2Response(*kserve_error(error))
+        return await self.kserve.answer_infer(model, body, header_length, request_id, started)
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """The generic handler grpc.aio registers: each method with its messages' (de)serializers."""
+        unary = {"ServerLive": (pb.ServerLiveRequest, pb.ServerLiveResponse),
+                 "ServerReady": (pb.ServerReadyRequest, pb.ServerReadyResponse),
+                 "ModelReady": (pb.ModelReadyRequest, pb.ModelReadyResponse),
+                 "ServerMetadata": (pb.ServerMetadataRequest, pb.ServerMetadataResponse),
+                 "ModelMetadata": (pb.ModelMetadataRequest, pb.ModelMetadataResponse),
+                 "ModelInfer": (pb.ModelInferRequest, pb.ModelInferResponse),
+                 "ModelConfig": (pb.ModelConfigRequest, pb.ModelConfigResponse),
+                 "ModelStatistics": (pb.ModelStatisticsRequest, pb.ModelStatisticsResponse)}
+        handlers = {name: grpc.unary_unary_rpc_method_handler(
+            self._guarded(name, getattr(self, name)), request_deserializer=_lenient(request),
+            response_serializer=response.SerializeToString) for name, (request, response) in unary.items()}
+        handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
+            self._guarded_stream(self.ModelStreamInfer), request_deserializer=_lenient(pb.ModelInferRequest),
+            response_serializer=pb.ModelStreamInferResponse.SerializeToString)
+        return grpc.method_handlers_generic_handler(SERVICE, handlers)
+
+    def _authorized(self, context: grpc.aio.ServicerContext) -> bool:
+        if not self.token:
+            return True
+        wanted = f"Bearer {self.token}"
+        return any(key == "authorization" and isinstance(value, str) and hmac.compare_digest(value, wanted)
+                   for key, value in context.invocation_metadata() or ())
+
+    def _guarded(self, name: str, method: Callable[[Any, Any], Awaitable[Any]]) -> Callable[[Any, Any], Awaitable[Any]]:
+        if name in UNGUARDED:
+            return method
+
+        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if not self._authorized(context):
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "this server needs an inference token: send "
+                                    "'authorization: Bearer <token>' metadata")
+            if isinstance(request, Malformed):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+            return await method(request, context)
+
+        return guarded
+
+    def _guarded_stream(self, method: Callable[[Any, Any], AsyncIterator[Any]]) -> Callable[[Any, Any], AsyncIterator[Any]]:
+        async def guarded(requests: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            if not self._authorized(context):
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "this server needs an inference token: send "
+                                    "'authorization: Bearer <token>' metadata")
+            async for item in method(requests, context):
+                yield item
+
+        return guarded
+
+
+class Malformed:
+    """What a request that is not the method's protobuf message decodes to (answered INVALID_ARGUMENT:
+    gRPC's own answer to a deserializer that raises is INTERNAL, as if the server were at fault)."""
+
+    def __init__(self, kind: str, error: Exception) -> None:
+        self.message = f"the request is not a valid {kind} protobuf message ({error})"
+
+
+def _lenient(message: Any) -> Callable[[bytes], Any]:
+    def decode(data: bytes) -> Any:
+        try:
+            return message.FromString(data)
+        except DecodeError as error:
+            return Malformed(message.DESCRIPTOR.full_name, error)
+
+    return decode
+
+
+def _infer_response(model: ServedModel, request: Any, response: V2Response) -> Any:
+    header, raws = split_response(response)
+    outputs = [pb.ModelInferResponse.InferOutputTensor(name=output["name"], datatype=output["datatype"],
+                                                       shape=output["shape"]) for output in header["outputs"]]
+    return pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id,
+                                 outputs=outputs, raw_output_contents=raws)
+
+
+async def start_grpc_server(service: GrpcInferenceService, target: str, max_receive: int,
+                            max_send: int) -> grpc.aio.Server:
+    """Listen on ``target`` (host:port); raises a clear error when the address cannot be bound."""
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_receive),
+                                      ("grpc.max_send_message_length", max_send),
+                                      ("grpc.so_reuseport", 0)])
+    server.add_generic_rpc_handlers((service.handler(),))
+    try:
+        server.add_insecure_port(target)
+    except RuntimeError as error:
+        raise ServeError(f"cannot listen on {target} (grpc_inference_address): {error}. Is another server running "
+                         "there? Pick another port with --grpc-address (or grpc_inference_address= in --ts-config)."
+                         ) from None
+    await server.start()
+    logger.info("Open Inference Protocol over gRPC on %s", target)
+    return server
