@@ -23,8 +23,12 @@ from launchkit.cli.options import CONTEXT, option
         help="Default http://127.0.0.1:8081. Beyond loopback it needs LAUNCHKIT_MANAGEMENT_TOKEN.")
 @option("--metrics-address", metavar="URL", help="Prometheus /metrics; default http://127.0.0.1:8082.")
 @option("--grpc-address", metavar="HOST:PORT",
-        help="Also serve the Open Inference Protocol over gRPC (tritonclient.grpc, perf_analyzer -i grpc, "
-             "KServe's gRPC client) here, e.g. 127.0.0.1:8001 (Triton's port). Default: off.")
+        help="Also serve inference over gRPC here, e.g. 127.0.0.1:8001 (Triton's port): the Open Inference "
+             "Protocol (tritonclient.grpc, perf_analyzer -i grpc, KServe's gRPC client) and TorchServe's "
+             "inference.proto. Default: off.")
+@option("--grpc-management-address", metavar="HOST:PORT",
+        help="Also serve TorchServe's gRPC management API (management.proto) here, e.g. 127.0.0.1:7071. "
+             "Default: off; beyond loopback it needs LAUNCHKIT_MANAGEMENT_TOKEN.")
 @option("--workers", type=click.IntRange(min=1), help="Workers per model (default 1; each gets its own cores).")
 @option("--batch-size", type=click.IntRange(min=1), help="Largest batch per model (default 1).")
 @option("--max-batch-delay", type=click.FloatRange(min=0), metavar="MS",
@@ -85,6 +89,7 @@ def serve(model_paths: tuple[str, ...], **params: Any) -> None:
         ts_config=params["ts_config"], model_store=params["model_store"],
         inference_address=params["inference_address"], management_address=params["management_address"],
         metrics_address=params["metrics_address"], grpc_address=params["grpc_address"],
+        grpc_management_address=params["grpc_management_address"],
         cpu_launcher_args=params["cpu_launcher_args"],
         allow_shared_cores=params["allow_shared_cores"],
     ))

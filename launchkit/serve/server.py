@@ -80,7 +80,10 @@ def startup_report(config: ServerConfig, registry: Registry, fleet: Fleet,
                  f"{limits.max_archive_bytes >> 30} GiB / {limits.max_archive_entries} entries / "
                  f"{limits.max_archive_ratio:g}:1")
     if config.grpc_inference_address is not None:
-        lines.append(f"  Open Inference Protocol over gRPC on {grpc_target(config.grpc_inference_address)}")
+        lines.append(f"  gRPC inference (Open Inference Protocol, TorchServe's inference.proto) on "
+                     f"{grpc_target(config.grpc_inference_address)}")
+    if config.grpc_management_address is not None:
+        lines.append(f"  gRPC management (TorchServe's management.proto) on {grpc_target(config.grpc_management_address)}")
     lines.append(f"  management API on {config.management_address}"
                  f"{' (token required)' if config.management_token else ''}; "
                  + (f"metrics on {config.metrics_address}/metrics" if config.enable_metrics_api else "metrics off"))
@@ -124,7 +127,7 @@ async def _serve(request: ServeRequest) -> int:
     fleet: Fleet | None = None
     loop = asyncio.get_running_loop()
     stop_requested = []
-    grpc_server = None
+    grpc_servers: list[Any] = []
     grpc_stopping: list[asyncio.Future[None]] = []
     try:
         registry = load_models(config, request.sources, request.overrides, workdir)
@@ -139,14 +142,13 @@ async def _serve(request: ServeRequest) -> int:
         inference = InferenceApp(registry, config.max_request_size, config.max_response_size, metrics,
                                  config.inference_token, limits.max_tensor_elements)
         listeners = [(inference, bind(config.inference_address))]
-        listeners.append((ManagementApp(registry, fleet, config, workdir, metrics),
-                          bind(config.management_address, "management_address", "--management-address")))
+        management = ManagementApp(registry, fleet, config, workdir, metrics)
+        listeners.append((management, bind(config.management_address, "management_address", "--management-address")))
         if metrics is not None:
             listeners.append((metrics.asgi_app(), bind(config.metrics_address, "metrics_address", "--metrics-address")))
         logger.info("%s", startup_report(config, registry, fleet, open_files))
         await pool.start()
-        if config.grpc_inference_address is not None:
-            grpc_server = await _grpc_server(config, registry, inference)
+        grpc_servers = await _grpc_servers(config, registry, inference, management)
         servers = [(_http_server(app, request.graceful_timeout_s, config.limits), sock) for app, sock in listeners]
         def request_exit() -> None:
             stop_requested.append(loop.time())
@@ -158,17 +160,15 @@ async def _serve(request: ServeRequest) -> int:
                 logger.warning("second stop signal: stopping now, without waiting for requests in flight")
             for server, _ in servers:
                 server.request_exit()  # the second call makes uvicorn stop at once
-            if grpc_server is not None:  # calls in flight get the same grace; a second signal ends them
-                grace = request.graceful_timeout_s if len(stop_requested) == 1 else 0
-                grpc_stopping.append(asyncio.ensure_future(grpc_server.stop(grace)))
+            grace = request.graceful_timeout_s if len(stop_requested) == 1 else 0  # a second signal: none
+            grpc_stopping.extend(asyncio.ensure_future(server.stop(grace)) for server in grpc_servers)
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, request_exit)
         ready_task = asyncio.ensure_future(_announce_ready(registry, config))
         await asyncio.gather(*(server.serve(sockets=[sock]) for server, sock in servers))
         ready_task.cancel()
-        if grpc_server is not None:
-            await (grpc_stopping[-1] if grpc_stopping else grpc_server.stop(0))
+        await asyncio.gather(*(grpc_stopping or [server.stop(0) for server in grpc_servers]))
         logger.info("stopped accepting; stopping workers")
         return 0
     finally:
@@ -182,13 +182,28 @@ async def _serve(request: ServeRequest) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-async def _grpc_server(config: ServerConfig, registry: Registry, inference: InferenceApp) -> Any:
-    """The Open Inference Protocol over gRPC, answering through the inference app's v2 routes."""
-    from launchkit.serve.api.grpc_inference import GrpcInferenceService, start_grpc_server
+async def _grpc_servers(config: ServerConfig, registry: Registry, inference: InferenceApp,
+                        management: ManagementApp) -> list[Any]:
+    """gRPC: the Open Inference Protocol and TorchServe's inference API on one address (answered by the
+    inference app's code), TorchServe's management API on another (answered by the management app)."""
+    from launchkit.serve.api.grpc_inference import GrpcInferenceService
+    from launchkit.serve.api.grpc_server import start_grpc_server
+    from launchkit.serve.api.grpc_torchserve import TorchServeInference, TorchServeManagement
 
-    service = GrpcInferenceService(registry, inference.kserve, config.inference_token)
-    return await start_grpc_server(service, grpc_target(config.grpc_inference_address), config.max_request_size,
-                                   config.max_response_size)
+    servers = []
+    if config.grpc_inference_address is not None:
+        handlers = [GrpcInferenceService(registry, inference.kserve, config.inference_token).handler(),
+                    TorchServeInference(registry, config.max_response_size, config.inference_token).handler()]
+        servers.append(await start_grpc_server(handlers, grpc_target(config.grpc_inference_address),
+                                               "grpc_inference_address", "--grpc-address", config.max_request_size,
+                                               config.max_response_size))
+    if config.grpc_management_address is not None:
+        # the management app checks Host against its own address (DNS rebinding): its own address it is
+        handlers = [TorchServeManagement(management, grpc_target(config.management_address) or "").handler()]
+        servers.append(await start_grpc_server(handlers, grpc_target(config.grpc_management_address),
+                                               "grpc_management_address", "--grpc-management-address",
+                                               config.max_request_size, config.max_response_size))
+    return servers
 
 
 def _http_server(app: Any, graceful_timeout_s: float, limits: Limits) -> Any:

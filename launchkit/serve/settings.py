@@ -53,7 +53,7 @@ SUPPORTED_KEYS = {
     "max_load_failures", "max_header_size", "max_headers", "header_timeout", "body_timeout", "keep_alive_timeout",
     "max_connections", "max_tensor_elements", "max_archive_size", "max_archive_entries", "max_archive_ratio",
     "management_allowed_hosts", "allow_shared_cores", "enable_envvars_config", "fork_workers",
-    "grpc_inference_address",
+    "grpc_inference_address", "grpc_management_address", "grpc_inference_port", "grpc_management_port",
 }
 # TorchServe keys that mean nothing here (Java/Netty tuning, features of other issues): accepted quietly
 # would hide a typo, so each gets a one-line note instead of a warning.
@@ -122,6 +122,7 @@ class ServerFlags:
     management_address: str | None = None
     metrics_address: str | None = None
     grpc_address: str | None = None
+    grpc_management_address: str | None = None
     cpu_launcher_args: str | None = None
     allow_shared_cores: bool = False
 
@@ -131,7 +132,8 @@ class ServerConfig:
     inference_address: Address = Address("127.0.0.1", 8080)
     management_address: Address = Address("127.0.0.1", 8081)
     metrics_address: Address = Address("127.0.0.1", 8082)
-    grpc_inference_address: Address | None = None  # the Open Inference Protocol over gRPC; off unless set
+    grpc_inference_address: Address | None = None  # gRPC inference (Open Inference Protocol, TorchServe's); off unless set
+    grpc_management_address: Address | None = None  # TorchServe's gRPC management API; off unless set
     model_store: Path | None = None
     load_models: tuple[str, ...] = ()
     models_json: dict[str, Any] = field(default_factory=dict)
@@ -162,7 +164,8 @@ class ServerConfig:
         data = asdict(self)
         for key in ("inference_address", "management_address", "metrics_address"):
             data[key] = str(getattr(self, key))
-        data["grpc_inference_address"] = grpc_target(self.grpc_inference_address)
+        for key in ("grpc_inference_address", "grpc_management_address"):
+            data[key] = grpc_target(getattr(self, key))
         data["model_store"] = str(self.model_store) if self.model_store else None
         for key in ("management_token", "inference_token"):
             data[key] = "(set)" if data[key] else None  # never print a secret
@@ -203,6 +206,9 @@ def server_config(flags: ServerFlags, environ: Mapping[str, str] = os.environ) -
             config = replace(config, **{key: parse_address(value, "--" + key.replace("_", "-"))})
     if flags.grpc_address:
         config = replace(config, grpc_inference_address=parse_address(flags.grpc_address, "--grpc-address"))
+    if flags.grpc_management_address:
+        config = replace(config, grpc_management_address=parse_address(flags.grpc_management_address,
+                                                                       "--grpc-management-address"))
     if flags.cpu_launcher_args is not None:
         config = replace(config, cpu_launcher_args=flags.cpu_launcher_args)
     if flags.allow_shared_cores:
@@ -212,13 +218,14 @@ def server_config(flags: ServerFlags, environ: Mapping[str, str] = os.environ) -
 
 def _checked_exposure(config: ServerConfig) -> ServerConfig:
     """Management beyond loopback needs a token (whoever reaches it can load code); metrics get a warning."""
-    address = config.management_address
-    if not is_loopback(address.host) and not config.management_token:
-        raise UsageError(
-            f"management_address {address} is reachable from other machines, and whoever reaches it can load code "
-            "(a .mar runs its handler). Set a token: export LAUNCHKIT_MANAGEMENT_TOKEN=$(openssl rand -hex 32) "
-            "(or management_token= in config.properties), or keep management on 127.0.0.1."
-        )
+    for key in ("management_address", "grpc_management_address"):
+        address = getattr(config, key)
+        if address is not None and not is_loopback(address.host) and not config.management_token:
+            raise UsageError(
+                f"{key} {address} is reachable from other machines, and whoever reaches it can load code "
+                "(a .mar runs its handler). Set a token: export LAUNCHKIT_MANAGEMENT_TOKEN=$(openssl rand -hex 32) "
+                "(or management_token= in config.properties), or keep management on 127.0.0.1."
+            )
     if config.enable_metrics_api and not is_loopback(config.metrics_address.host):
         config = replace(config, warnings=config.warnings + (
             f"metrics_address {config.metrics_address} is reachable from other machines (metrics need no token)",))
@@ -266,9 +273,14 @@ def config_from_properties(entries: dict[str, str], source: str) -> ServerConfig
             notes.append(f"{source}: {key} is a TorchServe setting launchkit serve does not use; ignored")
         elif key not in SUPPORTED_KEYS:
             warnings.append(f"{source}: unknown key {key!r} ignored (typo?)")
-    for key in ("inference_address", "management_address", "metrics_address", "grpc_inference_address"):
+    for key in ("inference_address", "management_address", "metrics_address", "grpc_inference_address",
+                "grpc_management_address"):
         if key in entries:
             values[key] = parse_address(entries[key], key)
+    for key in ("grpc_inference_port", "grpc_management_port"):  # TorchServe's: a port, on loopback here
+        address = key.replace("_port", "_address")
+        if key in entries and address not in entries:
+            values[address] = parse_address(f"127.0.0.1:{_positive_int(entries[key], key, source)}", key)
     if "model_store" in entries:
         values["model_store"] = Path(entries["model_store"])
     if entries.get("load_models"):

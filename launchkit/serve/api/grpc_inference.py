@@ -16,35 +16,34 @@ UNIMPLEMENTED.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import itertools
-import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
-# The frontend starts workers with fork+exec (never a bare fork that goes on running gRPC), so gRPC's
-# fork handlers have nothing to protect: with them on, it logs a line at every worker start.
-os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+import grpc
+from google.protobuf import json_format
 
-import grpc  # noqa: E402 - after the setting above, which gRPC reads when it is imported
-from google.protobuf import json_format  # noqa: E402
-from google.protobuf.message import DecodeError  # noqa: E402
+from launchkit.core.errors import LaunchkitError
+from launchkit.serve.api.grpc_codec import error_message, infer_body, numeric_versions, split_response
+from launchkit.serve.api.grpc_server import Malformed, Shape, abort_with, code_for, method_handler
+from launchkit.serve.api.kserve import EXTENSIONS, KServeRoutes, model_configuration, model_statistics
+from launchkit.serve.api.kserve_codec import V2Response
+from launchkit.serve.api.protos import open_inference_pb2 as pb
+from launchkit.serve.api.responses import kserve_error
+from launchkit.serve.scheduling.registry import Registry, ServedModel
 
-from launchkit.core.errors import LaunchkitError, ServeError  # noqa: E402
-from launchkit.serve.api.grpc_codec import (  # noqa: E402
-    error_message, grpc_status, infer_body, numeric_versions, split_response,
-)
-from launchkit.serve.api.kserve import EXTENSIONS, KServeRoutes, model_configuration, model_statistics  # noqa: E402
-from launchkit.serve.api.kserve_codec import V2Response  # noqa: E402
-from launchkit.serve.api.protos import open_inference_pb2 as pb  # noqa: E402
-from launchkit.serve.api.responses import http_error, kserve_error  # noqa: E402
-from launchkit.serve.scheduling.registry import Registry, ServedModel  # noqa: E402
-
-logger = logging.getLogger(__name__)
 SERVICE = "inference.GRPCInferenceService"
 UNGUARDED = frozenset({"ServerLive", "ServerReady"})  # health answers need no token, as over HTTP
+UNARY = {"ServerLive": (pb.ServerLiveRequest, pb.ServerLiveResponse),
+         "ServerReady": (pb.ServerReadyRequest, pb.ServerReadyResponse),
+         "ModelReady": (pb.ModelReadyRequest, pb.ModelReadyResponse),
+         "ServerMetadata": (pb.ServerMetadataRequest, pb.ServerMetadataResponse),
+         "ModelMetadata": (pb.ModelMetadataRequest, pb.ModelMetadataResponse),
+         "ModelInfer": (pb.ModelInferRequest, pb.ModelInferResponse),
+         "ModelConfig": (pb.ModelConfigRequest, pb.ModelConfigResponse),
+         "ModelStatistics": (pb.ModelStatisticsRequest, pb.ModelStatisticsResponse)}
 
 
 class GrpcInferenceService:
@@ -95,7 +94,7 @@ class GrpcInferenceService:
         model = await self._model(request.model_name, request.model_version, context)
         response = await self._infer(model, request)
         if response.status != 200:
-            await context.abort(getattr(grpc.StatusCode, grpc_status(response.status).value), error_message(response))
+            await context.abort(code_for(response.status), error_message(response))
         return _infer_response(model, request, response)
 
     async def ModelStreamInfer(self, requests: AsyncIterator[Any],  # noqa: N802
@@ -144,8 +143,7 @@ class GrpcInferenceService:
         try:
             return self.registry.find(name, version or None)
         except LaunchkitError as error:
-            status, _kind, _headers = http_error(error)
-            await context.abort(getattr(grpc.StatusCode, grpc_status(status).value), str(error))
+            await abort_with(context, error)
             raise  # abort raises; this line is for the type checker
 
     async def _infer(self, model: ServedModel, request: Any) -> V2Response:
@@ -159,70 +157,12 @@ class GrpcInferenceService:
 
     def handler(self) -> grpc.GenericRpcHandler:
         """The generic handler grpc.aio registers: each method with its messages' (de)serializers."""
-        unary = {"ServerLive": (pb.ServerLiveRequest, pb.ServerLiveResponse),
-                 "ServerReady": (pb.ServerReadyRequest, pb.ServerReadyResponse),
-                 "ModelReady": (pb.ModelReadyRequest, pb.ModelReadyResponse),
-                 "ServerMetadata": (pb.ServerMetadataRequest, pb.ServerMetadataResponse),
-                 "ModelMetadata": (pb.ModelMetadataRequest, pb.ModelMetadataResponse),
-                 "ModelInfer": (pb.ModelInferRequest, pb.ModelInferResponse),
-                 "ModelConfig": (pb.ModelConfigRequest, pb.ModelConfigResponse),
-                 "ModelStatistics": (pb.ModelStatisticsRequest, pb.ModelStatisticsResponse)}
-        handlers = {name: grpc.unary_unary_rpc_method_handler(
-            self._guarded(name, getattr(self, name)), request_deserializer=_lenient(request),
-            response_serializer=response.SerializeToString) for name, (request, response) in unary.items()}
-        handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
-            self._guarded_stream(self.ModelStreamInfer), request_deserializer=_lenient(pb.ModelInferRequest),
-            response_serializer=pb.ModelStreamInferResponse.SerializeToString)
+        handlers = {name: method_handler(getattr(self, name), Shape.UNARY, request, response,
+                                         None if name in UNGUARDED else self.token)
+                    for name, (request, response) in UNARY.items()}
+        handlers["ModelStreamInfer"] = method_handler(self.ModelStreamInfer, Shape.STREAM_STREAM, pb.ModelInferRequest,
+                                                      pb.ModelStreamInferResponse, self.token)
         return grpc.method_handlers_generic_handler(SERVICE, handlers)
-
-    def _authorized(self, context: grpc.aio.ServicerContext) -> bool:
-        if not self.token:
-            return True
-        wanted = f"Bearer {self.token}"
-        return any(key == "authorization" and isinstance(value, str) and hmac.compare_digest(value, wanted)
-                   for key, value in context.invocation_metadata() or ())
-
-    def _guarded(self, name: str, method: Callable[[Any, Any], Awaitable[Any]]) -> Callable[[Any, Any], Awaitable[Any]]:
-        if name in UNGUARDED:
-            return method
-
-        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            if not self._authorized(context):
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "this server needs an inference token: send "
-                                    "'authorization: Bearer <token>' metadata")
-            if isinstance(request, Malformed):
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
-            return await method(request, context)
-
-        return guarded
-
-    def _guarded_stream(self, method: Callable[[Any, Any], AsyncIterator[Any]]) -> Callable[[Any, Any], AsyncIterator[Any]]:
-        async def guarded(requests: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            if not self._authorized(context):
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "this server needs an inference token: send "
-                                    "'authorization: Bearer <token>' metadata")
-            async for item in method(requests, context):
-                yield item
-
-        return guarded
-
-
-class Malformed:
-    """What a request that is not the method's protobuf message decodes to (answered INVALID_ARGUMENT:
-    gRPC's own answer to a deserializer that raises is INTERNAL, as if the server were at fault)."""
-
-    def __init__(self, kind: str, error: Exception) -> None:
-        self.message = f"the request is not a valid {kind} protobuf message ({error})"
-
-
-def _lenient(message: Any) -> Callable[[bytes], Any]:
-    def decode(data: bytes) -> Any:
-        try:
-            return message.FromString(data)
-        except DecodeError as error:
-            return Malformed(message.DESCRIPTOR.full_name, error)
-
-    return decode
 
 
 def _infer_response(model: ServedModel, request: Any, response: V2Response) -> Any:
@@ -231,21 +171,3 @@ def _infer_response(model: ServedModel, request: Any, response: V2Response) -> A
                                                        shape=output["shape"]) for output in header["outputs"]]
     return pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id,
                                  outputs=outputs, raw_output_contents=raws)
-
-
-async def start_grpc_server(service: GrpcInferenceService, target: str, max_receive: int,
-                            max_send: int) -> grpc.aio.Server:
-    """Listen on ``target`` (host:port); raises a clear error when the address cannot be bound."""
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_receive),
-                                      ("grpc.max_send_message_length", max_send),
-                                      ("grpc.so_reuseport", 0)])
-    server.add_generic_rpc_handlers((service.handler(),))
-    try:
-        server.add_insecure_port(target)
-    except RuntimeError as error:
-        raise ServeError(f"cannot listen on {target} (grpc_inference_address): {error}. Is another server running "
-                         "there? Pick another port with --grpc-address (or grpc_inference_address= in --ts-config)."
-                         ) from None
-    await server.start()
-    logger.info("Open Inference Protocol over gRPC on %s", target)
-    return server

@@ -105,7 +105,7 @@ class ManagementApp:
         if scope["type"] != "http":
             return
         try:
-            status, payload = await self._route(scope)
+            status, payload = await self.answer(scope)
         except LaunchkitError as error:
             status, body, headers = torchserve_error(error)
             await send_json(send, status, body, headers=headers)
@@ -125,7 +125,9 @@ class ManagementApp:
             raise Forbidden(f"Host {host!r} is not this management API's; add it to management_allowed_hosts "
                             "(config.properties) if a proxy forwards it")
 
-    async def _route(self, scope: dict[str, Any]) -> tuple[int, Any]:
+    async def answer(self, scope: dict[str, Any]) -> tuple[int, Any]:
+        """The status and JSON payload for a request (an ASGI scope; no body is read: every route takes
+        its parameters from the path and the query). Also called by the gRPC management service."""
         method, path = scope["method"], scope["path"]
         self._check_origin(scope)
         token = self.config.management_token
