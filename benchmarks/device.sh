@@ -12,7 +12,8 @@
 # .device/ts is the two wheels re-packed smaller: the JDK and the frontend jar's classes as .tar.xz
 # (the wheels are zip-deflated, 77 MB; solid xz halves them), the jar without its macOS, Windows and
 # aarch64 native libraries. Unpacked on the lent machine into /tmp/ts-home (the jar rebuilt there).
-# perf_analyzer and its two libraries go in .device/pa by hand (see drop_in.py). The allocators are
+# perf_analyzer and its two libraries go in .device/pa (--fill copies them from .venv-clients, which
+# `bash scripts/setup.sh --tests` makes; 21 MB: carry it instead of .device/ts). The allocators are
 # found as on a normal server: LAUNCHKIT_LIBRARY_PATH points launchkit run/serve at .device/libs.
 # Results are copied to $OUT when it is set.
 set -euo pipefail
@@ -24,7 +25,8 @@ if [ "${1:-}" = "--fill" ]; then
              --platform manylinux_2_5_x86_64)
   download() { python3 -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp \
                  "${platforms[@]}" -d .device/wheels "$@"; }
-  download click rich psutil py-cpuinfo "uvicorn>=0.30,<0.55" httptools uvloop pyyaml pillow prometheus-client
+  download click rich psutil py-cpuinfo "uvicorn>=0.30,<0.55" httptools uvloop pyyaml pillow prometheus-client \
+    "grpcio>=1.66" "protobuf>=6.33.5,<7"
   mkdir -p .device/plots
   python3 -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp "${platforms[@]}" \
     -d .device/plots --no-deps matplotlib contourpy cycler fonttools kiwisolver pyparsing python-dateutil six
@@ -44,14 +46,19 @@ if [ "${1:-}" = "--fill" ]; then
   (cd "$debs" && apt-get download -q libtcmalloc-minimal4 libjemalloc2 && for f in *.deb; do dpkg-deb -x "$f" x; done)
   cp -L "$debs"/x/usr/lib/x86_64-linux-gnu/{libtcmalloc_minimal.so.4,libjemalloc.so.2} .device/libs/
   rm -rf "$debs"
-  du -sh .device/wheels .device/plots .device/libs .device/ts
+  if [ -x .venv-clients/bin/perf_analyzer ]; then
+    mkdir -p .device/pa
+    cp .venv-clients/bin/perf_analyzer /lib/x86_64-linux-gnu/libb64.so.0d .device/pa/
+    cp "$(ls -d .venv-clients/lib/python3*/site-packages/nvidia/cuda_runtime/lib)"/libcudart.so.12 .device/pa/
+  fi
+  du -sh .device/wheels .device/plots .device/libs .device/ts .device/pa 2>/dev/null
   exit 0
 fi
 export LAUNCHKIT_LIBRARY_PATH="$PWD/.device/libs"
 PY=$(command -v python3)  # the machine's own Python, the one with torch
 if [ ! -d /tmp/lk-deps/click ]; then
   "$PY" -m pip install -q --no-index --find-links .device/wheels --target /tmp/lk-deps click rich psutil py-cpuinfo \
-    uvicorn httptools uvloop pyyaml pillow prometheus-client
+    uvicorn httptools uvloop pyyaml pillow prometheus-client grpcio protobuf
   "$PY" -m pip install -q --no-index --no-deps --find-links .device/wheels --target /tmp/lk-deps packaging tzdata
 fi
 if [ -d .device/plots ] && [ ! -d /tmp/lk-deps/matplotlib ]; then

@@ -39,19 +39,24 @@ ROOT = Path(__file__).resolve().parent.parent
 CLIENTS = ROOT / ".venv-clients"
 
 
-def perf_analyzer(url: str, concurrency: int, window_ms: int, work: Path, torchserve_input: Path | None) -> dict:
+def perf_analyzer(url: str, concurrency: int, window_ms: int, work: Path, torchserve_input: Path | None,
+                  protocol: str = "http") -> dict:
+    """perf_analyzer's own figures at one concurrency: its default v2 binary mode (over ``protocol``,
+    http or grpc), or ``--service-kind torchserve`` uploading ``torchserve_input``."""
     given = os.environ.get("PERF_ANALYZER")
     binary = Path(given) if given else CLIENTS / "bin" / "perf_analyzer"
     if not binary.exists():
         raise SystemExit("perf_analyzer is missing: run bash scripts/setup.sh --tests (it installs .venv-clients)")
     cudart = binary.parent if given else next(CLIENTS.glob("lib/python3*/site-packages/nvidia/cuda_runtime/lib"))
-    report = work / f"pa-{concurrency}-{'ts' if torchserve_input else 'v2'}.csv"
+    report = work / f"pa-{concurrency}-{'ts' if torchserve_input else 'v2'}-{protocol}.csv"
     args = [str(binary), "-m", "tiny", "-u", url, "--concurrency-range", f"{concurrency}:{concurrency}",
             # -s 100: a noisy machine rarely gives three windows within perf_analyzer's default 10 %, and
             # an "unstable" run writes no figures at all; each figure is still its three last windows' average
             "-p", str(window_ms), "-s", "100", "-r", "10", "-f", str(report), "--percentile", "50"]
     if torchserve_input is not None:
         args += ["--service-kind", "torchserve", "-i", "http", "--input-data", str(torchserve_input)]
+    else:
+        args += ["-i", protocol]
     result = subprocess.run(args, capture_output=True, text=True, env={
         **os.environ, "LD_LIBRARY_PATH": f"{cudart}:{os.environ.get('LD_LIBRARY_PATH', '')}"})
     if result.returncode != 0 or not report.exists():

@@ -1,0 +1,170 @@
+"""gRPC against HTTP on one server, and against TorchServe's gRPC live (issue 28).
+
+    python benchmarks/grpc_vs_http.py [--levels 1,4,8] [--window-ms 3000] [--seconds 8] [--no-torchserve]
+
+1. perf_analyzer (tritonclient 2.51.0's binary; ``$PERF_ANALYZER`` on a machine without .venv-clients)
+   against one `launchkit serve` of the bundled tiny example (batch 1) with ``--grpc-address``: at each
+   concurrency its default mode (v2, binary tensors) over HTTP and over gRPC (``-i grpc``, raw
+   contents), interleaved; its own throughput and p50/p99. Target: gRPC ≥ 0.90× HTTP at c ≥ 4.
+2. TorchServe's gRPC ``Predictions`` (inference.proto), live: TorchServe 0.12 and launchkit serving the
+   same tiny archive (one worker, batch 1), driven by the same closed-loop grpc.aio client (the
+   PredictionsRequest written by hand: model name and ``input={"data": 256 bytes of float32}``) at
+   the same concurrency, one after the other. Target: launchkit ≥ 3× TorchServe's throughput.
+   The client shares the machine; its CPU share is reported beside.
+
+Writes results/<ts>-grpc-vs-http/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent))
+from _report import Check, markdown_table, relative, results_dir, write  # noqa: E402
+from drop_in import perf_analyzer  # noqa: E402
+from peers import PeerUnavailable, TorchServe, free_ports  # noqa: E402
+from serve_anchors import Served  # noqa: E402
+
+PREDICTIONS = "/org.pytorch.serve.grpc.inference.InferenceAPIsService/Predictions"
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (wire type 2)."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def predictions_request(model: str, data: bytes) -> bytes:
+    """TorchServe's PredictionsRequest: model_name = 1, input = 3 (a map entry: key = 1, value = 2)."""
+    return _field(1, model.encode()) + _field(3, _field(1, b"data") + _field(2, data))
+
+
+def closed_loop_grpc(target: str, body: bytes, concurrency: int, seconds: float) -> dict:
+    """``concurrency`` callers each sending ``body`` to Predictions as soon as its last answer came."""
+    import grpc
+    import psutil
+
+    async def run() -> tuple[list[float], int]:
+        async with grpc.aio.insecure_channel(target) as channel:
+            call = channel.unary_unary(PREDICTIONS)  # bytes in, bytes out
+            for _ in range(20):
+                await call(body)  # warm-up
+            latencies: list[float] = []
+            errors = 0
+            deadline = time.perf_counter() + seconds
+
+            async def caller() -> None:
+                nonlocal errors
+                while time.perf_counter() < deadline:
+                    started = time.perf_counter()
+                    try:
+                        await call(body)
+                        latencies.append(time.perf_counter() - started)
+                    except grpc.aio.AioRpcError:
+                        errors += 1
+
+            await asyncio.gather(*(caller() for _ in range(concurrency)))
+            return latencies, errors
+
+    me = psutil.Process()
+    cpu_before, wall_before = sum(me.cpu_times()[:2]), time.perf_counter()
+    latencies, errors = asyncio.run(run())
+    wall = time.perf_counter() - wall_before
+    latencies.sort()
+
+    def pct(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else float("nan")
+
+    return {"req/s": len(latencies) / seconds, "p50 ms": pct(0.50), "p99 ms": pct(0.99), "errors": errors,
+            "client cores": (sum(me.cpu_times()[:2]) - cpu_before) / wall}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--levels", default="1,4,8")
+    parser.add_argument("--window-ms", type=int, default=3000)
+    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per Predictions level")
+    parser.add_argument("--no-torchserve", action="store_true")
+    args = parser.parse_args()
+    levels = [int(level) for level in args.levels.split(",")]
+    cores = len(os.sched_getaffinity(0))
+    work = Path(tempfile.mkdtemp(prefix="lk-grpc-"))
+    subprocess.run([sys.executable, "-m", "launchkit.examples.build", "--export-path", str(work), "tiny"],
+                   check=True, capture_output=True)
+    tiny = work / "tiny.mar"
+    row = struct.pack("<64f", *[i / 64 for i in range(64)])
+    checks: list[Check] = []
+    data: dict = {"cores": cores, "perf_analyzer": {}, "predictions": {}}
+    rows: list[list] = []
+
+    # 1. perf_analyzer over HTTP and gRPC, one server
+    (grpc_port,) = free_ports(1)
+    with Served(tiny, "--grpc-address", f"127.0.0.1:{grpc_port}") as server:
+        for level in levels:
+            figures = {}
+            for protocol, url in (("http", server.url.removeprefix("http://")), ("grpc", f"127.0.0.1:{grpc_port}")):
+                figures[protocol] = perf_analyzer(url, level, args.window_ms, work, None, protocol)
+                print(f"perf_analyzer c={level} {protocol}: {figures[protocol]['infer/s']:.0f} infer/s",
+                      file=sys.stderr, flush=True)
+                rows.append(["launchkit", f"perf_analyzer v2 binary over {protocol.upper()}", level,
+                             f"{figures[protocol]['infer/s']:,.0f}", f"{figures[protocol]['p50 ms']:.2f}",
+                             f"{figures[protocol]['p99 ms']:.2f}", "-", figures[protocol]["errors"]])
+            data["perf_analyzer"][level] = figures
+            if level >= 4:
+                checks.append(relative(f"tiny, batch 1, {cores} cores, c={level}", "gRPC infer/s (perf_analyzer)",
+                                       figures["grpc"]["infer/s"], figures["http"]["infer/s"], 0.9, higher=True,
+                                       errors=figures["grpc"]["errors"] + figures["http"]["errors"],
+                                       peer_name="HTTP v2 binary, same server"))
+
+    # 2. TorchServe's Predictions over gRPC, launchkit and TorchServe live, one client
+    body = predictions_request("tiny", row)
+    level = max(levels)
+    (ours_port,) = free_ports(1)
+    with Served(tiny, "--grpc-address", f"127.0.0.1:{ours_port}") as server:
+        ours = closed_loop_grpc(f"127.0.0.1:{ours_port}", body, level, args.seconds)
+    data["predictions"]["launchkit"] = ours
+    theirs = None
+    if not args.no_torchserve:
+        ts_inference, ts_management = free_ports(2)
+        try:
+            with TorchServe([tiny], config={"grpc_inference_port": str(ts_inference),
+                                            "grpc_management_port": str(ts_management)}):
+                theirs = closed_loop_grpc(f"127.0.0.1:{ts_inference}", body, level, args.seconds)
+        except PeerUnavailable as error:
+            print(f"TorchServe unavailable: {error}", file=sys.stderr)
+            data["torchserve_unavailable"] = str(error)
+    data["predictions"]["torchserve"] = theirs
+    for name, figures in (("launchkit", ours), ("TorchServe 0.12", theirs)):
+        if figures is not None:
+            rows.append([name, "gRPC Predictions (inference.proto), grpc.aio client", level,
+                         f"{figures['req/s']:,.0f}", f"{figures['p50 ms']:.2f}", f"{figures['p99 ms']:.2f}",
+                         f"{figures['client cores']:.2f}", figures["errors"]])
+    checks.append(relative(f"tiny, batch 1, one worker, {cores} cores, c={level}", "gRPC Predictions req/s",
+                           ours["req/s"], theirs["req/s"] if theirs else None, 3.0, higher=True,
+                           errors=ours["errors"] + (theirs["errors"] if theirs else 0),
+                           peer_name="TorchServe 0.12 gRPC Predictions (live)"))
+    table = markdown_table(["server", "path", "concurrency", "infer/s", "p50 ms", "p99 ms", "client cores",
+                            "errors"], rows)
+    return write(results_dir("grpc-vs-http"), f"gRPC against HTTP, and TorchServe's gRPC live ({cores} cores)", table,
+                 data, checks)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
