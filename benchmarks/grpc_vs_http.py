@@ -5,7 +5,9 @@
 1. perf_analyzer (tritonclient 2.51.0's binary; ``$PERF_ANALYZER`` on a machine without .venv-clients)
    against one `launchkit serve` of the bundled tiny example (batch 1) with ``--grpc-address``: at each
    concurrency its default mode (v2, binary tensors) over HTTP and over gRPC (``-i grpc``, raw
-   contents), interleaved; its own throughput and p50/p99. Target: gRPC ≥ 0.90× HTTP at c ≥ 4.
+   contents), interleaved; its own throughput and p50/p99, and the cores the server's frontend process
+   kept busy over each perf_analyzer run. Target: gRPC ≥ 0.90× HTTP
+   at c ≥ 4.
 2. TorchServe's gRPC ``Predictions`` (inference.proto), live: TorchServe 0.12 and launchkit serving the
    same tiny archive (one worker, batch 1), driven by the same closed-loop grpc.aio client (the
    PredictionsRequest written by hand: model name and ``input={"data": 256 bytes of float32}``) at
@@ -103,6 +105,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per Predictions level")
     parser.add_argument("--no-torchserve", action="store_true")
     args = parser.parse_args()
+    import psutil
+
     levels = [int(level) for level in args.levels.split(",")]
     cores = len(os.sched_getaffinity(0))
     work = Path(tempfile.mkdtemp(prefix="lk-grpc-"))
@@ -120,12 +124,17 @@ def main() -> int:
         for level in levels:
             figures = {}
             for protocol, url in (("http", server.url.removeprefix("http://")), ("grpc", f"127.0.0.1:{grpc_port}")):
+                frontend = psutil.Process(server.proc.pid)
+                cpu_before, wall_before = sum(frontend.cpu_times()[:2]), time.perf_counter()
                 figures[protocol] = perf_analyzer(url, level, args.window_ms, work, None, protocol)
+                figures[protocol]["frontend cores"] = ((sum(frontend.cpu_times()[:2]) - cpu_before)
+                                                       / (time.perf_counter() - wall_before))
                 print(f"perf_analyzer c={level} {protocol}: {figures[protocol]['infer/s']:.0f} infer/s",
                       file=sys.stderr, flush=True)
                 rows.append(["launchkit", f"perf_analyzer v2 binary over {protocol.upper()}", level,
                              f"{figures[protocol]['infer/s']:,.0f}", f"{figures[protocol]['p50 ms']:.2f}",
-                             f"{figures[protocol]['p99 ms']:.2f}", "-", figures[protocol]["errors"]])
+                             f"{figures[protocol]['p99 ms']:.2f}", "-",
+                             f"{figures[protocol]['frontend cores']:.2f}", figures[protocol]["errors"]])
             data["perf_analyzer"][level] = figures
             if level >= 4:
                 checks.append(relative(f"tiny, batch 1, {cores} cores, c={level}", "gRPC infer/s (perf_analyzer)",
@@ -155,13 +164,13 @@ def main() -> int:
         if figures is not None:
             rows.append([name, "gRPC Predictions (inference.proto), grpc.aio client", level,
                          f"{figures['req/s']:,.0f}", f"{figures['p50 ms']:.2f}", f"{figures['p99 ms']:.2f}",
-                         f"{figures['client cores']:.2f}", figures["errors"]])
+                         f"{figures['client cores']:.2f}", "-", figures["errors"]])
     checks.append(relative(f"tiny, batch 1, one worker, {cores} cores, c={level}", "gRPC Predictions req/s",
                            ours["req/s"], theirs["req/s"] if theirs else None, 3.0, higher=True,
                            errors=ours["errors"] + (theirs["errors"] if theirs else 0),
                            peer_name="TorchServe 0.12 gRPC Predictions (live)"))
     table = markdown_table(["server", "path", "concurrency", "infer/s", "p50 ms", "p99 ms", "client cores",
-                            "errors"], rows)
+                            "server frontend cores", "errors"], rows)
     return write(results_dir("grpc-vs-http"), f"gRPC against HTTP, and TorchServe's gRPC live ({cores} cores)", table,
                  data, checks)
 

@@ -192,15 +192,15 @@ async def _grpc_servers(config: ServerConfig, registry: Registry, inference: Inf
 
     servers = []
     if config.grpc_inference_address is not None:
-        handlers = [GrpcInferenceService(registry, inference.kserve, config.inference_token).handler(),
-                    TorchServeInference(registry, config.max_response_size, config.inference_token).handler()]
-        servers.append(await start_grpc_server(handlers, grpc_target(config.grpc_inference_address),
+        services = [GrpcInferenceService(registry, inference.kserve, config.inference_token).service(),
+                    TorchServeInference(registry, config.max_response_size, config.inference_token).service()]
+        servers.append(await start_grpc_server(services, grpc_target(config.grpc_inference_address),
                                                "grpc_inference_address", "--grpc-address", config.max_request_size,
                                                config.max_response_size))
     if config.grpc_management_address is not None:
         # the management app checks Host against its own address (DNS rebinding): its own address it is
-        handlers = [TorchServeManagement(management, grpc_target(config.management_address) or "").handler()]
-        servers.append(await start_grpc_server(handlers, grpc_target(config.grpc_management_address),
+        services = [TorchServeManagement(management, grpc_target(config.management_address) or "").service()]
+        servers.append(await start_grpc_server(services, grpc_target(config.grpc_management_address),
                                                "grpc_management_address", "--grpc-management-address",
                                                config.max_request_size, config.max_response_size))
     return servers

@@ -27,7 +27,7 @@ from google.protobuf import json_format
 
 from launchkit.core.errors import LaunchkitError
 from launchkit.serve.api.grpc_codec import error_message, infer_body, numeric_versions, split_response
-from launchkit.serve.api.grpc_server import Malformed, Shape, abort_with, code_for, method_handler
+from launchkit.serve.api.grpc_server import Malformed, Service, Shape, abort_with, code_for, method_handler
 from launchkit.serve.api.kserve import EXTENSIONS, KServeRoutes, model_configuration, model_statistics
 from launchkit.serve.api.kserve_codec import V2Response
 from launchkit.serve.api.protos import open_inference_pb2 as pb
@@ -155,14 +155,14 @@ class GrpcInferenceService:
             return V2Response(*kserve_error(error))
         return await self.kserve.answer_infer(model, body, header_length, request_id, started)
 
-    def handler(self) -> grpc.GenericRpcHandler:
-        """The generic handler grpc.aio registers: each method with its messages' (de)serializers."""
+    def service(self) -> Service:
+        """The service as grpc.aio registers it: each method with its messages' (de)serializers."""
         handlers = {name: method_handler(getattr(self, name), Shape.UNARY, request, response,
                                          None if name in UNGUARDED else self.token)
                     for name, (request, response) in UNARY.items()}
         handlers["ModelStreamInfer"] = method_handler(self.ModelStreamInfer, Shape.STREAM_STREAM, pb.ModelInferRequest,
                                                       pb.ModelStreamInferResponse, self.token)
-        return grpc.method_handlers_generic_handler(SERVICE, handlers)
+        return SERVICE, handlers
 
 
 def _infer_response(model: ServedModel, request: Any, response: V2Response) -> Any:

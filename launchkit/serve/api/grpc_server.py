@@ -1,6 +1,6 @@
 """What launchkit's gRPC services share: grpc.aio's server, tokens, malformed messages, statuses.
 
-Services are registered by hand (``grpc.method_handlers_generic_handler``) from the generated message
+Services are registered by hand (``server.add_registered_method_handlers``) from the generated message
 classes in :mod:`launchkit.serve.api.protos`; no service stubs are generated. Each method is wrapped
 so that a missing token is UNAUTHENTICATED and a request that is not its protobuf message is
 INVALID_ARGUMENT (gRPC's own answer to a deserializer that raises is INTERNAL, as if the server
@@ -100,13 +100,20 @@ def method_handler(method: Callable[..., Any], shape: Shape, request: Any, respo
     return make(streamed, request_deserializer=_lenient(request), response_serializer=response.SerializeToString)
 
 
-async def start_grpc_server(handlers: list[grpc.GenericRpcHandler], target: str, key: str, flag: str,
+Service = tuple[str, dict[str, grpc.RpcMethodHandler]]  # a service's full name, its methods' handlers
+
+
+async def start_grpc_server(services: list[Service], target: str, key: str, flag: str,
                             max_receive: int, max_send: int) -> grpc.aio.Server:
-    """Listen on ``target`` (host:port) with ``handlers``; a port that cannot be bound is a clear error."""
+    """Listen on ``target`` (host:port) with ``services``; a port that cannot be bound is a clear error.
+
+    Methods are registered ahead (gRPC's registered methods): a call then skips the core's lookup
+    of an unknown method by name."""
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_receive),
                                       ("grpc.max_send_message_length", max_send),
                                       ("grpc.so_reuseport", 0)])
-    server.add_generic_rpc_handlers(tuple(handlers))
+    for name, methods in services:
+        server.add_registered_method_handlers(name, methods)
     try:
         server.add_insecure_port(target)
     except RuntimeError as error:

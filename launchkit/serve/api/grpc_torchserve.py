@@ -30,7 +30,7 @@ from urllib.parse import quote, urlencode
 import grpc
 
 from launchkit.core.errors import LaunchkitError
-from launchkit.serve.api.grpc_server import Malformed, Shape, abort_with, code_for, method_handler
+from launchkit.serve.api.grpc_server import Malformed, Service, Shape, abort_with, code_for, method_handler
 from launchkit.serve.api.protos import torchserve_inference_pb2 as inference_pb
 from launchkit.serve.api.protos import torchserve_management_pb2 as management_pb
 from launchkit.serve.api.responses import http_error
@@ -105,11 +105,11 @@ class TorchServeInference:
                                         f"max_response_size={self.max_response_size}")
         return result.body
 
-    def handler(self) -> grpc.GenericRpcHandler:
+    def service(self) -> Service:
         request, response = inference_pb.PredictionsRequest, inference_pb.PredictionResponse
         from google.protobuf import empty_pb2
 
-        return grpc.method_handlers_generic_handler(INFERENCE_SERVICE, {
+        return INFERENCE_SERVICE, {
             "Ping": method_handler(self.Ping, Shape.UNARY, empty_pb2.Empty, inference_pb.TorchServeHealthResponse,
                                    None),  # health needs no token, as /ping
             "Predictions": method_handler(self.Predictions, Shape.UNARY, request, response, self.token),
@@ -117,7 +117,7 @@ class TorchServeInference:
                                                 self.token),
             "StreamPredictions2": method_handler(self.StreamPredictions2, Shape.STREAM_STREAM, request, response,
                                                  self.token),
-        })
+        }
 
 
 def form_body(fields: dict[str, bytes]) -> tuple[bytes, str]:
@@ -192,15 +192,15 @@ class TorchServeManagement:
     async def UnregisterModel(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
         return await self._call(context, "DELETE", _model_path(request.model_name, request.model_version), {})
 
-    def handler(self) -> grpc.GenericRpcHandler:
+    def service(self) -> Service:
         methods = {"DescribeModel": management_pb.DescribeModelRequest, "ListModels": management_pb.ListModelsRequest,
                    "RegisterModel": management_pb.RegisterModelRequest, "ScaleWorker": management_pb.ScaleWorkerRequest,
                    "SetDefault": management_pb.SetDefaultRequest,
                    "UnregisterModel": management_pb.UnregisterModelRequest}
         # the token is checked by the management API itself (its message, its exceptions such as /ping)
-        return grpc.method_handlers_generic_handler(MANAGEMENT_SERVICE, {
+        return MANAGEMENT_SERVICE, {
             name: method_handler(getattr(self, name), Shape.UNARY, request, management_pb.ManagementResponse, None)
-            for name, request in methods.items()})
+            for name, request in methods.items()}
 
 
 def _model_path(name: str, version: str) -> str:
