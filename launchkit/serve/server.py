@@ -135,6 +135,10 @@ async def _serve(request: ServeRequest) -> int:
         for model in registry.all() if metrics else ():
             attach_metrics(model, metrics)
         run_request, warnings = base_run_request(config, request.topology_root)
+        if config.grpc_inference_address is not None or config.grpc_management_address is not None:
+            # before the fork server starts: importing it sets gRPC's fork setting in the environment, and
+            # the fork server only forks workers whose environment is its own
+            import launchkit.serve.api.grpc_server  # noqa: F401
         pool = WorkerPool([], ForkServers() if config.fork_workers else None)
         fleet = Fleet(registry, pool, run_request, warnings, config.max_load_failures,
                       share_cores=config.allow_shared_cores or config.cpu_launcher_enable is False)
@@ -186,11 +190,13 @@ async def _grpc_servers(config: ServerConfig, registry: Registry, inference: Inf
                         management: ManagementApp) -> list[Any]:
     """gRPC: the Open Inference Protocol and TorchServe's inference API on one address (answered by the
     inference app's code), TorchServe's management API on another (answered by the management app)."""
+    servers: list[Any] = []
+    if config.grpc_inference_address is None and config.grpc_management_address is None:
+        return servers  # grpc is not even imported
     from launchkit.serve.api.grpc_inference import GrpcInferenceService
     from launchkit.serve.api.grpc_server import start_grpc_server
     from launchkit.serve.api.grpc_torchserve import TorchServeInference, TorchServeManagement
 
-    servers = []
     if config.grpc_inference_address is not None:
         services = [GrpcInferenceService(registry, inference.kserve, config.inference_token).service(),
                     TorchServeInference(registry, config.max_response_size, config.inference_token).service()]

@@ -52,8 +52,12 @@ def _fork_server_pid(server: Server) -> int:
 TINY_ROW = {"data": [0.5] * 64}
 
 
-def test_a_killed_worker_is_forked_again_pinned_as_before(example_archives):
-    with Server([str(example_archives["tiny"])], free_port()) as server:
+@pytest.mark.parametrize("grpc", [False, True], ids=["http", "with-grpc"])
+def test_a_killed_worker_is_forked_again_pinned_as_before(example_archives, grpc):
+    """With gRPC on too: importing gRPC sets its fork setting in the environment, and a frontend whose
+    environment changed after its fork server started had every replacement exec'd."""
+    extra = ["--grpc-address", f"127.0.0.1:{free_port()}"] if grpc else []
+    with Server([str(example_archives["tiny"]), *extra], free_port()) as server:
         wait_for(lambda: "fork server" in server.output(), what="the fork server")
         first = _worker(server)
         assert psutil.Process(first["pid"]).ppid() == server.proc.pid  # the first worker is exec'd
@@ -113,4 +117,4 @@ def test_a_scale_up_is_forked(example_archives):
 
 
 def test_the_fork_server_is_documented_in_the_config_keys():
-    assert "fork_workers" in Path("README.md").read_text()
+    assert "fork_workers" in Path("docs/serving.md").read_text()
