@@ -4,7 +4,7 @@
 # against a committed baseline on the server's own mean inference time per batch (the median of the
 # trials, from its /metrics). That figure is the predict path alone: a model call twice as slow
 # moves it +85 %, while req/s and client latency also carry the HTTP stack and the load generator,
-# which share the runner's cores. Chosen by measurement (docs in README, "CI gate"): on the 2-core
+# which share the runner's cores. Chosen by measurement (docs/bench.md, "CI gate"): on the 2-core
 # development machine it moved within ±7 % over repeated runs; the tiny example's 25 µs inference
 # swung by a third and hid a doubled model call. A regression must show in two runs in a row
 # (after one unjudged warm-up run).

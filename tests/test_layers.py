@@ -1,7 +1,7 @@
 """The house's layers: imports point down only, with no cycle, function-level imports included.
 
 Read from the source with ``ast`` (nothing is imported), so an import hidden inside a function
-counts like one at the top of a module. README ("Development") draws the same picture.
+counts like one at the top of a module. docs/development.md draws the same picture.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 /predictions, KServe v1 and v2 (JSON and binary) while workers are SIGKILLed, tiny is scaled,
 echo 2.0 is registered and unregistered, and clients disconnect, trickle or send too much. Every
 request must end answered correctly or refused with a defined status and reason; none lost, none
-answered with another's result; the server stops cleanly. (The 20-minute run: the README.)"""
+answered with another's result; the server stops cleanly. (The longer runs: docs/figures.md.)"""
 
 from __future__ import annotations
 

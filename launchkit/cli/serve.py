@@ -63,7 +63,7 @@ def serve(model_paths: tuple[str, ...], **params: Any) -> None:
     with no model (register them with POST /models; --models all loads every archive of the store).
     Runs in the foreground until
     SIGINT/SIGTERM, then finishes requests in flight and stops its workers. Settings apply in one
-    order (README, "Settings"): defaults < config.properties < the archive's model-config.yaml
+    order (docs/serving.md, "Settings"): defaults < config.properties < the archive's model-config.yaml
     < these flags < the management API.
 
     \b

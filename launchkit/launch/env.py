@@ -1,6 +1,6 @@
 """The environment of each instance: threads, OpenMP, allocator, LD_PRELOAD. Pure functions.
 
-LD_PRELOAD order (documented in the README): launchkit's OpenMP runtime, then its allocator,
+LD_PRELOAD order (documented in docs/launcher.md): launchkit's OpenMP runtime, then its allocator,
 then the caller's own entries. The caller's entries that do not exist are dropped (with a
 warning), duplicates (same file, or same library under another soname) are removed, and if the
 caller already preloads an allocator or OpenMP runtime, theirs is kept and ours is not added.

@@ -79,7 +79,7 @@ def test_archive_handler_file_and_function_packs_the_file(tmp_path):
     with zipfile.ZipFile(tmp_path / "fn.mar") as bundle:
         assert "function_handler.py" in bundle.namelist()
         assert '"handler": "function_handler.py:handle"' in bundle.read("MAR-INF/MANIFEST.json").decode()
-    # a relative FILE.py:FUNCTION too (the spelling the README documents)
+    # a relative FILE.py:FUNCTION too (the spelling docs/bench.md documents)
     local = tmp_path / "h.py"
     local.write_text(handler.read_text())
     result = launchkit("archive", "--model-name", "fn2", "-v", "1.0", "--handler", "h.py:handle", cwd=str(tmp_path))

@@ -13,7 +13,7 @@ from launchkit.serve.api.openapi import document
 from tests.serve.conftest import Server, free_port
 
 SCHEMATHESIS_CONFIG = Path(__file__).parent / "schemathesis" / "schemathesis.toml"
-CASES_PER_OPERATION = 150  # about 170 requests per operation; a longer run: the README's "API description"
+CASES_PER_OPERATION = 150  # about 170 requests per operation; a longer run: docs/serving-apis.md, "API description"
 
 
 def _curl(*args: str) -> tuple[int, str]:

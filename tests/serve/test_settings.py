@@ -75,7 +75,7 @@ def test_bad_model_settings():
         model_settings(config, "m", "1", {"batchSize": 0})
 
 
-# -- the one precedence, a source at a time (serve/settings.py's docstring; README "Settings") -------------
+# -- the one precedence, a source at a time (serve/settings.py's docstring; docs/serving.md "Settings") -------------
 
 PROPERTIES = config_from_properties(parse_properties(
     'default_workers_per_model=2\njob_queue_size=50\ndefault_response_timeout=60\n'

@@ -51,7 +51,7 @@ def wait_policy(model: ServedModel, requested: str) -> str:
 def base_run_request(config: ServerConfig, topology_root: str | None) -> tuple[RunRequest, tuple[str, ...]]:
     """The launcher request every worker plan starts from, and warnings about ignored settings."""
     program = ProgramSpec("launchkit.serve.worker", module=True)  # runs launchkit/serve/worker/__main__.py
-    # Workers default to GNU OpenMP, the runtime pip's torch links; measured in the README ("Serving").
+    # Workers default to GNU OpenMP, the runtime pip's torch links; measured in docs/figures.md ("Serving figures").
     run_request = parse_launcher_args(["--omp-runtime", "gnu", *shlex.split(config.cpu_launcher_args)], program)
     warnings = []
     if run_request.cpu.ninstances is not None or run_request.cpu.instance_indices is not None:

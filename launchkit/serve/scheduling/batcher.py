@@ -1,6 +1,6 @@
 """Dynamic batching: one queue per model version, batches handed to idle workers.
 
-Semantics (documented in the README):
+Semantics (documented in docs/serving.md, "Batching"):
 * A request waits at most ``max_batch_delay`` counted from the arrival of the oldest waiting
   request — not from the moment a worker asks (TorchServe's behaviour, serve#2478).
 * A batch goes out as soon as it is full, or when an idle worker would otherwise wait for

@@ -1,6 +1,6 @@
 """The batching policy, by its definition, on a simulated clock (no processes, no real waiting).
 
-The rule (README "Batching"; batcher.py's docstring):
+The rule (docs/serving.md "Batching"; batcher.py's docstring):
 * the delay counts from the arrival of the oldest waiting request, and a batch never waits past it;
 * a full batch goes at once;
 * a lone request at low load goes at once.
