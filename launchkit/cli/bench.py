@@ -15,12 +15,12 @@ from typing import Any
 
 import click
 
-from launchkit.cli.exits import EXIT_STATUS_HELP
+from launchkit.cli.exits import BENCH_EXIT_HELP, COMPARE_EXIT_HELP
 from launchkit.cli.options import CONTEXT, option
 from launchkit.core.errors import RequestsFailed, UsageError
 
 
-@click.command(context_settings=CONTEXT, epilog=EXIT_STATUS_HELP)
+@click.command(context_settings=CONTEXT, epilog=BENCH_EXIT_HELP)
 @click.argument("target", required=False)
 @click.option("-u", "--url", help="Target URL (same as TARGET); an http(s) URL of a .mar is registered.")
 @click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Closed loop: requests in flight (default 1).")
@@ -208,7 +208,7 @@ def report() -> None:
     """Work with existing bench reports."""
 
 
-@report.command("compare", context_settings=CONTEXT, epilog=EXIT_STATUS_HELP)
+@report.command("compare", context_settings=CONTEXT, epilog=COMPARE_EXIT_HELP)
 @click.argument("baseline")
 @click.argument("current")
 @option("--fail-on", default="throughput=-5%,p99=+10%", show_default=True, help="Regression thresholds.")

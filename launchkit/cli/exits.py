@@ -16,8 +16,10 @@ EXIT_CODES: tuple[tuple[type[LaunchkitError], int], ...] = (
     (UsageError, 2),
     (LaunchkitError, 1),
 )
-EXIT_STATUS_HELP = ("Exit status: 0 ok; 1 failure; 2 bad usage; 3 performance regression (--compare); 4 not "
-                    "accurate; 5 not faster; 6 requests failed beyond --max-error-rate; 128+N stopped by signal N.")
+# each command's epilog lists only the statuses it can return
+BENCH_EXIT_HELP = ("Exit status: 0 ok; 1 failure; 2 bad usage; 3 performance regression (--compare, --fail-on); 6 "
+                   "requests failed beyond --max-error-rate; 128+N stopped by signal N.")
+COMPARE_EXIT_HELP = "Exit status: 0 no regression; 2 bad usage; 3 a regression beyond --fail-on."
 
 
 def exit_code(error: LaunchkitError) -> int:

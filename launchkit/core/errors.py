@@ -34,7 +34,8 @@ status (``launchkit.cli``), the HTTP APIs into a status and a JSON body
     ├── AccuracyRefused            launchkit optimize: the result is not accurate enough (exit 4)
     ├── NotFaster                  launchkit optimize: the result is slower than the original (exit 5)
     ├── RequestsFailed             launchkit bench: more requests failed than --max-error-rate (exit 6)
-    └── Regression                 launchkit bench: slower than the baseline             (exit 3)
+    ├── Regression                 launchkit bench: slower than the baseline             (exit 3)
+    └── NoConfiguration            launchkit tune: no configuration meets the constraints (exit 7)
 
 Handlers keep TorchServe's own ``PredictionException`` (part of the handler contract, in
 ``launchkit.serve.worker.handler_api``); it never leaves the worker.
