@@ -350,6 +350,10 @@ class WorkerPool:
                     worker.writer.writelines(encode(Stop()))
                 except (ConnectionError, RuntimeError):
                     pass
+            elif worker.process is not None and worker.process.returncode is None:
+                # still loading (no channel until its hello): it has no work, and it would read no Stop
+                # before it had loaded and said hello; waiting for it cost the whole graceful period
+                signal_group(worker.process.pid, signal.SIGTERM)
         processes = [w.process for w in self.workers.values() if w.process and w.process.returncode is None]
         if processes:
             done, pending = await asyncio.wait([asyncio.ensure_future(p.wait()) for p in processes], timeout=timeout)

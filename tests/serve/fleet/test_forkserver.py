@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import psutil
@@ -118,3 +119,16 @@ def test_a_scale_up_is_forked(example_archives):
 
 def test_the_fork_server_is_documented_in_the_config_keys():
     assert "fork_workers" in Path("docs/serving.md").read_text()
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="two workers need two cores")
+def test_a_stop_while_a_worker_is_starting_does_not_wait_for_it(example_archives):
+    """A starting worker has no channel until it says hello, so it read no Stop: the server waited the whole
+    graceful period (30 s) for it, then killed it."""
+    with Server([str(example_archives["tiny"])], free_port()) as server:
+        wait_for(lambda: "fork server" in server.output(), what="the fork server")
+        status, body = server.manage("PUT", "/models/tiny?min_worker=2")  # asynchronous: returns while starting
+        assert status in (200, 202), body
+        started = time.monotonic()
+        assert server.stop() == 0
+        assert time.monotonic() - started < 10, server.output()[-2000:]
