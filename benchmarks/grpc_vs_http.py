@@ -8,6 +8,8 @@
    contents), interleaved; its own throughput and p50/p99, and the cores the server's frontend process
    kept busy over each perf_analyzer run. Target: gRPC ≥ 0.90× HTTP
    at c ≥ 4.
+   For scale, the same perf_analyzer run against a bare grpc.aio server in this script (``--child
+   bare``) that answers ModelInfer with a canned message: what gRPC's Python server alone allows here.
 2. TorchServe's gRPC ``Predictions`` (inference.proto), live: TorchServe 0.12 and launchkit serving the
    same tiny archive (one worker, batch 1), driven by the same closed-loop grpc.aio client (the
    PredictionsRequest written by hand: model name and ``input={"data": 256 bytes of float32}``) at
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import struct
 import subprocess
 import sys
@@ -98,13 +101,62 @@ def closed_loop_grpc(target: str, body: bytes, concurrency: int, seconds: float)
             "client cores": (sum(me.cpu_times()[:2]) - cpu_before) / wall}
 
 
+def bare_server(port: int) -> None:
+    """A grpc.aio server answering the calls perf_analyzer makes with canned messages (no queue, no worker)."""
+    import grpc
+    from google.protobuf import json_format
+
+    from launchkit.core.eventloop import run
+    from launchkit.serve.api.protos import open_inference_pb2 as pb
+
+    tensor = {"name": "input0", "datatype": "FP32", "shape": [-1, 64]}
+    answers = {
+        "ModelInfer": (pb.ModelInferRequest, pb.ModelInferResponse(
+            model_name="tiny", model_version="1", raw_output_contents=[bytes(40)],
+            outputs=[pb.ModelInferResponse.InferOutputTensor(name="output0", datatype="FP32", shape=[1, 10])])),
+        "ServerLive": (pb.ServerLiveRequest, pb.ServerLiveResponse(live=True)),
+        "ServerReady": (pb.ServerReadyRequest, pb.ServerReadyResponse(ready=True)),
+        "ModelReady": (pb.ModelReadyRequest, pb.ModelReadyResponse(ready=True)),
+        "ServerMetadata": (pb.ServerMetadataRequest, pb.ServerMetadataResponse(name="bare", version="1")),
+        "ModelMetadata": (pb.ModelMetadataRequest, json_format.ParseDict(
+            {"name": "tiny", "versions": ["1"], "platform": "bare", "inputs": [tensor],
+             "outputs": [{**tensor, "name": "output0", "shape": [-1, 10]}]}, pb.ModelMetadataResponse())),
+        "ModelConfig": (pb.ModelConfigRequest, json_format.ParseDict({"config": {
+            "name": "tiny", "max_batch_size": 1, "input": [{"name": "input0", "data_type": "TYPE_FP32", "dims": [64]}],
+            "output": [{"name": "output0", "data_type": "TYPE_FP32", "dims": [10]}]}}, pb.ModelConfigResponse())),
+        "ModelStatistics": (pb.ModelStatisticsRequest, pb.ModelStatisticsResponse(
+            model_stats=[pb.ModelStatistics(name="tiny", version="1")])),
+    }
+
+    def handler(request_type, answer):  # noqa: ANN001, ANN202
+        async def answer_it(request, context):  # noqa: ANN001, ANN202
+            return answer
+
+        return grpc.unary_unary_rpc_method_handler(answer_it, request_deserializer=request_type.FromString,
+                                                   response_serializer=type(answer).SerializeToString)
+
+    async def serve() -> None:
+        server = grpc.aio.server()
+        server.add_registered_method_handlers("inference.GRPCInferenceService", {
+            name: handler(request_type, answer) for name, (request_type, answer) in answers.items()})
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        await server.wait_for_termination()
+
+    run(serve())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--child", nargs=2, metavar=("bare", "PORT"), help=argparse.SUPPRESS)
     parser.add_argument("--levels", default="1,4,8")
     parser.add_argument("--window-ms", type=int, default=3000)
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per Predictions level")
     parser.add_argument("--no-torchserve", action="store_true")
     args = parser.parse_args()
+    if args.child:
+        bare_server(int(args.child[1]))
+        return 0
     import psutil
 
     levels = [int(level) for level in args.levels.split(",")]
@@ -141,6 +193,30 @@ def main() -> int:
                                        figures["grpc"]["infer/s"], figures["http"]["infer/s"], 0.9, higher=True,
                                        errors=figures["grpc"]["errors"] + figures["http"]["errors"],
                                        peer_name="HTTP v2 binary, same server"))
+
+    # the same perf_analyzer run against a bare grpc.aio server, for scale
+    (bare_port,) = free_ports(1)
+    from launchkit.launch.spawn import spawn, stop
+
+    bare = spawn([sys.executable, __file__, "--child", "bare", str(bare_port)])
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # until it listens
+            try:
+                socket.create_connection(("127.0.0.1", bare_port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or bare.poll() is not None:
+                    raise SystemExit("the bare grpc.aio server did not start") from None
+                time.sleep(0.05)
+        level = max(levels)
+        figures = perf_analyzer(f"127.0.0.1:{bare_port}", level, args.window_ms, work, None, "grpc")
+    finally:
+        stop(bare, 5)
+    data["bare grpc.aio"] = figures
+    rows.append(["a bare grpc.aio server (canned answers)", "perf_analyzer v2 binary over GRPC", level,
+                 f"{figures['infer/s']:,.0f}", f"{figures['p50 ms']:.2f}", f"{figures['p99 ms']:.2f}", "-", "-",
+                 figures["errors"]])
 
     # 2. TorchServe's Predictions over gRPC, launchkit and TorchServe live, one client
     body = predictions_request("tiny", row)
