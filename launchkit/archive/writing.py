@@ -63,6 +63,7 @@ def create_archive(request: ArchiveRequest) -> Path:
     handler_path, _, function = handler.partition(":")
     if handler_path.endswith(".py") or "/" in handler_path or Path(handler_path).is_file():
         handler_file = add(handler_path, "--handler")  # FILE.py[:FUNCTION]: the file goes into the archive
+        assert handler_file is not None  # handler_path is not empty
         handler = handler_file + (f":{function}" if function else "")
     serialized = add(request.serialized_file, "--serialized-file")
     model_file = add(request.model_file, "--model-file")

@@ -178,7 +178,7 @@ def _ld_preload(
             warnings.append(f"LD_PRELOAD entry {entry} does not exist: not passed on")
             continue
         user_entries.append(entry)
-    user_families = {library_family(entry) for entry in user_entries} - {None}
+    user_families = {family for entry in user_entries if (family := library_family(entry)) is not None}
 
     ours: list[str] = []
     for path, family_set, what in (

@@ -182,7 +182,7 @@ def run_request(params: dict[str, Any], program: ProgramSpec) -> RunRequest:
 
 def parse_launcher_args(args: list[str], program: ProgramSpec) -> RunRequest:
     """Parse launcher flags given as a list (``cpu_launcher_args``) into a RunRequest."""
-    options = []
+    options: list[click.Parameter] = []
     for names, kwargs in LAUNCH_FLAGS:
         spelled, attributes = declarations(names, kwargs)
         options.append(click.Option(spelled, **attributes))

@@ -17,6 +17,7 @@ and compiled graphs; large eager operators partly); an eager Python model gets o
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import queue
 import threading
@@ -175,7 +176,7 @@ class _JoinWhenDone:
         for part in parts:
             part.add_done_callback(self._one_done)
 
-    def _one_done(self, _: Future) -> None:
+    def _one_done(self, _: concurrent.futures.Future[Any]) -> None:
         with self.lock:
             self.left -= 1
             if self.left:

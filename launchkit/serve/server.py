@@ -205,7 +205,7 @@ async def _grpc_servers(config: ServerConfig, registry: Registry, inference: Inf
                                                config.max_response_size))
     if config.grpc_management_address is not None:
         # the management app checks Host against its own address (DNS rebinding): its own address it is
-        services = [TorchServeManagement(management, grpc_target(config.management_address) or "").service()]
+        services = [TorchServeManagement(management, grpc_target(config.management_address)).service()]
         servers.append(await start_grpc_server(services, grpc_target(config.grpc_management_address),
                                                "grpc_management_address", "--grpc-management-address",
                                                config.max_request_size, config.max_response_size))

@@ -32,7 +32,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from launchkit.core.errors import UsageError
 from launchkit.core.values import parse_bool
@@ -165,7 +165,8 @@ class ServerConfig:
         for key in ("inference_address", "management_address", "metrics_address"):
             data[key] = str(getattr(self, key))
         for key in ("grpc_inference_address", "grpc_management_address"):
-            data[key] = grpc_target(getattr(self, key))
+            address = getattr(self, key)
+            data[key] = grpc_target(address) if address is not None else None
         data["model_store"] = str(self.model_store) if self.model_store else None
         for key in ("management_token", "inference_token"):
             data[key] = "(set)" if data[key] else None  # never print a secret
@@ -182,10 +183,8 @@ class ServerConfig:
         return tuple(entry["sha256"] for entry in entries if isinstance(entry, dict) and entry.get("sha256"))
 
 
-def grpc_target(address: Address | None) -> str | None:
-    """A gRPC listening address as gRPC writes it (host:port, IPv6 in brackets); None when off."""
-    if address is None:
-        return None
+def grpc_target(address: Address) -> str:
+    """A listening address as gRPC writes it (host:port, IPv6 in brackets)."""
     return f"[{address.host}]:{address.port}" if ":" in address.host else f"{address.host}:{address.port}"
 
 
@@ -197,13 +196,13 @@ def server_config(flags: ServerFlags, environ: Mapping[str, str] = os.environ) -
     """defaults < config.properties < environment (LAUNCHKIT_<KEY>) < command line, then checked for exposure."""
     config = load_config(flags.ts_config, environ)
     tokens = {key: environ[variable] for key, variable in TOKEN_VARIABLES.items() if environ.get(variable)}
-    config = replace(config, **tokens)
+    config = replace(config, **cast(dict[str, Any], tokens))
     if flags.model_store:
         config = replace(config, model_store=Path(flags.model_store))
     for key in ("inference_address", "management_address", "metrics_address"):
         value = getattr(flags, key)
         if value:
-            config = replace(config, **{key: parse_address(value, "--" + key.replace("_", "-"))})
+            config = replace(config, **cast(dict[str, Any], {key: parse_address(value, "--" + key.replace("_", "-"))}))
     if flags.grpc_address:
         config = replace(config, grpc_inference_address=parse_address(flags.grpc_address, "--grpc-address"))
     if flags.grpc_management_address:
@@ -341,7 +340,7 @@ def model_settings(config: ServerConfig, name: str, version: str, archive_config
     )
     per_model = config.models_json.get(name, {})
     if isinstance(per_model, dict) and per_model:
-        versioned = per_model.get(version) or next(iter(per_model.values()), {})
+        versioned: Any = per_model.get(version) or next(iter(per_model.values()), {})
         settings = _apply_model_keys(settings, versioned if isinstance(versioned, dict) else {}, f"models={name}")
     settings = _apply_model_keys(settings, archive_config, f"{name} model-config.yaml")
     for layer in overrides:

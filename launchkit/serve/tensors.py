@@ -178,7 +178,7 @@ def nest(flat: list[Any], shape: list[int] | tuple[int, ...]) -> Any:
 def encode_row(header: list[dict[str, Any]], buffers: list[bytes | memoryview]) -> bytes:
     """Header and buffers, each buffer starting at a multiple of 8 bytes (tensors are made over them)."""
     line = json.dumps(header, separators=(",", ":")).encode()
-    parts = [line, b" " * (-(len(line) + 1) % 8), b"\n"]
+    parts: list[bytes | memoryview] = [line, b" " * (-(len(line) + 1) % 8), b"\n"]
     for buffer in buffers:
         parts += [buffer, b"\0" * (-len(buffer) % 8)]
     return b"".join(parts)

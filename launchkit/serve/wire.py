@@ -27,7 +27,7 @@ import pickle
 import socket
 import struct
 import json
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 HEADER = struct.Struct("!II")  # pickle length, number of out-of-band buffers
 BUFFER_LENGTH = struct.Struct("!Q")
@@ -91,7 +91,8 @@ def error_result(status: int, kind: str, message: str) -> ItemResult:
 def batch_frame(batch_id: int, requests: list[ItemRequest]) -> list[Any]:
     """A ("batch", ...) frame; bodies of OUT_OF_BAND bytes or more are not copied into the pickle."""
     requests = [request if len(request.body) < OUT_OF_BAND else
-                request._replace(body=pickle.PickleBuffer(request.body)) for request in requests]
+                # a PickleBuffer where bytes go: pickle writes it out of band, the worker reads bytes
+                request._replace(body=cast(bytes, pickle.PickleBuffer(request.body))) for request in requests]
     return encode(Batch("batch", batch_id, requests))
 
 

@@ -225,8 +225,12 @@ def _confirm(result: TuneResult, servers: Servers, payloads: list[Any], request:
                      key=lambda trial: -score(trial, constraints))[:CONFIRMED]
     for trial in leaders:
         status(f"confirming {trial.config.label()}")
-        confirm_trial(trial, servers, payloads, constraints, request.measure,
-                      lambda message, trial=trial: status(f"confirming {trial.config.label()}: {message}"))
+        label = trial.config.label()
+
+        def confirming(message: str, label: str = label) -> None:
+            status(f"confirming {label}: {message}")
+
+        confirm_trial(trial, servers, payloads, constraints, request.measure, confirming)
         log.write(json.dumps(trial.to_dict(constraints) | {"confirmation": True}) + "\n")
         log.flush()
 
