@@ -120,13 +120,15 @@ class GrpcInferenceService:
                 await answers.put(pb.ModelStreamInferResponse(infer_response=_infer_response(model, request, response)))
 
         async def read() -> None:
-            async for request in requests:
-                task = asyncio.ensure_future(answer(request))
-                running.add(task)
-                task.add_done_callback(running.discard)
-            while running:
-                await asyncio.wait(set(running))
-            await answers.put(None)
+            try:
+                async for request in requests:
+                    task = asyncio.ensure_future(answer(request))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                while running:
+                    await asyncio.wait(set(running))
+            finally:  # the client's half ended, or reading it failed: the answers end too
+                answers.put_nowait(None)
 
         reader = asyncio.ensure_future(read())
         try:
