@@ -1,6 +1,7 @@
 """gRPC against HTTP on one server, and against TorchServe's gRPC live (issue 28).
 
     python benchmarks/grpc_vs_http.py [--levels 1,4,8] [--window-ms 3000] [--seconds 8] [--no-torchserve]
+                                      [--part all|perf_analyzer|predictions]
 
 1. perf_analyzer (tritonclient 2.51.0's binary; ``$PERF_ANALYZER`` on a machine without .venv-clients)
    against one `launchkit serve` of the bundled tiny example (batch 1) with ``--grpc-address``: at each
@@ -10,6 +11,8 @@
    at c ≥ 4.
    For scale, the same perf_analyzer run against a bare grpc.aio server in this script (``--child
    bare``) that answers ModelInfer with a canned message: what gRPC's Python server alone allows here.
+   Beside each row, the CPU time the server process spent per answered call: the bare server's is
+   what grpc.aio itself costs per call, a floor under launchkit's gRPC path.
 2. TorchServe's gRPC ``Predictions`` (inference.proto), live: TorchServe 0.12 and launchkit serving the
    same tiny archive (one worker, batch 1), driven by the same closed-loop grpc.aio client (the
    PredictionsRequest written by hand: model name and ``input={"data": 256 bytes of float32}``) at
@@ -30,7 +33,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
@@ -146,47 +151,43 @@ def bare_server(port: int) -> None:
     run(serve())
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--child", nargs=2, metavar=("bare", "PORT"), help=argparse.SUPPRESS)
-    parser.add_argument("--levels", default="1,4,8")
-    parser.add_argument("--window-ms", type=int, default=3000)
-    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per Predictions level")
-    parser.add_argument("--no-torchserve", action="store_true")
-    args = parser.parse_args()
-    if args.child:
-        bare_server(int(args.child[1]))
-        return 0
+def frontend_cost(process: Any, run: Callable[[], dict]) -> dict:
+    """``run()``'s figures with the cores ``process`` kept busy meanwhile and its CPU µs per answered call."""
+    cpu_before, wall_before = sum(process.cpu_times()[:2]), time.perf_counter()
+    figures = run()
+    busy = sum(process.cpu_times()[:2]) - cpu_before
+    wall = time.perf_counter() - wall_before
+    figures["frontend cores"] = busy / wall
+    # perf_analyzer's infer/s is over its measured windows; the CPU is over the whole run (its warm-up too),
+    # so µs per call is CPU over the run's calls at that rate: an upper bound, the same for every row
+    figures["frontend µs/call"] = busy / (figures["infer/s"] * wall) * 1e6 if figures["infer/s"] else float("nan")
+    return figures
+
+
+def perf_analyzer_row(server: str, protocol: str, level: int, figures: dict) -> list:
+    return [server, f"perf_analyzer v2 binary over {protocol.upper()}", level, f"{figures['infer/s']:,.0f}",
+            f"{figures['p50 ms']:.2f}", f"{figures['p99 ms']:.2f}", "-", f"{figures['frontend cores']:.2f}",
+            f"{figures['frontend µs/call']:.0f}", figures["errors"]]
+
+
+def perf_analyzer_part(tiny: Path, levels: list[int], window_ms: int, work: Path, cores: int, data: dict,
+                       checks: list[Check]) -> list[list]:
+    """Part 1: perf_analyzer over HTTP and over gRPC against one server, interleaved per level; then
+    against a bare grpc.aio server, for scale. Returns the table's rows."""
     import psutil
 
-    levels = [int(level) for level in args.levels.split(",")]
-    cores = len(os.sched_getaffinity(0))
-    work = Path(tempfile.mkdtemp(prefix="lk-grpc-"))
-    subprocess.run([sys.executable, "-m", "launchkit.examples.build", "--export-path", str(work), "tiny"],
-                   check=True, capture_output=True)
-    tiny = work / "tiny.mar"
-    row = struct.pack("<64f", *[i / 64 for i in range(64)])
-    checks: list[Check] = []
-    data: dict = {"cores": cores, "perf_analyzer": {}, "predictions": {}}
-    rows: list[list] = []
-
-    # 1. perf_analyzer over HTTP and gRPC, one server
+    rows = []
     (grpc_port,) = free_ports(1)
     with Served(tiny, "--grpc-address", f"127.0.0.1:{grpc_port}") as server:
+        frontend = psutil.Process(server.proc.pid)
         for level in levels:
             figures = {}
             for protocol, url in (("http", server.url.removeprefix("http://")), ("grpc", f"127.0.0.1:{grpc_port}")):
-                frontend = psutil.Process(server.proc.pid)
-                cpu_before, wall_before = sum(frontend.cpu_times()[:2]), time.perf_counter()
-                figures[protocol] = perf_analyzer(url, level, args.window_ms, work, None, protocol)
-                figures[protocol]["frontend cores"] = ((sum(frontend.cpu_times()[:2]) - cpu_before)
-                                                       / (time.perf_counter() - wall_before))
+                figures[protocol] = frontend_cost(frontend, lambda: perf_analyzer(url, level, window_ms, work, None,
+                                                                                  protocol))
                 print(f"perf_analyzer c={level} {protocol}: {figures[protocol]['infer/s']:.0f} infer/s",
                       file=sys.stderr, flush=True)
-                rows.append(["launchkit", f"perf_analyzer v2 binary over {protocol.upper()}", level,
-                             f"{figures[protocol]['infer/s']:,.0f}", f"{figures[protocol]['p50 ms']:.2f}",
-                             f"{figures[protocol]['p99 ms']:.2f}", "-",
-                             f"{figures[protocol]['frontend cores']:.2f}", figures[protocol]["errors"]])
+                rows.append(perf_analyzer_row("launchkit", protocol, level, figures[protocol]))
             data["perf_analyzer"][level] = figures
             if level >= 4:
                 checks.append(relative(f"tiny, batch 1, {cores} cores, c={level}", "gRPC infer/s (perf_analyzer)",
@@ -194,7 +195,7 @@ def main() -> int:
                                        errors=figures["grpc"]["errors"] + figures["http"]["errors"],
                                        peer_name="HTTP v2 binary, same server"))
 
-    # the same perf_analyzer run against a bare grpc.aio server, for scale
+    # the same perf_analyzer run against a bare grpc.aio server: what gRPC's Python server alone costs here
     (bare_port,) = free_ports(1)
     from launchkit.launch.spawn import spawn, stop
 
@@ -210,19 +211,58 @@ def main() -> int:
                     raise SystemExit("the bare grpc.aio server did not start") from None
                 time.sleep(0.05)
         level = max(levels)
-        figures = perf_analyzer(f"127.0.0.1:{bare_port}", level, args.window_ms, work, None, "grpc")
+        figures = frontend_cost(psutil.Process(bare.pid), lambda: perf_analyzer(
+            f"127.0.0.1:{bare_port}", level, window_ms, work, None, "grpc"))
     finally:
         stop(bare, 5)
     data["bare grpc.aio"] = figures
-    rows.append(["a bare grpc.aio server (canned answers)", "perf_analyzer v2 binary over GRPC", level,
-                 f"{figures['infer/s']:,.0f}", f"{figures['p50 ms']:.2f}", f"{figures['p99 ms']:.2f}", "-", "-",
-                 figures["errors"]])
+    rows.append(perf_analyzer_row("a bare grpc.aio server (canned answers)", "grpc", level, figures))
+    return rows
 
-    # 2. TorchServe's Predictions over gRPC, launchkit and TorchServe live, one client
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--child", nargs=2, metavar=("bare", "PORT"), help=argparse.SUPPRESS)
+    parser.add_argument("--levels", default="1,4,8")
+    parser.add_argument("--window-ms", type=int, default=3000)
+    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per Predictions level")
+    parser.add_argument("--no-torchserve", action="store_true")
+    parser.add_argument("--part", choices=("all", "perf_analyzer", "predictions"), default="all",
+                        help="perf_analyzer: part 1 and the bare server only; predictions: part 2 only")
+    args = parser.parse_args()
+    if args.child:
+        bare_server(int(args.child[1]))
+        return 0
+
+    levels = [int(level) for level in args.levels.split(",")]
+    cores = len(os.sched_getaffinity(0))
+    work = Path(tempfile.mkdtemp(prefix="lk-grpc-"))
+    subprocess.run([sys.executable, "-m", "launchkit.examples.build", "--export-path", str(work), "tiny"],
+                   check=True, capture_output=True)
+    tiny = work / "tiny.mar"
+    row = struct.pack("<64f", *[i / 64 for i in range(64)])
+    checks: list[Check] = []
+    data: dict = {"cores": cores, "perf_analyzer": {}, "predictions": {}}
+    rows: list[list] = []
+
+    if args.part in ("all", "perf_analyzer"):
+        rows += perf_analyzer_part(tiny, levels, args.window_ms, work, cores, data, checks)
+
+    if args.part in ("all", "predictions"):
+        rows += predictions_part(tiny, row, max(levels), args, cores, data, checks)
+    table = markdown_table(["server", "path", "concurrency", "infer/s", "p50 ms", "p99 ms", "client cores",
+                            "server frontend cores", "frontend CPU µs per call", "errors"], rows)
+    return write(results_dir("grpc-vs-http"), f"gRPC against HTTP, and TorchServe's gRPC live ({cores} cores)", table,
+                 data, checks)
+
+
+def predictions_part(tiny: Path, row: bytes, level: int, args: argparse.Namespace, cores: int, data: dict,
+                     checks: list[Check]) -> list[list]:
+    """Part 2: TorchServe's Predictions over gRPC, launchkit and TorchServe live, one client."""
+    rows = []
     body = predictions_request("tiny", row)
-    level = max(levels)
     (ours_port,) = free_ports(1)
-    with Served(tiny, "--grpc-address", f"127.0.0.1:{ours_port}") as server:
+    with Served(tiny, "--grpc-address", f"127.0.0.1:{ours_port}"):
         ours = closed_loop_grpc(f"127.0.0.1:{ours_port}", body, level, args.seconds)
     data["predictions"]["launchkit"] = ours
     theirs = None
@@ -240,15 +280,12 @@ def main() -> int:
         if figures is not None:
             rows.append([name, "gRPC Predictions (inference.proto), grpc.aio client", level,
                          f"{figures['req/s']:,.0f}", f"{figures['p50 ms']:.2f}", f"{figures['p99 ms']:.2f}",
-                         f"{figures['client cores']:.2f}", "-", figures["errors"]])
+                         f"{figures['client cores']:.2f}", "-", "-", figures["errors"]])
     checks.append(relative(f"tiny, batch 1, one worker, {cores} cores, c={level}", "gRPC Predictions req/s",
                            ours["req/s"], theirs["req/s"] if theirs else None, 3.0, higher=True,
                            errors=ours["errors"] + (theirs["errors"] if theirs else 0),
                            peer_name="TorchServe 0.12 gRPC Predictions (live)"))
-    table = markdown_table(["server", "path", "concurrency", "infer/s", "p50 ms", "p99 ms", "client cores",
-                            "server frontend cores", "errors"], rows)
-    return write(results_dir("grpc-vs-http"), f"gRPC against HTTP, and TorchServe's gRPC live ({cores} cores)", table,
-                 data, checks)
+    return rows
 
 
 if __name__ == "__main__":
