@@ -11,6 +11,9 @@
 2. The v1 path's overhead: launchkit's load generator at c=8 posting the same 64 numbers as JSON
    to ``/predictions``, to ``/v1/models/tiny:predict`` (``{"instances": [row]}``) and to v2
    ``infer`` (JSON), in interleaved rounds; the medians' throughput ratios and p50 differences.
+3. What splitting perf_analyzer's TorchServe-mode upload costs in the worker (timed in-process):
+   launchkit's boundary splitter (``codec.form_fields``) against the standard library's email parser,
+   which the worker used before and which other multipart handling often reaches for.
 
 perf_analyzer comes from .venv-clients, or from ``$PERF_ANALYZER`` (its libraries, libb64.so.0d and
 libcudart.so.12, beside it): how the lent 16-core machine, which has no package registry, runs it.
@@ -81,6 +84,25 @@ def load(url: str, body: bytes, concurrency: int, requests: int) -> dict:
     return {"req/s": result.throughput, "p50 ms": result.latency_ms["p50"], "errors": result.requests_failed}
 
 
+def form_split_us(body: bytes, content_type: str, count: int = 2000) -> dict[str, float]:
+    """µs per upload: launchkit's splitter and the standard library's email parser, the same body."""
+    import timeit
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    from launchkit.serve.worker.codec import form_fields
+
+    def by_email() -> dict:
+        message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
+        return {part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
+                for part in message.iter_parts()}
+
+    assert by_email() == form_fields(body, content_type), "the two parsers disagree on the upload"
+    return {"launchkit": min(timeit.repeat(lambda: form_fields(body, content_type), number=count, repeat=5))
+            / count * 1e6,
+            "email.parser": min(timeit.repeat(by_email, number=count // 10, repeat=5)) / (count // 10) * 1e6}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--levels", default="1,2,4,8")
@@ -146,10 +168,18 @@ def main() -> int:
     errors = sum(run["errors"] for runs in overhead.values() for run in runs)
     if errors:  # the overhead has no bound to meet, but a load with errors makes the run a failure
         checks.append(Check("v1 overhead", "errors", errors, "0", False, errors=errors))
-    table = "## perf_analyzer, its own figures\n\n" + pa_table + "\n\n## The v1 path's overhead\n\n" + overhead_table
+    # perf_analyzer's TorchServe mode uploads the file as one form field named "data" (as curl -F does)
+    boundary = "----perfanalyzerboundary"
+    form = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"data\"; filename=\"tiny.bin\"\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\n").encode() + raw.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    split = form_split_us(form, f"multipart/form-data; boundary={boundary}")
+    split_table = markdown_table(["parser", f"µs per upload ({len(form)} bytes, one field)"],
+                                 [[name, f"{us:.1f}"] for name, us in split.items()])
+    table = ("## perf_analyzer, its own figures\n\n" + pa_table + "\n\n## The v1 path's overhead\n\n" + overhead_table
+             + "\n\n## Splitting perf_analyzer's upload in the worker\n\n" + split_table)
     return write(results_dir("drop-in"), "Drop-in protocols: perf_analyzer over v2 binary vs /predictions; v1's "
                  "overhead (tiny, batch 1)", table, {"perf_analyzer": levels_data, "overhead": overhead,
-                                                     "medians": medians}, checks)
+                                                     "medians": medians, "form split µs": split}, checks)
 
 
 if __name__ == "__main__":
