@@ -9,6 +9,8 @@
 #   bash benchmarks/device.sh streams:"--part served" drop_in ...   (each NAME[:ARGS] runs benchmarks/NAME.py ARGS)
 # What one call may carry is limited (64 MiB with the checkout): carry .device/wheels and .device/libs
 # always, and .device/plots (18 MB: tune's and bench's plots) or .device/ts (39 MB) when a run needs it.
+# Where .device/ts and the wheels do not fit one call, bring .device/ts alone first (`bash benchmarks/device.sh`
+# with no script unpacks it into /tmp/ts-home), then at once, while the machine is still warm, the wheels.
 # .device/ts is the two wheels re-packed smaller: the JDK and the frontend jar's classes as .tar.xz
 # (the wheels are zip-deflated, 77 MB; solid xz halves them), the jar without its macOS, Windows and
 # aarch64 native libraries. Unpacked on the lent machine into /tmp/ts-home (the jar rebuilt there).
@@ -56,9 +58,11 @@ if [ "${1:-}" = "--fill" ]; then
 fi
 export LAUNCHKIT_LIBRARY_PATH="$PWD/.device/libs"
 PY=$(command -v python3)  # the machine's own Python, the one with torch
-if [ ! -d /tmp/lk-deps/click ]; then
+if [ -d .device/wheels ] && [ ! -d /tmp/lk-deps/click ]; then  # a call may bring only .device/ts (see above)
+  # pillow (7 MB, the image examples only) may be left out of a call that must fit TorchServe beside the wheels
+  images=$(ls .device/wheels/pillow-*.whl >/dev/null 2>&1 && echo pillow || true)
   "$PY" -m pip install -q --no-index --find-links .device/wheels --target /tmp/lk-deps click rich psutil py-cpuinfo \
-    uvicorn httptools uvloop pyyaml pillow prometheus-client grpcio protobuf
+    uvicorn httptools uvloop pyyaml prometheus-client grpcio protobuf $images
   "$PY" -m pip install -q --no-index --no-deps --find-links .device/wheels --target /tmp/lk-deps packaging tzdata
 fi
 if [ -d .device/plots ] && [ ! -d /tmp/lk-deps/matplotlib ]; then
