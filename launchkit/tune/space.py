@@ -156,7 +156,17 @@ class SearchSpace:
         return config.streams <= int(cores)  # a stream needs a core of its own
 
     def contains(self, config: ServingConfig) -> bool:
-        return all(getattr(config, attribute) in values for attribute, values in self.values)
+        """Whether the space lists ``config``'s every value; a batch of 1's delay is not one (it never waits:
+        its canonical delay is 0 even where the space lists only other delays)."""
+        return all(getattr(config, attribute) in values or (attribute == "delay_ms" and config.batch_size == 1)
+                   for attribute, values in self.values)
+
+    def settle(self, config: ServingConfig) -> ServingConfig:
+        """``config`` with each value the space does not list moved to the nearest listed one, canonical: a
+        step from batch 1 (delay 0) to batch 4 takes one of the space's delays."""
+        changes = {attribute: _nearest(getattr(config, attribute), values) for attribute, values in self.values
+                   if getattr(config, attribute) not in values}
+        return replace(config, **changes).canonical() if changes else config.canonical()
 
     def neighbours(self, config: ServingConfig) -> list[ServingConfig]:
         """Configurations one step away along one knob, nearest knobs first (the order of ``values``)."""
@@ -168,7 +178,7 @@ class SearchSpace:
             index = values.index(current)
             for step in (1, -1):
                 if 0 <= index + step < len(values):
-                    candidate = replace(config, **{attribute: values[index + step]}).canonical()
+                    candidate = self.settle(replace(config, **{attribute: values[index + step]}))
                     if candidate != config and self.fits(candidate) and candidate not in found:
                         found.append(candidate)
         return found
@@ -185,6 +195,14 @@ class SearchSpace:
 
     def size(self) -> int:
         return sum(1 for _ in self.every())
+
+
+def _nearest(current: Any, values: Sequence[Any]) -> Any:
+    """The listed value nearest ``current``: by distance for numbers, else the first listed."""
+    numeric = [value for value in values if not isinstance(value, str)]
+    if isinstance(current, (int, float)) and not isinstance(current, bool) and numeric:
+        return min(numeric, key=lambda value: abs(value - current))
+    return values[0]
 
 
 def _with(values: Sequence[Any], extra: Any) -> tuple[Any, ...]:
@@ -222,16 +240,7 @@ def parse_space(text: str, base: SearchSpace) -> SearchSpace:
 
 def start_point(default: ServingConfig, space: SearchSpace) -> ServingConfig:
     """The default configuration moved into the space (the nearest listed value of each knob)."""
-    changes = {}
-    for attribute, values in space.values:
-        current = getattr(default, attribute)
-        if current not in values:
-            numeric = [value for value in values if not isinstance(value, str)]
-            if isinstance(current, (int, float)) and not isinstance(current, bool) and numeric:
-                changes[attribute] = min(numeric, key=lambda value: abs(value - current))
-            else:
-                changes[attribute] = values[0]
-    config = replace(default, **changes).canonical()
+    config = space.settle(default)
     if not space.fits(config):
         config = replace(config, workers=1, cores_per_worker=AUTO, streams=1).canonical()
     return config
@@ -249,8 +258,8 @@ def seed_points(start: ServingConfig, space: SearchSpace) -> tuple[ServingConfig
     workers = [value for value in space.of("workers") if space.fits(replace(start, workers=value, streams=1))]
     if not workers:
         return ()
-    seed = replace(start, workers=max(workers), streams=1, batch_size=min(space.of("batch_size")),
-                   cores_per_worker=AUTO).canonical()
+    seed = space.settle(replace(start, workers=max(workers), streams=1, batch_size=min(space.of("batch_size")),
+                                cores_per_worker=AUTO))
     return (seed,) if seed != start and space.contains(seed) and space.fits(seed) else ()
 
 

@@ -179,3 +179,24 @@ def test_quick_mode_measures_one_worker_per_core_second():
     assert seed_points(start, parse_space("workers=1", space)) == ()
     two = default_space(1, DEFAULT, ["original"])
     assert seed_points(start_point(DEFAULT, two), two) == ()
+
+
+def test_a_space_without_delay_0_still_climbs_from_batch_1():
+    # benchmarks/streams.py's space lists only a 5 ms delay; a batch-1 configuration's canonical delay is 0.
+    # Such a start was never recorded (not "in the space"), so quick mode proposed it again until the time
+    # was up: on the 16-core machine tune measured one worker for three minutes. Recorded as the runner
+    # records (only configurations of the space), every proposal is new and the seed comes second.
+    space = parse_space("workers=1,2,4,8,16;streams=1,2,4;batch=1,4,8;delay=5;allocator=tcmalloc",
+                        default_space(16, DEFAULT, ["original"]))
+    start = start_point(DEFAULT, space)
+    search = QuickSearch(space, start, BUDGET, seed_points(start, space))
+    proposed = []
+    while (config := search.next_config()) is not None and len(proposed) < 40:
+        assert config not in proposed, f"{config.label()} proposed twice"
+        assert space.contains(config), config.label()
+        proposed.append(config)
+        if space.contains(config):  # what runner._keep does
+            search.record(trial(config, 100 + config.workers * 10 + config.batch_size))
+    assert proposed[0] == start and proposed[1].workers == 16 and proposed[1].batch_size == 1
+    assert all(config.delay_ms == (0 if config.batch_size == 1 else 5) for config in proposed)
+    assert any(config.batch_size > 1 for config in proposed)  # steps to batch 4 take the space's delay
