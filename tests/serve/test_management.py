@@ -131,18 +131,20 @@ def test_scale_up_and_down_under_load_drops_nothing(archives):
         for thread in threads:
             thread.start()
         try:
-            time.sleep(0.3)
+            wait_for(lambda: len(statuses) >= 20, what="the load under way")
             status, body = server.manage("PUT", "/models/echo?min_worker=2&synchronous=true")
             assert status == 200 and "scaled to 2" in body["status"], body
             wait_for(lambda: len(server.manage("GET", "/models/echo")[1][0]["workers"]) == 2)
             workers = server.manage("GET", "/models/echo")[1][0]["workers"]
             cores = [set(w["cores"]) for w in workers]
             assert len(cores) == 2 and not (cores[0] & cores[1])  # re-planned: disjoint cores
-            time.sleep(0.3)
+            served = len(statuses)
+            wait_for(lambda: len(statuses) >= served + 20, what="requests answered by two workers")
             status, body = server.manage("PUT", "/models/echo?min_worker=1&synchronous=true")
             assert status == 200, body
             wait_for(lambda: len(server.manage("GET", "/models/echo")[1][0]["workers"]) == 1)
-            time.sleep(0.3)
+            served = len(statuses)
+            wait_for(lambda: len(statuses) >= served + 20, what="requests answered after the scale-down")
         finally:
             stop.set()
             for thread in threads:
