@@ -27,7 +27,7 @@ if [ "${1:-}" = "--fill" ]; then
              --platform manylinux_2_5_x86_64)
   download() { python3 -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp \
                  "${platforms[@]}" -d .device/wheels "$@"; }
-  download click rich psutil py-cpuinfo "uvicorn>=0.30,<0.55" httptools uvloop pyyaml pillow prometheus-client \
+  download click rich psutil py-cpuinfo "uvicorn>=0.30,<0.56" httptools uvloop pyyaml pillow prometheus-client \
     "grpcio>=1.66" "protobuf>=6.33.5,<7"
   mkdir -p .device/plots
   python3 -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp "${platforms[@]}" \

@@ -10,7 +10,7 @@ import pytest
 from launchkit.serve.api.http import ForegroundServer, http_protocol
 
 CHANGED = ("uvicorn's private HttpToolsProtocol changed shape ({what}); launchkit/serve/api/http.py was written "
-           "for uvicorn 0.30-0.54: pin uvicorn below the release that changed it, or update http.py")
+           "for uvicorn 0.30-0.55: pin uvicorn below the release that changed it, or update http.py")
 
 
 def test_the_subclassed_protocol_has_what_the_subclass_uses():
