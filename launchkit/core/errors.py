@@ -14,7 +14,9 @@ status (``launchkit.cli``), the HTTP APIs into a status and a JSON body
     │   ├── SourceError            where POST /models?url= points is malformed or unreadable
     │   │   ├── SourceRefused      ... or outside what the policy allows            (HTTP 403)
     │   │   └── SourceMissing      ... or nothing is there                          (HTTP 404)
-    │   └── TopologyError          the machine description (--topology-root) cannot be read at all
+    │   ├── TopologyError          the machine description (--topology-root) cannot be read at all
+    │   ├── InvalidArgument        a Python API argument with a wrong value      (also a ValueError)
+    │   └── WrongArgumentType      a Python API argument of a wrong type         (also a TypeError)
     ├── ServeError                 the server cannot run (a port taken, ...)
     ├── RequestError               a request the server turns away
     │   ├── BadRequest             undecodable input, a bad parameter              (HTTP 400)
@@ -50,6 +52,14 @@ class LaunchkitError(Exception):
 
 class UsageError(LaunchkitError):
     """Options, values, files or settings that are wrong, contradict each other or name nothing."""
+
+
+class InvalidArgument(UsageError, ValueError):
+    """A Python API argument with a wrong value (the runtime API): a caller catches it as ValueError."""
+
+
+class WrongArgumentType(UsageError, TypeError):
+    """A Python API argument of a wrong type (the runtime API): a caller catches it as TypeError."""
 
 
 class PlanError(UsageError):

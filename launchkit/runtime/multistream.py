@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from launchkit.core.errors import UsageError
+from launchkit.core.errors import InvalidArgument, WrongArgumentType
 from launchkit.runtime.pool import CPUPool
 from launchkit.runtime.threads import Future, _PinnedThread
 
@@ -112,10 +112,12 @@ class MultiStreamModule(torch.nn.Module):
     def _stream_count(num_streams: int | str, cpu_pool: CPUPool) -> int:
         if isinstance(num_streams, str):
             if num_streams.upper() != "AUTO":
-                raise UsageError(f'num_streams={num_streams!r}: give a number of streams or "AUTO"')
+                raise InvalidArgument(f'num_streams={num_streams!r}: give a number of streams or "AUTO"')
             return get_default_num_streams(cpu_pool)
-        if not isinstance(num_streams, int) or isinstance(num_streams, bool) or num_streams < 1:
-            raise UsageError(f'num_streams={num_streams!r}: give a number of streams (1 or more) or "AUTO"')
+        if not isinstance(num_streams, int) or isinstance(num_streams, bool):
+            raise WrongArgumentType(f'num_streams={num_streams!r}: give a number of streams (1 or more) or "AUTO"')
+        if num_streams < 1:
+            raise InvalidArgument(f'num_streams={num_streams!r}: give a number of streams (1 or more) or "AUTO"')
         if num_streams > len(cpu_pool):
             warnings.warn(f"num_streams={num_streams} is more than the pool's {len(cpu_pool)} cores: using "
                           f"{len(cpu_pool)} streams, one per core", stacklevel=3)
@@ -210,7 +212,7 @@ def _pairs(args: tuple[Any, ...], kwargs: dict[str, Any], hint: MultiStreamModul
         return [(value, hint.args[0], f"argument {i}") for i, value in enumerate(args)] + \
             [(value, hint.args[0], key) for key, value in kwargs.items()]
     if len(hint.args) != len(args) or set(hint.kwargs) != set(kwargs):
-        raise UsageError(f"input_split_hint {hint!r} does not match the call: {len(args)} positional argument(s) "
+        raise InvalidArgument(f"input_split_hint {hint!r} does not match the call: {len(args)} positional argument(s) "
                          f"and keywords {sorted(kwargs)}")
     return [(value, hint.args[i], f"argument {i}") for i, value in enumerate(args)] + \
         [(value, hint.kwargs[key], key) for key, value in kwargs.items()]
@@ -221,7 +223,7 @@ def _batch_size(args: tuple[Any, ...], kwargs: dict[str, Any], hint: MultiStream
     for value, part, where in _pairs(args, kwargs, hint):
         _collect_sizes(value, part, where, sizes, hint.broadcast)
     if len(set(sizes.values())) > 1:
-        raise UsageError(f"inputs to split disagree on the batch size: {sizes}")
+        raise InvalidArgument(f"inputs to split disagree on the batch size: {sizes}")
     return next(iter(sizes.values()), 0)
 
 
@@ -231,7 +233,7 @@ def _collect_sizes(value: Any, hint: Any, where: str, sizes: dict[str, int], bro
     if isinstance(hint, int):
         if isinstance(value, torch.Tensor):
             if hint >= value.dim() or hint < -value.dim():
-                raise UsageError(f"{where}: cannot split a {value.dim()}-d tensor on dimension {hint}")
+                raise InvalidArgument(f"{where}: cannot split a {value.dim()}-d tensor on dimension {hint}")
             sizes[where] = value.shape[hint]
         elif isinstance(value, (tuple, list)) and broadcast:
             for index, item in enumerate(value):
@@ -240,16 +242,16 @@ def _collect_sizes(value: Any, hint: Any, where: str, sizes: dict[str, int], bro
             for key, item in value.items():
                 _collect_sizes(item, hint, f"{where}[{key!r}]", sizes, broadcast)
         elif not broadcast:
-            raise UsageError(f"{where}: hint {hint} splits a tensor, but the value is a {type(value).__name__}")
+            raise WrongArgumentType(f"{where}: hint {hint} splits a tensor, but the value is a {type(value).__name__}")
         return
     if isinstance(hint, dict):
         if not isinstance(value, dict) or set(hint) != set(value):
-            raise UsageError(f"{where}: hint {hint!r} does not match the value's keys")
+            raise InvalidArgument(f"{where}: hint {hint!r} does not match the value's keys")
         for key in hint:
             _collect_sizes(value[key], hint[key], f"{where}[{key!r}]", sizes, broadcast)
         return
     if not isinstance(value, (tuple, list)) or len(value) != len(hint):
-        raise UsageError(f"{where}: hint {hint!r} does not match a {type(value).__name__} of {len(value) if hasattr(value, '__len__') else '?'} items")
+        raise WrongArgumentType(f"{where}: hint {hint!r} does not match a {type(value).__name__} of {len(value) if hasattr(value, '__len__') else '?'} items")
     for index, (item, part) in enumerate(zip(value, hint)):
         _collect_sizes(item, part, f"{where}[{index}]", sizes, broadcast)
 
@@ -300,8 +302,8 @@ def _join_value(outputs: list[Any], hint: Any) -> Any:
         return first
     if isinstance(hint, dict):
         if not isinstance(first, dict) or set(first) != set(hint):
-            raise UsageError(f"output_concat_hint {hint!r} does not match the output's keys")
+            raise InvalidArgument(f"output_concat_hint {hint!r} does not match the output's keys")
         return {key: _join_value([out[key] for out in outputs], hint[key]) for key in first}
     if not isinstance(first, (tuple, list)) or len(first) != len(hint):
-        raise UsageError(f"output_concat_hint {hint!r} does not match the output ({type(first).__name__})")
+        raise WrongArgumentType(f"output_concat_hint {hint!r} does not match the output ({type(first).__name__})")
     return type(first)(_join_value([out[i] for out in outputs], part) for i, part in enumerate(hint))

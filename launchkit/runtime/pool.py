@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable
 
 from launchkit.core.cpulist import format_cpu_list, parse_cpu_list
-from launchkit.core.errors import UsageError
+from launchkit.core.errors import InvalidArgument, WrongArgumentType
 from launchkit.core.topology import Topology, read_topology
 
 
@@ -40,10 +40,10 @@ def get_core_list_of_node_id(node_id: int) -> list[int]:
     topology = _topology()
     if not isinstance(node_id, int) or isinstance(node_id, bool) or topology.node(node_id) is None:
         nodes = ", ".join(str(node.id) for node in topology.nodes)
-        raise UsageError(f"NUMA node {node_id!r} does not exist; this machine's nodes: {nodes}")
+        raise InvalidArgument(f"NUMA node {node_id!r} does not exist; this machine's nodes: {nodes}")
     cores = _physical(topology, node_id)
     if not cores:
-        raise UsageError(f"NUMA node {node_id} has no core this process may use ({topology.describe_allowed()})")
+        raise InvalidArgument(f"NUMA node {node_id} has no core this process may use ({topology.describe_allowed()})")
     return cores
 
 
@@ -55,23 +55,23 @@ class CPUPool:
 
     def __init__(self, core_ids: Iterable[int] | None = None, node_id: int | None = None) -> None:
         if core_ids is not None and node_id is not None:
-            raise UsageError("CPUPool takes core_ids or node_id, not both")
+            raise InvalidArgument("CPUPool takes core_ids or node_id, not both")
         if core_ids is None:
             cores = get_core_list_of_node_id(node_id) if node_id is not None else _physical(_topology())
             if not cores:
-                raise UsageError("this process may use no core (its CPU mask is empty)")
+                raise InvalidArgument("this process may use no core (its CPU mask is empty)")
         else:
             cores = list(core_ids)
             if not cores:
-                raise UsageError("CPUPool(core_ids=[]) is empty: name at least one CPU")
+                raise InvalidArgument("CPUPool(core_ids=[]) is empty: name at least one CPU")
             if not all(isinstance(core, int) and not isinstance(core, bool) for core in cores):
-                raise UsageError(f"CPUPool core_ids must be CPU numbers, got {cores!r}")
+                raise WrongArgumentType(f"CPUPool core_ids must be CPU numbers, got {cores!r}")
             if len(set(cores)) != len(cores):
-                raise UsageError(f"CPUPool core_ids name a CPU twice: {cores}")
+                raise InvalidArgument(f"CPUPool core_ids name a CPU twice: {cores}")
             topology = _topology()
             outside = sorted(set(cores) - set(topology.allowed_cpus))
             if outside:
-                raise UsageError(f"CPUs {format_cpu_list(outside)} are outside what this process may use "
+                raise InvalidArgument(f"CPUs {format_cpu_list(outside)} are outside what this process may use "
                                  f"({topology.describe_allowed()}); a pool cannot widen the process's mask")
         self.core_ids: list[int] = cores
         self.node_id = node_id

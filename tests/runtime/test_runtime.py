@@ -86,17 +86,19 @@ def test_pools_come_from_the_allowed_physical_cores():
     assert get_default_num_streams(CPUPool()) == len(physical)
 
 
-@pytest.mark.parametrize("make,message", [
-    (lambda: CPUPool([]), "empty"),
-    (lambda: CPUPool([CPUS[0], CPUS[0]]), "twice"),
-    (lambda: CPUPool([4096]), "outside what this process may use"),
-    (lambda: CPUPool(["0"]), "CPU numbers"),
-    (lambda: CPUPool([0], node_id=0), "not both"),
-    (lambda: CPUPool(node_id=7), "NUMA node 7 does not exist"),
+@pytest.mark.parametrize("make,error,message", [
+    (lambda: CPUPool([]), ValueError, "empty"),
+    (lambda: CPUPool([CPUS[0], CPUS[0]]), ValueError, "twice"),
+    (lambda: CPUPool([4096]), ValueError, "outside what this process may use"),
+    (lambda: CPUPool(["0"]), TypeError, "CPU numbers"),
+    (lambda: CPUPool([0], node_id=0), ValueError, "not both"),
+    (lambda: CPUPool(node_id=7), ValueError, "NUMA node 7 does not exist"),
 ])
-def test_pools_ipex_would_have_made_silently_are_errors(make, message):
-    with pytest.raises(UsageError, match=message):
+def test_pools_ipex_would_have_made_silently_are_errors(make, error, message):
+    # a Python caller catches what it expects (ValueError, TypeError); the CLI still sees a UsageError
+    with pytest.raises(error, match=message) as raised:
         make()
+    assert isinstance(raised.value, UsageError)
 
 
 def test_nodes_are_numa_nodes_not_sockets(monkeypatch):
@@ -269,9 +271,9 @@ def test_hints_split_and_join_nested_values():
 
 
 @pytest.mark.parametrize("make,error,message", [
-    (lambda m: MultiStreamModule(m, num_streams="many"), UsageError, "num_streams='many'"),
-    (lambda m: MultiStreamModule(m, num_streams=0), UsageError, "1 or more"),
-    (lambda m: MultiStreamModule(m, num_streams=1.5), UsageError, "num_streams=1.5"),
+    (lambda m: MultiStreamModule(m, num_streams="many"), ValueError, "num_streams='many'"),
+    (lambda m: MultiStreamModule(m, num_streams=0), ValueError, "1 or more"),
+    (lambda m: MultiStreamModule(m, num_streams=1.5), TypeError, "num_streams=1.5"),
     (lambda m: MultiStreamModule(m, input_split_hint=0), TypeError, "must be a MultiStreamModuleHint"),
     (lambda m: MultiStreamModuleHint("0"), TypeError, "is not a dimension"),
     (lambda m: MultiStreamModuleHint((0, 1.5)), TypeError, r"argument 0\[1\]"),
@@ -285,9 +287,9 @@ def test_what_ipex_ignored_raises(make, error, message):
 def test_calls_that_do_not_fit_the_hints_are_errors():
     streams = MultiStreamModule(Echo(), num_streams=len(CPUS), cpu_pool=CPUPool(CPUS),
                                 input_split_hint=MultiStreamModuleHint(0, 0))
-    with pytest.raises(UsageError, match="does not match the call"):
+    with pytest.raises(ValueError, match="does not match the call"):
         streams(torch.rand(2, 1))
-    with pytest.raises(UsageError, match="disagree on the batch size"):
+    with pytest.raises(ValueError, match="disagree on the batch size"):
         streams(torch.rand(2, 1), torch.rand(3, 1))
 
 
