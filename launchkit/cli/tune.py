@@ -150,7 +150,7 @@ def _tune_program(target: str | None, params: dict[str, Any]) -> None:
     import shlex
 
     from launchkit.core.results import default_report_dir, writable_folder
-    from launchkit.tune.programs import metric_reader, run_space, tune_program
+    from launchkit.tune.programs import RunStatus, metric_reader, run_space, tune_program
     from launchkit.tune.runner import machine_cpus
 
     if not params["program"] or not params["metric"]:
@@ -171,7 +171,7 @@ def _tune_program(target: str | None, params: dict[str, Any]) -> None:
 
     def finished(trial: Any) -> None:
         figure = f"{trial.total:,.2f} (instances: {', '.join(f'{v:,.2f}' for v in trial.per_instance)})" \
-            if trial.status == "ok" else f"{trial.status}: {trial.error}"
+            if trial.status is RunStatus.OK else f"{trial.status}: {trial.error}"
         say(f"launchkit tune: {trial.config.label()}: {figure}  [{trial.seconds:.1f} s]")
 
     summary = tune_program(program, params["metric"], cpus, params["space"], _seconds(params["max_time"]),

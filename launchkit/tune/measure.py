@@ -24,7 +24,7 @@ from launchkit.bench.runner import run_interruptible
 from launchkit.bench.server import ServerUnderTest
 from launchkit.bench.stats import DEFAULT_PERCENTILES, summarize
 from launchkit.core.errors import LaunchkitError
-from launchkit.tune.search import Constraints, Level, Trial, judge
+from launchkit.tune.search import Constraints, Level, Trial, TrialStatus, judge
 from launchkit.tune.space import ServingConfig
 
 logger = logging.getLogger(__name__)
@@ -154,9 +154,9 @@ def measure_trial(config: ServingConfig, servers: Servers, payloads: list[Payloa
         trial.memory_mib = servers.memory_mib()
         judge(trial, constraints)
         if trial.chosen is not None and trial.chosen.failed:
-            trial.status, trial.error = "failed", f"{trial.chosen.failed} requests failed"
+            trial.status, trial.error = TrialStatus.FAILED, f"{trial.chosen.failed} requests failed"
     except LaunchkitError as error:
-        trial.status, trial.error = "failed", str(error).splitlines()[0][:500]
+        trial.status, trial.error = TrialStatus.FAILED, str(error).splitlines()[0][:500]
         logger.info("configuration %s failed: %s", config.label(), trial.error)
         servers.stop()
     finally:
@@ -177,7 +177,7 @@ def confirm_trial(trial: Trial, servers: Servers, payloads: list[Payload], const
         load.warm(concurrency)
         trial.confirmed = load.level(concurrency, 2 * settings.level_seconds)
     except LaunchkitError as error:
-        trial.status, trial.error = "failed", f"confirmation: {str(error).splitlines()[0][:400]}"
+        trial.status, trial.error = TrialStatus.FAILED, f"confirmation: {str(error).splitlines()[0][:400]}"
         servers.stop()
         return trial
     return judge(trial, constraints)

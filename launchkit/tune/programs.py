@@ -22,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from itertools import product
 from pathlib import Path
 from typing import Any
@@ -62,10 +63,19 @@ class RunConfig:
         return ", ".join([f"{self.instances} instance(s)", *extras])
 
 
+class RunStatus(StrEnum):
+    """What became of one run of the program (written as its value in the summary)."""
+
+    PENDING = "pending"
+    OK = "ok"
+    FAILED = "failed"  # it did not finish in time, or exited with an error
+    NO_METRIC = "no-metric"  # it finished, but printed no figure matching --metric
+
+
 @dataclass
 class RunTrial:
     config: RunConfig
-    status: str = "pending"  # ok | failed | no-metric
+    status: RunStatus = RunStatus.PENDING
     total: float | None = None  # the metric summed over instances
     per_instance: list[float] = field(default_factory=list)
     seconds: float = 0.0
@@ -142,7 +152,7 @@ def measure_run(config: RunConfig, program: list[str], read: Callable[[str], flo
             _, errors = child.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             stop(child, grace_s=5.0)
-            trial.status, trial.error = "failed", f"did not finish within {timeout_s:g} s"
+            trial.status, trial.error = RunStatus.FAILED, f"did not finish within {timeout_s:g} s"
             return trial
         finally:
             trial.seconds = time.monotonic() - started
@@ -151,16 +161,16 @@ def measure_run(config: RunConfig, program: list[str], read: Callable[[str], flo
         if child.returncode != 0:
             text = errors.decode(errors="replace").strip().splitlines()
             detail = text[-1] if text else f"exit {child.returncode}"
-            trial.status, trial.error = "failed", f"exit {child.returncode}: {detail[:300]}"
+            trial.status, trial.error = RunStatus.FAILED, f"exit {child.returncode}: {detail[:300]}"
             return trial
         outputs = sorted(Path(logs).glob("run.*.out.log"))
         figures = [read(path.read_text(errors="replace")) for path in outputs]
     if not figures or any(figure is None for figure in figures):
-        trial.status, trial.error = "no-metric", "an instance printed no figure matching --metric"
+        trial.status, trial.error = RunStatus.NO_METRIC, "an instance printed no figure matching --metric"
         return trial
     trial.per_instance = [float(figure) for figure in figures if figure is not None]
     trial.total = sum(trial.per_instance)
-    trial.status = "ok"
+    trial.status = RunStatus.OK
     return trial
 
 
@@ -183,7 +193,7 @@ def tune_program(program: list[str], metric: str, cpus: int, space: str, max_tim
             finished(trial)
     except KeyboardInterrupt:  # Ctrl-C: the run in progress was stopped; what was measured is kept
         interrupted = True
-    ok = [trial for trial in trials if trial.status == "ok"]
+    ok = [trial for trial in trials if trial.status is RunStatus.OK]
     best = max(ok, key=lambda trial: trial.total or 0.0) if ok else None
     default = trials[0] if trials and trials[0].config == RunConfig() else None
     summary: dict[str, Any] = {

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from launchkit.tune.runner import TuneResult
+from launchkit.tune.search import Constraints, Trial, TrialStatus, closest, pareto_front
+from launchkit.tune.space import ServingConfig, config_properties
 
 logger = logging.getLogger(__name__)
-from launchkit.tune.search import Constraints, Trial, closest, pareto_front
-from launchkit.tune.space import ServingConfig, config_properties
 
 CSV_COLUMNS = ("trial", "workers", "cores_per_worker", "streams", "batch_size", "delay_ms", "variant", "allocator",
                "omp_runtime", "omp_wait", "status", "concurrency", "throughput_rps", "p50_ms", "p99_ms", "budget_ms",
@@ -120,9 +120,10 @@ def _write_plot(result: TuneResult, path: Path) -> None:
     constraints = result.request.constraints
     measured = [trial for trial in result.trials if trial.chosen is not None]
     figure, axes = plt.subplots(figsize=(8, 5))
-    for status, colour in (("ok", "tab:blue"), ("over-budget", "tab:red"), ("below-min-throughput", "tab:orange"),
-                           ("over-memory", "tab:purple"), ("failed", "grey")):
-        points = [t for t in measured if t.status == status]
+    for status, colour in ((TrialStatus.OK, "tab:blue"), (TrialStatus.OVER_BUDGET, "tab:red"),
+                           (TrialStatus.BELOW_MIN_THROUGHPUT, "tab:orange"), (TrialStatus.OVER_MEMORY, "tab:purple"),
+                           (TrialStatus.FAILED, "grey")):
+        points = [t for t in measured if t.status is status]
         if points:
             axes.scatter([t.chosen.percentile_ms(constraints) for t in points],  # type: ignore[union-attr]
                          [t.chosen.throughput_rps for t in points], c=colour, label=status, alpha=0.7)  # type: ignore[union-attr]

@@ -9,6 +9,7 @@ measures every configuration of the space.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from launchkit.tune.space import SearchSpace, ServingConfig
@@ -45,12 +46,24 @@ class Level:
                                     or self.percentile_ms(constraints) <= constraints.latency_budget_ms)
 
 
+class TrialStatus(StrEnum):
+    """What became of a serving configuration (written as its value in trials.jsonl and the reports)."""
+
+    PENDING = "pending"
+    OK = "ok"  # within every constraint
+    OVER_BUDGET = "over-budget"
+    BELOW_MIN_THROUGHPUT = "below-min-throughput"
+    OVER_MEMORY = "over-memory"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
 @dataclass
 class Trial:
     """A configuration and what became of it: its chosen level, every level it measured, or why it failed."""
 
     config: ServingConfig
-    status: str = "pending"  # ok | over-budget | below-min-throughput | over-memory | failed | interrupted
+    status: TrialStatus = TrialStatus.PENDING
     levels: list[Level] = field(default_factory=list)
     chosen: Level | None = None
     memory_mib: float | None = None
@@ -61,7 +74,7 @@ class Trial:
 
     @property
     def feasible(self) -> bool:
-        return self.status == "ok" and self.chosen is not None
+        return self.status is TrialStatus.OK and self.chosen is not None
 
     def to_dict(self, constraints: Constraints) -> dict[str, Any]:
         chosen = self.chosen
@@ -82,7 +95,7 @@ class Trial:
         levels = [Level(**level) for level in row.get("levels", [])]
         chosen = next((level for level in levels if level.concurrency == row.get("concurrency")), None)
         confirmed = Level(**row["confirmed"]) if row.get("confirmed") else None
-        return cls(ServingConfig.from_dict(row["config"]), row["status"], levels, chosen, row.get("memory_mib"),
+        return cls(ServingConfig.from_dict(row["config"]), TrialStatus(row["status"]), levels, chosen, row.get("memory_mib"),
                    row.get("error"), row.get("seconds", 0.0), row.get("reused_server", False), confirmed)
 
 
@@ -101,24 +114,24 @@ def choose_level(levels: list[Level], constraints: Constraints) -> Level | None:
 
 def judge(trial: Trial, constraints: Constraints) -> Trial:
     """Set the trial's chosen level and status from its levels and the constraints."""
-    if trial.status in ("failed", "interrupted") and not trial.levels:
+    if trial.status in (TrialStatus.FAILED, TrialStatus.INTERRUPTED) and not trial.levels:
         return trial
     trial.chosen = choose_level(trial.levels, constraints)
     if trial.chosen is not None and trial.confirmed is not None:
         # measured again, longer: the confirmation is the figure, and it must hold the budget too
         trial.chosen = trial.confirmed if trial.confirmed.within_budget(constraints) else None
     if trial.chosen is None:
-        trial.status = "over-budget"
+        trial.status = TrialStatus.OVER_BUDGET
         # the closest: the level nearest the budget, for the report
         trial.chosen = min(trial.levels, key=lambda level: level.percentile_ms(constraints)) if trial.levels else None
         return trial
     if constraints.min_throughput is not None and trial.chosen.throughput_rps < constraints.min_throughput:
-        trial.status = "below-min-throughput"
+        trial.status = TrialStatus.BELOW_MIN_THROUGHPUT
     elif constraints.max_memory_mib is not None and trial.memory_mib is not None \
             and trial.memory_mib > constraints.max_memory_mib:
-        trial.status = "over-memory"
+        trial.status = TrialStatus.OVER_MEMORY
     else:
-        trial.status = "ok"
+        trial.status = TrialStatus.OK
     return trial
 
 
@@ -143,7 +156,7 @@ def closest(trials: list[Trial], constraints: Constraints) -> Trial | None:
 
 def pareto_front(trials: list[Trial], constraints: Constraints) -> list[Trial]:
     """Trials no other trial beats on both throughput and latency (the chosen percentile)."""
-    points = [trial for trial in trials if trial.chosen is not None and trial.status != "failed"]
+    points = [trial for trial in trials if trial.chosen is not None and trial.status is not TrialStatus.FAILED]
     front = []
     for trial in points:
         assert trial.chosen is not None
@@ -185,7 +198,7 @@ class QuickSearch:
         feasible = [trial for trial in self.measured.values() if trial.feasible]
         if feasible:
             return sorted(feasible, key=lambda trial: -score(trial, self.constraints))
-        answered = [trial for trial in self.measured.values() if trial.chosen is not None and trial.status != "failed"]
+        answered = [trial for trial in self.measured.values() if trial.chosen is not None and trial.status is not TrialStatus.FAILED]
         return sorted(answered, key=lambda trial: trial.chosen.percentile_ms(self.constraints))  # type: ignore[union-attr]
 
     def next_config(self) -> ServingConfig | None:
