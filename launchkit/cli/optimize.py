@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from launchkit.archive.inputs import AccuracyTask
 from launchkit.cli.options import CONTEXT, option
 from launchkit.core.errors import AccuracyRefused, NotFaster, UsageError
 from launchkit.examples import EXAMPLES
@@ -63,8 +64,9 @@ def _dtype(asked: str) -> str:
         help="Inputs compared with the fp32 original.")
 @option("--seconds", type=click.FloatRange(min=0.1), default=3.0, show_default=True,
         help="Measuring time per model and batch size.")
-@option("--task", type=click.Choice(["auto", "classifier", "embedding"]), default="auto", show_default=True,
-        help="Which accuracy check gates: top-1 agreement (classifier) or cosine (embedding).")
+@option("--task", type=click.Choice([task.value for task in AccuracyTask]), default="auto", show_default=True,
+        help="Which accuracy check gates: top-1 agreement (classifier) or cosine (embedding); auto: what the "
+             "archive declares (optimize_inputs.task), else told from the outputs.")
 @option("--min-top1-agreement", type=click.FloatRange(0, 1), default=0.99, show_default=True)
 @option("--min-cosine", type=click.FloatRange(-1, 1), default=0.999, show_default=True)
 @option("--force", is_flag=True, help="Write the artifact even when it is not accurate enough or is slower.")
@@ -100,9 +102,9 @@ def optimize(model: str | None, **params: Any) -> None:
         spec=OptimizationSpec(dtype, params["channels_last"], params["graph"], int8=params["int8_mode"]),
         target=model, example=params["example"], batch_sizes=_ints(params["batch_sizes"], "--batch-sizes"),
         input_shape=_ints(params["input_shape"], "--input-shape") if params["input_shape"] else None,
-        inputs_file=params["inputs_file"], samples=params["samples"], seconds=params["seconds"], task=params["task"],
-        min_top1=params["min_top1_agreement"], min_cosine=params["min_cosine"], force=params["force"],
-        output=params["output"], threads=params["threads"], calibration=params["calibration"],
+        inputs_file=params["inputs_file"], samples=params["samples"], seconds=params["seconds"],
+        task=AccuracyTask(params["task"]), min_top1=params["min_top1_agreement"], min_cosine=params["min_cosine"],
+        force=params["force"], output=params["output"], threads=params["threads"], calibration=params["calibration"],
         calibration_samples=params["calibration_samples"],
     )
     # the report's place is checked before minutes of measuring (the default folder's name needs the model's)

@@ -21,6 +21,7 @@ from launchkit.archive.writing import ArchiveRequest, create_archive
 from launchkit.examples import EXAMPLES
 
 HERE = Path(__file__).parent
+CALIBRATION_DIGITS = 512  # of the 4,000 training digits; the 1,000 held-out ones are all measured
 
 
 def build_example(name: str, export_path: str, force: bool = True) -> Path:
@@ -42,7 +43,8 @@ def build_example(name: str, export_path: str, force: bool = True) -> Path:
 
             sample = folder / "sample.bin"  # what `launchkit bench` sends: 64 float32 values
             sample.write_bytes(struct.pack(f"<{INPUTS}f", *[i / INPUTS for i in range(INPUTS)]))
-            config = _model_config(folder, _tensors(("input0", "FP32", [INPUTS])), sample.name,
+            config = _model_config(folder, _declared(f"  shape: [{INPUTS}]\n") + _tensors(("input0", "FP32", [INPUTS])),
+                                   sample.name,
                                    "application/octet-stream", ("output0", "FP32", [10]))
             # Traced and frozen (weights as constants): what a careful user ships for a small model.
             with torch.no_grad():
@@ -62,6 +64,7 @@ def build_example(name: str, export_path: str, force: bool = True) -> Path:
         torch.save(resnet18().state_dict(), str(weights))
         config = _model_config(folder, "# launchkit: how workers run the model (see launchkit optimize)\n"
                                "optimization:\n  dtype: fp32\n  channels_last: true\n  graph: torchscript\n"
+                               + _declared("  kind: image\n  shape: [3, 224, 224]\n  task: classifier\n")
                                + _tensors(("input0", "FP32", [3, 224, 224])),
                                sample.name, "image/jpeg", ("output0", "BYTES", []))
         return create_archive(ArchiveRequest(
@@ -80,6 +83,11 @@ def _model_config(folder: Path, settings: str, sample: str, content_type: str,
                       + "# launchkit bench sends this file when no --input is given\n"
                       f"bench_input:\n  file: {sample}\n  content_type: {content_type}\n")
     return config
+
+
+def _declared(body: str) -> str:
+    """The inputs `launchkit optimize` makes, calibrates and measures with (launchkit/archive/inputs.py)."""
+    return "# launchkit optimize makes, calibrates and measures inputs as declared here\noptimize_inputs:\n" + body
 
 
 def _tensors(tensor: tuple[str, str, list[int]], key: str = "inputs") -> str:
@@ -106,7 +114,7 @@ def _build_minilm(folder: Path, export_path: str, force: bool) -> Path:
     import torch
 
     from launchkit.core.errors import LaunchkitError
-    from launchkit.examples.minilm import load_state_dict, weights_folder
+    from launchkit.examples.minilm import SENTENCES, load_state_dict, weights_folder
 
     try:
         state = load_state_dict()
@@ -118,14 +126,15 @@ def _build_minilm(folder: Path, export_path: str, force: bool) -> Path:
     shutil.copyfile(weights_folder() / "tokenizer.json", tokenizer)
     sample = folder / "sample.txt"
     sample.write_text("A man is playing a guitar on stage while the crowd sings along.")
-    config = _model_config(folder, "# launchkit optimize reads the sample inputs it needs from here; the model runs "
-                           "as written\noptimize_inputs:\n  kind: text\n  tokenizer: tokenizer.json\n"
-                           + _tensors(("text", "BYTES", [1])),
+    sentences = folder / "sentences.txt"
+    sentences.write_text("\n".join(SENTENCES) + "\n")
+    config = _model_config(folder, _declared("  kind: text\n  tokenizer: tokenizer.json\n  samples: sentences.txt\n"
+                                             "  task: embedding\n") + _tensors(("text", "BYTES", [1])),
                            sample.name, "text/plain", ("embedding", "FP32", [384]))
     return create_archive(ArchiveRequest(
         model_name="minilm", version="1.0", handler=str(HERE / "minilm_handler.py"), serialized_file=str(weights),
-        model_file=str(HERE / "minilm.py"), extra_files=(str(tokenizer), str(sample)), config_file=str(config),
-        export_path=export_path, force=force,
+        model_file=str(HERE / "minilm.py"), extra_files=(str(tokenizer), str(sample), str(sentences)),
+        config_file=str(config), export_path=export_path, force=force,
     ))
 
 
@@ -137,19 +146,27 @@ def _build_mnist(folder: Path, export_path: str, force: bool) -> Path:
 
     from launchkit.examples.mnist import WEIGHTS, load_digits, split
 
-    images, _ = split(*load_digits(), held_out=True)
+    import torch
+
+    digits = load_digits()
+    images, labels = split(*digits, held_out=True)
     sample = folder / "sample.png"  # a held-out digit
-    pixels = (images[0, 0] * 255).round().to(dtype=__import__("torch").uint8)
+    pixels = (images[0, 0] * 255).round().to(dtype=torch.uint8)
     Image.frombytes("L", (28, 28), bytes(pixels.flatten().tolist())).save(sample)
     weights = folder / "mnist_weights.pth"
     shutil.copyfile(WEIGHTS, weights)
-    config = _model_config(folder, "# launchkit optimize measures label accuracy on held-out digits and calibrates "
-                           "int8 on training ones\noptimize_inputs:\n  kind: mnist\n"
+    # real digits for optimize: it calibrates int8 on training ones, measures on held-out ones and scores their labels
+    calibration, held_out = folder / "calibration.pt", folder / "held_out.pt"
+    torch.save(split(*digits, held_out=False)[0][:CALIBRATION_DIGITS].clone(), str(calibration))
+    torch.save({"inputs": images, "labels": labels}, str(held_out))
+    config = _model_config(folder, _declared("  shape: [1, 28, 28]\n  calibration: calibration.pt\n"
+                                             "  held_out: held_out.pt\n  task: classifier\n")
                            + _tensors(("input0", "FP32", [1, 28, 28])),
                            sample.name, "image/png", ("output0", "INT64", []))
     return create_archive(ArchiveRequest(
         model_name="mnist", version="1.0", handler=str(HERE / "mnist_handler.py"), serialized_file=str(weights),
-        model_file=str(HERE / "mnist.py"), extra_files=(str(sample),), config_file=str(config),
+        model_file=str(HERE / "mnist.py"), extra_files=(str(sample), str(calibration), str(held_out)),
+        config_file=str(config),
         export_path=export_path, force=force,
     ))
 

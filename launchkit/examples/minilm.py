@@ -12,7 +12,6 @@ nn.Module class (the layer is nested), as TorchServe's loader requires.
 from __future__ import annotations
 
 import math
-import random
 from pathlib import Path
 from typing import Any
 
@@ -122,15 +121,3 @@ SENTENCES = [
     "A child is riding a red bicycle down the street.", "The orchestra performed Beethoven's fifth symphony.",
     "Vaccines train the immune system to recognise viruses.", "She bought fresh bread from the bakery.",
 ]
-
-
-def text_inputs(tokenizer_path: Path, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``count`` tokenized sentences, drawn (with a seed) from a fixed list and shuffled into pairs."""
-    chooser = random.Random(seed)
-    texts = [" ".join(chooser.sample(SENTENCES, chooser.randint(1, 3))) for _ in range(count)]
-    return encode(tokenizer(tokenizer_path), texts)
-
-
-def encode_lines(tokenizer_path: Path, lines: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Real text lines (``launchkit optimize --calibration lines.txt``), tokenized as the handler does."""
-    return encode(tokenizer(tokenizer_path), lines)

@@ -17,12 +17,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from launchkit.archive.inputs import AccuracyTask
 from launchkit.core.errors import LaunchkitError, UsageError
 from launchkit.core.results import writable_file
-from launchkit.examples import EXAMPLES
 from launchkit.model.spec import OptimizationSpec
-
-EXAMPLE_SHAPES = {"tiny": (64,), "resnet18": (3, 224, 224)}
+from launchkit.optimize.sources import Source, archive_of, load_source
 
 
 @dataclass(frozen=True)
@@ -35,7 +34,7 @@ class OptimizeRequest:
     inputs_file: str | None = None
     samples: int = 512
     seconds: float = 3.0
-    task: str = "auto"
+    task: AccuracyTask = AccuracyTask.AUTO
     min_top1: float = 0.99
     min_cosine: float = 0.999
     force: bool = False
@@ -43,22 +42,6 @@ class OptimizeRequest:
     threads: int | None = None
     calibration: str | None = None  # images folder, text lines, or saved tensors (.pt)
     calibration_samples: int = 256
-
-
-@dataclass
-class Source:
-    """A model to optimize: how to load a fresh copy, and how to make inputs for it."""
-
-    name: str
-    load: Callable[[], Any]
-    make_inputs: Callable[[int, int], tuple[Any, ...]]  # (count, seed) → input tensors
-    archive: Path | None = None
-    task: str = "auto"
-    # real inputs for static int8's calibration: (count) → batches; None: the model's own example inputs
-    calibration: Callable[[int], list[tuple[Any, ...]]] | None = None
-    # a labelled held-out set (inputs, labels): label accuracy is reported beside agreement
-    labelled: Callable[[], tuple[tuple[Any, ...], Any]] | None = None
-    preprocess: str = "tensor"  # how calibration files become inputs: "image", "text" or "tensor"
 
 
 @dataclass
@@ -78,74 +61,6 @@ class OptimizeResult:
     threads: int = 0
 
 
-def load_source(request: OptimizeRequest, workdir: Path) -> Source:
-    import torch
-
-    if request.example:
-        from launchkit.examples.cache import ensure_examples
-
-        archive = ensure_examples((request.example,))[0]
-    elif request.target:
-        archive = Path(request.target[len("file://"):] if request.target.startswith("file://") else request.target)
-        if not archive.exists():
-            raise UsageError(f"{archive}: no such file; give a .mar, a TorchScript .pt, or --example NAME")
-    else:
-        raise UsageError(f"give a MODEL (.mar or .pt) or --example {'|'.join(EXAMPLES)}")
-    if archive.suffix == ".pt":
-        shape = request.input_shape
-        return Source(archive.stem, lambda: torch.jit.load(str(archive), map_location="cpu").eval(),
-                      _input_maker(request, shape, archive.name), archive=None)
-    from launchkit.archive.manifest import read_manifest
-    from launchkit.archive.reading import extract_archive, read_model_config
-    from launchkit.model.loading import load_archived_model
-
-    model_dir = extract_archive(archive, workdir / "model")
-    manifest = read_manifest(model_dir)
-    config = read_model_config(model_dir, manifest)
-    inputs = config.get("optimize_inputs") or {}
-    source = Source(manifest.model_name, lambda: load_archived_model(model_dir, manifest), None, archive)  # type: ignore[arg-type]
-    if inputs.get("kind") == "text":
-        from launchkit.examples.minilm import text_inputs
-
-        tokenizer = model_dir / inputs.get("tokenizer", "tokenizer.json")
-        source.make_inputs = lambda count, seed: text_inputs(tokenizer, count, seed)
-        source.task, source.preprocess = "embedding", "text"
-        source.tokenizer = tokenizer  # type: ignore[attr-defined]
-    elif inputs.get("kind") == "mnist":
-        from launchkit.optimize.calibration import mnist_source
-
-        mnist_source(source)
-    else:
-        shape = request.input_shape or (tuple(inputs["shape"]) if "shape" in inputs else
-                                         EXAMPLE_SHAPES.get(manifest.model_name))
-        source.make_inputs = _input_maker(request, shape, archive.name)
-        source.preprocess = "image" if inputs.get("kind") == "image" or manifest.model_name == "resnet18" else "tensor"
-    return source
-
-
-def _input_maker(request: OptimizeRequest, shape: tuple[int, ...] | None, what: str) -> Callable[[int, int], tuple[Any, ...]]:
-    import torch
-
-    if request.inputs_file:
-        loaded = torch.load(request.inputs_file, map_location="cpu", weights_only=True)
-        tensors = tuple(loaded) if isinstance(loaded, (tuple, list)) else (loaded,)
-
-        def from_file(count: int, seed: int) -> tuple[Any, ...]:
-            repeats = -(-count // tensors[0].shape[0])
-            return tuple(t.repeat(repeats, *[1] * (t.dim() - 1))[:count] for t in tensors)
-
-        return from_file
-    if shape is None:
-        raise UsageError(f"{what}: launchkit cannot tell this model's input shape; give --input-shape C,H,W (without "
-                         "the batch dimension) or --inputs FILE.pt (a saved tensor of real inputs)")
-
-    def random_normal(count: int, seed: int) -> tuple[Any, ...]:
-        generator = torch.Generator().manual_seed(seed)
-        return (torch.randn(count, *shape, generator=generator),)
-
-    return random_normal
-
-
 def run_optimize(request: OptimizeRequest, progress: Callable[[str], None] = lambda message: None) -> OptimizeResult:
     import torch
 
@@ -156,13 +71,14 @@ def run_optimize(request: OptimizeRequest, progress: Callable[[str], None] = lam
     if request.threads:
         torch.set_num_threads(request.threads)
     with tempfile.TemporaryDirectory(prefix="launchkit-optimize-") as scratch:
-        source = load_source(request, Path(scratch))
+        source = load_source(archive_of(request.target, request.example), Path(scratch), request.inputs_file,
+                             request.input_shape)
         output = output_path(request, source)
         largest = max(request.batch_sizes)
         original = optimize_model(source.load(), OptimizationSpec())  # the fp32 model as it is
         calibration = calibration_batches(request, source, largest, progress)
         optimized = optimize_model(source.load(), request.spec, lambda: source.make_inputs(largest, 1), calibration)
-        result = OptimizeResult(source.name, request.spec.to_dict(), optimized.description, request.task,
+        result = OptimizeResult(source.name, request.spec.to_dict(), optimized.description, str(request.task),
                                 output=str(output) if output else None, threads=torch.get_num_threads())
         comparisons = []
         for batch in request.batch_sizes:
@@ -179,14 +95,14 @@ def run_optimize(request: OptimizeRequest, progress: Callable[[str], None] = lam
         result.agreement = asdict(measured)
         if source.labelled is not None:
             result.labels = label_accuracy(original, optimized, *source.labelled(), largest)
-        task = request.task if request.task != "auto" else source.task
-        if task == "auto":
+        task = request.task if request.task is not AccuracyTask.AUTO else source.task
+        if task is AccuracyTask.AUTO:
             sample = original(*source.make_inputs(2, 4))
             sample = sample[0] if isinstance(sample, (tuple, list)) else sample
             rows = sample.float().reshape(2, -1)
             normalised = bool(torch.allclose(rows.norm(dim=1), torch.ones(2), atol=1e-3))
-            task = "embedding" if normalised or rows.shape[1] == 1 else "classifier"
-        result.task = task
+            task = AccuracyTask.EMBEDDING if normalised or rows.shape[1] == 1 else AccuracyTask.CLASSIFIER
+        result.task = str(task)
         result.accepted, result.reason = _gate(request, task, measured)
         if result.accepted and result.slower:
             result.reason = ("slower than the original at every batch size measured (in every interleaved round, "
@@ -196,11 +112,11 @@ def run_optimize(request: OptimizeRequest, progress: Callable[[str], None] = lam
     return result
 
 
-def _gate(request: OptimizeRequest, task: str, measured: Any) -> tuple[bool, str]:
-    if task == "classifier" and measured.top1_agreement < request.min_top1:
+def _gate(request: OptimizeRequest, task: AccuracyTask, measured: Any) -> tuple[bool, str]:
+    if task is AccuracyTask.CLASSIFIER and measured.top1_agreement < request.min_top1:
         return False, (f"top-1 agreement with the fp32 original is {measured.top1_agreement:.2%}, below "
                        f"--min-top1-agreement {request.min_top1:.2%}")
-    if task == "embedding" and measured.min_cosine < request.min_cosine:
+    if task is AccuracyTask.EMBEDDING and measured.min_cosine < request.min_cosine:
         return False, (f"the least cosine similarity to the fp32 original is {measured.min_cosine:.5f}, below "
                        f"--min-cosine {request.min_cosine}")
     return True, "within the accuracy thresholds"
