@@ -18,6 +18,7 @@ import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 
@@ -53,7 +54,7 @@ def encode_requests(target: Target, payloads: list[Payload], headers: tuple[tupl
     defaults = [("Host", f"{target.host}:{target.port}"), ("Connection", "keep-alive" if keep_alive else "close")]
     extra = "".join(f"{name}: {value}\r\n" for name, value in headers)
     encoded = []
-    for payload in payloads or [None]:
+    for payload in payloads or (None,):
         fields = [(name, value) for name, value in defaults if name.lower() not in given]
         if payload is not None:
             if "content-type" not in given:
@@ -187,7 +188,7 @@ class _Run:
         self.record = record
         self.samples = samples
         self.next_request = 0
-        self.on_free: "callable | None" = None
+        self.on_free: "Callable[..., Any] | None" = None
         self.connections: set[_Connection] = set()
         self.stopping = False
 
@@ -277,7 +278,7 @@ class LoadSpec:
 
 
 async def run_level(target: Target, requests: list[bytes], spec: LoadSpec, record: bool = True,
-                    progress: "callable | None" = None, samples: Samples | None = None) -> Samples:
+                    progress: "Callable[..., Any] | None" = None, samples: Samples | None = None) -> Samples:
     """Drive one level of load until ``spec.requests`` are answered or ``spec.duration_s`` has passed.
 
     ``samples``: where to record (the caller's object, so an interrupted level keeps what it measured)."""
@@ -292,7 +293,7 @@ async def run_level(target: Target, requests: list[bytes], spec: LoadSpec, recor
 
 
 async def _run_level(target: Target, requests: list[bytes], spec: LoadSpec, record: bool,
-                     progress: "callable | None", samples: Samples) -> Samples:
+                     progress: "Callable[..., Any] | None", samples: Samples) -> Samples:
     run = _Run(target, requests, spec.timeout_s, record, samples)
     done = asyncio.get_running_loop().create_future()
     total = spec.requests

@@ -252,7 +252,7 @@ def plot(result: BenchResult, folder: Path, created: str) -> list[Path]:
     written.append(_save(figure, folder / "latency.png"))
 
     if len(levels) > 1:
-        x = [level.rate if level.rate is not None else level.concurrency for level in levels]
+        x = [float(level.rate if level.rate is not None else level.concurrency or 0) for level in levels]
         figure, throughput_axis = plt.subplots(figsize=(9, 4.8))
         throughput_axis.plot(x, [level.throughput for level in levels], marker="o", color="tab:blue",
                              label="throughput (req/s)")
@@ -270,7 +270,7 @@ def plot(result: BenchResult, folder: Path, created: str) -> list[Path]:
         latency_axis.set_ylabel("latency (ms)")
         latency_axis.set_ylim(bottom=0)
         handles = throughput_axis.get_legend_handles_labels()[0] + latency_axis.get_legend_handles_labels()[0]
-        throughput_axis.legend(handles, [h.get_label() for h in handles], fontsize="small", loc="upper left",
+        throughput_axis.legend(handles, [str(h.get_label()) for h in handles], fontsize="small", loc="upper left",
                                bbox_to_anchor=(1.12, 1.0), borderaxespad=0)
         throughput_axis.grid(alpha=0.3)
         written.append(_save(figure, folder / "sweep.png"))

@@ -126,6 +126,7 @@ def run_bench(config: BenchConfig, report_dir: Path, progress: Progress | None =
                 say(f"registering {config.target}")
                 model = server.register(config.target, config)
             else:
+                assert server.model is not None  # a local archive: its manifest names the model
                 model = server.model
             server.wait_ready(status=say)
             url = f"{server.url}/predictions/{model}"
@@ -284,6 +285,11 @@ def _median_levels(trials: list[list[LevelResult]]) -> list[LevelResult]:
     return medians
 
 
+def _caught(sig: int, caught: list[int], task: asyncio.Task[Any]) -> None:
+    caught.append(sig)
+    task.cancel()
+
+
 def run_interruptible(coroutine: Any) -> Any:
     """Run one level on uvloop; a stop signal cancels it and surfaces as Interrupted.
 
@@ -295,7 +301,7 @@ def run_interruptible(coroutine: Any) -> Any:
         task = asyncio.current_task()
         assert task is not None
         for sig in STOP_SIGNALS:
-            loop.add_signal_handler(sig, lambda sig=sig: (caught.append(sig), task.cancel()))
+            loop.add_signal_handler(sig, _caught, sig, caught, task)
         try:
             return await coroutine
         finally:

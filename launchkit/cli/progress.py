@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from types import TracebackType
 from typing import Any
 
 
@@ -26,8 +27,9 @@ class BenchProgress:
         self.live.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.live.__exit__(*exc)
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.live.__exit__(kind, error, trace)
 
     def status(self, message: str) -> None:
         if message.startswith("level "):

@@ -29,7 +29,7 @@ def resize_shorter(image: Any, size: int) -> Any:
         new = (size, int(size * height / width))
     else:
         new = (int(size * width / height), size)
-    return image if new == (width, height) else image.resize(new, Image.BILINEAR)
+    return image if new == (width, height) else image.resize(new, Image.Resampling.BILINEAR)
 
 
 def center_crop(image: Any, size: int) -> Any:

@@ -58,7 +58,8 @@ class Comparison:
 def compare_throughput(original: Callable[..., Any], optimized: Callable[..., Any], inputs: tuple[Any, ...],
                        seconds: float, rounds: int = 3) -> Comparison:
     """Samples/s of both, in interleaved rounds (the machine's speed drifts)."""
-    first, second = [], []
+    first: list[float] = []
+    second: list[float] = []
     for round_index in range(rounds):
         pair = [(original, first), (optimized, second)]
         for model, results in pair if round_index % 2 == 0 else pair[::-1]:

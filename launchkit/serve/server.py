@@ -145,7 +145,7 @@ async def _serve(request: ServeRequest) -> int:
         fleet.apply()
         inference = InferenceApp(registry, config.max_request_size, config.max_response_size, metrics,
                                  config.inference_token, limits.max_tensor_elements)
-        listeners = [(inference, bind(config.inference_address))]
+        listeners: list[tuple[Any, Any]] = [(inference, bind(config.inference_address))]
         management = ManagementApp(registry, fleet, config, workdir, metrics)
         listeners.append((management, bind(config.management_address, "management_address", "--management-address")))
         if metrics is not None:
@@ -216,8 +216,10 @@ def _http_server(app: Any, graceful_timeout_s: float, limits: Limits) -> Any:
     import uvicorn
 
     config = uvicorn.Config(app, http=http_protocol(limits), lifespan="off", log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=graceful_timeout_s, limit_concurrency=limits.max_connections,
-                            timeout_keep_alive=limits.keep_alive_timeout_s,
+                            # uvicorn's hints say int; it takes fractions of a second as well
+                            timeout_graceful_shutdown=graceful_timeout_s,  # type: ignore[arg-type]
+                            limit_concurrency=limits.max_connections,
+                            timeout_keep_alive=limits.keep_alive_timeout_s,  # type: ignore[arg-type]
                             backlog=2048)
     return ForegroundServer(config)
 

@@ -139,11 +139,11 @@ def check_sha256(path: Path, *expected: str) -> None:
             raise SourceError(f"sha256={given!r} is not a sha256 digest (64 hex digits)")
     if path.is_dir():
         raise SourceError(f"{path.name}: a folder cannot be pinned to a sha256; pin a .mar file")
-    digest = hashlib.sha256()
+    hashed = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    if digest.hexdigest() not in wanted:
-        raise SourceError(f"{path.name}: sha256 is {digest.hexdigest()}, but the archive was pinned to "
+            hashed.update(chunk)
+    if hashed.hexdigest() not in wanted:
+        raise SourceError(f"{path.name}: sha256 is {hashed.hexdigest()}, but the archive was pinned to "
                           f"{' or '.join(wanted)}; refusing to load it (a different or altered archive)")
 

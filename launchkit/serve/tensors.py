@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,7 +176,7 @@ def nest(flat: list[Any], shape: list[int] | tuple[int, ...]) -> Any:
 
 # -- rows for the worker -------------------------------------------------------------------------
 
-def encode_row(header: list[dict[str, Any]], buffers: list[bytes | memoryview]) -> bytes:
+def encode_row(header: list[dict[str, Any]], buffers: Sequence[bytes | memoryview]) -> bytes:
     """Header and buffers, each buffer starting at a multiple of 8 bytes (tensors are made over them)."""
     line = json.dumps(header, separators=(",", ":")).encode()
     parts: list[bytes | memoryview] = [line, b" " * (-(len(line) + 1) % 8), b"\n"]

@@ -56,8 +56,12 @@ def http_protocol(limits: Limits = Limits()) -> type:
     head_timeout, body_timeout = limits.header_timeout_s, limits.body_timeout_s
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
+        transport: CoalescingTransport  # type: ignore[assignment]  # uvicorn's transport, wrapped
+        _deadline: float | None
+
         def connection_made(self, transport: Any) -> None:  # type: ignore[override]
-            super().connection_made(CoalescingTransport(transport, self._start_lingering))
+            # the wrapper stands in for asyncio's transport (what it does not define it forwards)
+            super().connection_made(CoalescingTransport(transport, self._start_lingering))  # type: ignore[arg-type]
             self._in_head = True  # between requests too: the next bytes start a head
             self._head_bytes = 0
             self._heads_done = 0  # heads parsed on this connection: tells a chunk that ended one

@@ -133,7 +133,8 @@ def _tensor(item: Any, index: int, max_elements: int, binary: memoryview | None,
         raise BadRequest(f"{where}: shape {shape} holds {size:,} values; the server takes at most "
                          f"{max_elements:,} per request (max_tensor_elements)")
     kind = datatype(item.get("datatype"), where)
-    parameters = item.get("parameters") if isinstance(item.get("parameters"), dict) else {}
+    given = item.get("parameters")
+    parameters: dict[str, Any] = given if isinstance(given, dict) else {}
     if "binary_data_size" in parameters:
         length = parameters["binary_data_size"]
         if binary is None:
@@ -187,8 +188,8 @@ def _output_requests(outputs: Any) -> tuple[OutputRequest, ...]:
     for index, output in enumerate(outputs):
         if not isinstance(output, dict) or not isinstance(output.get("name"), str):
             raise BadRequest(f"outputs[{index}] must be an object with a name")
-        parameters = output.get("parameters") if isinstance(output.get("parameters"), dict) else {}
-        binary = parameters.get("binary_data")
+        given = output.get("parameters")
+        binary = given.get("binary_data") if isinstance(given, dict) else None
         requests.append(OutputRequest(output["name"], binary if isinstance(binary, bool) else None))
     return tuple(requests)
 
@@ -216,9 +217,9 @@ def _binary_rows(tensors: list[_Tensor], count: int) -> list[tuple[bytes, str]]:
         # one BYTES element per row (an image, a text): the handler gets its bytes, as from /predictions
         return [(bytes_elements(row)[0], BINARY) for row in only.binary]
     if len(tensors) == 1 and only.binary is not None and only.kind.size:  # rows of one size: one header for all
-        entry = {"name": only.name, "datatype": only.kind.name, "shape": only.shape[1:], "size": len(only.binary[0])}
-        prefix = encode_row([entry], [])
-        padding = b"\0" * (-entry["size"] % 8)
+        size = len(only.binary[0])
+        prefix = encode_row([{"name": only.name, "datatype": only.kind.name, "shape": only.shape[1:], "size": size}], [])
+        padding = b"\0" * (-size % 8)
         return [(b"".join((prefix, row, padding)), ROWS_CONTENT_TYPE) for row in only.binary]
     json_rows = {t.name: _split_rows(t.flat, t.shape) for t in tensors if t.flat is not None}
     rows = []
@@ -310,8 +311,9 @@ def _columns(values: list[Any], specs: dict[str, TensorSpec], asked: tuple[Outpu
 
 def _output_tensor(name: str, values: list[Any], spec: TensorSpec | None) -> tuple[dict[str, Any], list[Any], DataType]:
     shapes = {_numeric_shape(value) for value in values}
-    if len(shapes) == 1 and None not in shapes and (spec is None or spec.datatype != "BYTES"):
-        inner = list(shapes.pop())
+    shape = shapes.pop() if len(shapes) == 1 else None
+    if shape is not None and (spec is None or spec.datatype != "BYTES"):
+        inner = list(shape)
         if len(inner) == 1:
             flat = [x for value in values for x in value]
         elif not inner:
@@ -365,6 +367,7 @@ def _numeric_shape(value: Any) -> tuple[int, ...] | None:
         return ()
     if isinstance(value, list) and value:
         shapes = {_numeric_shape(item) for item in value}
-        if len(shapes) == 1 and None not in shapes:
-            return (len(value), *shapes.pop())
+        inner = shapes.pop() if len(shapes) == 1 else None
+        if inner is not None:
+            return (len(value), *inner)
     return None

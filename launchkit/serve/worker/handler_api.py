@@ -183,7 +183,7 @@ class BaseHandler:
         self.context = context
         self.manifest = context.manifest
         self.model_yaml_config = context.model_yaml_config
-        model_dir = Path(context.system_properties["model_dir"])
+        model_dir = Path(str(context.system_properties["model_dir"]))
         model = self.manifest.get("model", {})
         self.model = load_files(model_dir, model.get("modelFile"), model.get("serializedFile"))
         self.mapping = load_label_mapping(str(model_dir / "index_to_name.json"))
@@ -262,8 +262,8 @@ def load_entry(model_dir: Path, handler: str) -> tuple[Callable[[Any, Context], 
     path = model_dir / f"{module_name}.py"
     builtin = builtin_handler(handler)
     if builtin is not None and not path.is_file():  # a file of the archive wins, as in TorchServe
-        instance = builtin_class(builtin)()
-        return instance.handle, instance.initialize
+        default = builtin_class(builtin)()
+        return default.handle, default.initialize
     if not path.is_file():
         raise RuntimeError(f"handler {handler!r}: {path.name} is not in the archive, and it is not a default "
                            f"handler ({', '.join(BUILTIN_HANDLERS)})")
@@ -277,7 +277,7 @@ def load_entry(model_dir: Path, handler: str) -> tuple[Callable[[Any, Context], 
     classes = [obj for _, obj in inspect.getmembers(module, inspect.isclass)
                if obj.__module__ == module.__name__ and callable(getattr(obj, "handle", None))]
     if len(classes) == 1:
-        instance = classes[0]()
+        instance: Any = classes[0]()
         return instance.handle, instance.initialize if hasattr(instance, "initialize") else (lambda context: None)
     if len(classes) > 1:
         raise RuntimeError(f"handler {path.name} defines {len(classes)} classes with handle(); keep exactly one")

@@ -145,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes select through the wakeup fd
     control.send(json.dumps({"ready": os.getpid()}).encode())
     while True:
-        readable, _, _ = select.select([control, wake_read], [], [])
+        watched: list[Any] = [control, wake_read]
+        readable, _, _ = select.select(watched, [], [])
         if wake_read in readable:
             os.read(wake_read, 4096)
             _reap(control)
