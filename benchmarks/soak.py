@@ -20,7 +20,10 @@ the batch a killed worker held, 503 while a model has no worker, 413 for the ove
 (a 200 with another answer) or lost (no answer, a connection error). Verdicts: none lost, none
 wrong; the frontend's memory and open files after the run within +5 % of after the warm-up; p99
 of requests outside fault windows (a fault and the 2 s after it) within 1.5x the baseline's.
-Writes results/<ts>-soak/. Not yet: the same faults against TorchServe 0.12 beside it.
+Every kind of fault must have been made at least once (a run too short for six faults fails).
+``--torchserve``: then the same soak against TorchServe 0.12 live (/predictions only), side by
+side. Exit 1 when a request was lost or wrong, a kind of fault never made, or the server did not
+stop cleanly. `.ci/run` runs two minutes of it (tiny and echo). Writes results/<ts>-soak/.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ from _report import absolute, markdown_table, results_dir, write  # noqa: E402
 
 MAX_REQUEST_SIZE = 1 << 20
 FAULT_WINDOW_S = 2.0
+# what each kind of fault says when made, in the order they are made
+FAULT_KINDS = ("SIGKILL", "scale tiny", "echo 2.0", "disconnected", "slow sender", "oversize")
 TINY_INPUTS = [[round(random.Random(seed).uniform(-1, 1), 4) for _ in range(64)] for seed in range(8)]
 
 
@@ -263,7 +268,7 @@ class Soak:
     # -- the faults ------------------------------------------------------------------------------
 
     def fault(self, number: int) -> str:
-        which = number % 6
+        which = number % len(FAULT_KINDS)
         if which == 0:
             workers = [w for name in ("tiny", "echo") for w in self.manage("GET", f"/models/{name}")[1][0]["workers"]
                        if w.get("pid")]
@@ -351,7 +356,7 @@ class Soak:
             try:
                 what = self.fault(number)
             except (OSError, KeyError, IndexError, TypeError, http.client.HTTPException) as error:
-                what = f"fault {number % 6} could not be made: {error}"
+                what = f"fault {number % len(FAULT_KINDS)} could not be made: {error}"
             self.ledger.faults.append((at, what))
             number += 1
             time.sleep(max(0.0, args.fault_every - (time.perf_counter() - at)))
@@ -373,6 +378,12 @@ class Soak:
             return self.server.wait()
 
 
+def missing_faults(faults: list[tuple[float, str]]) -> list[str]:
+    """The kinds of fault the run never made (each made fault's description names its kind)."""
+    made = [what for _, what in faults if "could not be made" not in what]
+    return [kind for kind in FAULT_KINDS if not any(kind in what for what in made)]
+
+
 def p99(values: list[float]) -> float:
     return statistics.quantiles(values, n=100)[98] if len(values) >= 100 else max(values, default=0.0)
 
@@ -390,7 +401,7 @@ def summarize(soak: Soak, timeline: dict, code: int) -> dict:
             "p99_ratio": p99(quiet) / p99(baseline) if baseline and quiet else float("nan"),
             "memory_growth_pct": 100 * (rss1 - rss0) / rss0, "files_growth_pct": 100 * (fds1 - fds0) / fds0,
             "rss_mb": [round(rss / 2**20) for _, rss, _ in timeline["samples"]], "exit": code,
-            "kinds": soak.kinds}
+            "kinds": soak.kinds, "faults_missing": missing_faults(ledger.faults)}
 
 
 def main() -> int:
@@ -426,6 +437,8 @@ def main() -> int:
         absolute("p99 outside fault windows", "× the fault-free baseline's p99", ours["p99_ratio"], 1.5, "×",
                  higher=False, peer=peer["p99_ratio"] if peer else None),
         absolute("server", "exit status after SIGTERM", ours["exit"], 0, "", higher=False),
+        absolute("faults", "kinds never made", len(ours["faults_missing"]), 0, "", higher=False,
+                 peer=len(peer["faults_missing"]) if peer else None),
     ]
     names = list(runs)
     outcomes = sorted({outcome for run in runs.values() for outcome in run["outcomes"]})
@@ -445,7 +458,10 @@ def main() -> int:
             f"{what} ×{count}" for what, count in Counter(w.split(" worker ")[0] for _, w in faults).items())
     write(results_dir("soak"), f"Soak with chaos: {args.minutes:g} min, {args.clients} clients, a fault every "
                                f"{args.fault_every:g} s", table, {"runs": runs, "args": vars(args)}, checks)
-    failed = ours["outcomes"].get("lost", 0) or ours["outcomes"].get("wrong", 0) or ours["exit"] != 0
+    failed = (ours["outcomes"].get("lost", 0) or ours["outcomes"].get("wrong", 0) or ours["exit"] != 0
+              or ours["faults_missing"])
+    if ours["faults_missing"]:
+        print(f"never made: {', '.join(ours['faults_missing'])} (a longer run or a shorter --fault-every makes each)")
     return 1 if failed else 0
 
 

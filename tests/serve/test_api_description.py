@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from typing import IO
 
 from launchkit.serve.api.openapi import document
 from tests.serve.conftest import Server, free_port
@@ -42,13 +44,26 @@ def test_an_inference_token_does_not_hide_the_description_but_guards_the_rest(ar
         assert _curl(f"http://127.0.0.1:{server.port}/nowhere")[0] == 401  # nor which endpoints exist
 
 
-def _schemathesis(port: int, cases: int, seed: int) -> None:
+def _schemathesis(port: int, cases: int, seed: int) -> tuple[subprocess.Popen, IO[str]]:
+    """schemathesis started against one port's document, and the file its output goes to (not a pipe: a
+    full pipe would stall it while the test waits for another one); ``_passed`` waits for it."""
     command = [str(Path(sys.executable).parent / "st"), "--config-file", str(SCHEMATHESIS_CONFIG), "run",
                f"http://127.0.0.1:{port}/api-description", "--max-examples", str(cases), "--seed", str(seed),
                "--workers", "1",  # several workers trip a CPython 3.11 ast bug inside hypothesis, not the server
                "--no-color", "--generation-database", "none", "--request-timeout", "30"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=400)
-    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+    output = tempfile.TemporaryFile("w+")
+    return subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True), output
+
+
+def _passed(started: tuple[subprocess.Popen, IO[str]]) -> None:
+    run, output = started
+    with output:
+        try:
+            run.wait(timeout=400)
+        finally:
+            run.kill()
+        output.seek(0)
+        assert run.returncode == 0, output.read()[-8000:]
 
 
 def _workers(server: Server) -> dict[str, tuple[int, int]]:
@@ -61,14 +76,19 @@ def _workers(server: Server) -> dict[str, tuple[int, int]]:
 
 
 def test_schemathesis_on_both_ports_finds_no_error_and_no_worker_dies(archives, example_archives):
-    with Server([str(example_archives["tiny"]), str(archives["echo"])], free_port()) as server:
+    models = [str(example_archives["tiny"]), str(archives["echo"])]
+    # two servers, one schemathesis each, side by side (one core each): generated management calls scale,
+    # unregister and re-register the models, so they get a server of their own
+    with Server(models, free_port()) as server, Server(models, free_port()) as managed:
         before = _workers(server)
-        _schemathesis(server.port, CASES_PER_OPERATION, seed=1)
-        _schemathesis(server.metrics_port, 20, seed=1)
+        inference, management = _schemathesis(server.port, CASES_PER_OPERATION, 1), \
+            _schemathesis(managed.management_port, CASES_PER_OPERATION, 1)
+        _passed(management)
+        _passed(_schemathesis(managed.metrics_port, 20, 1))
+        _passed(inference)
         assert _workers(server) == before, "a worker died or was replaced under generated inference requests"
-        # last: generated management calls scale, unregister and re-register the models
-        _schemathesis(server.management_port, CASES_PER_OPERATION, seed=1)
-        assert server.request("GET", "/ping")[0] in (200, 500)
-        output = server.output()
-        assert "Traceback" not in output, output[-4000:]
-        assert server.stop() == 0
+        assert managed.request("GET", "/ping")[0] in (200, 500)
+        for each in (server, managed):
+            output = each.output()
+            assert "Traceback" not in output, output[-4000:]
+            assert each.stop() == 0

@@ -36,6 +36,25 @@ def raw(port: int, payload: bytes, read_timeout: float = 10.0) -> bytes:
         return b"".join(chunks)
 
 
+def one_answer(port: int, payload: bytes, read_timeout: float = 10.0) -> bytes:
+    """Send raw bytes, return the first whole answer (its head and Content-Length body) as soon as it has
+    come: a refused request's connection may linger open for a while (it drains what the client still sends)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=read_timeout) as sock:
+        sock.sendall(payload)
+        data = b""
+        while True:
+            head, ended, body = data.partition(b"\r\n\r\n")
+            if ended:
+                length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")[1:]
+                               if line.lower().startswith(b"content-length:")), 0)
+                if len(body) >= length:
+                    return data
+            chunk = sock.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+
+
 # --- high ---------------------------------------------------------------------------------------------------------
 
 
@@ -70,10 +89,10 @@ def test_header_limits(tmp_path, archives):
     config = limits_config(tmp_path, max_header_size=4096, max_headers=20)
     with Server([str(archives["echo"]), "--ts-config", config], free_port()) as server:
         big = b"POST /predictions/echo HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n"
-        answer = raw(server.port, big)
+        answer = one_answer(server.port, big)
         assert answer.startswith(b"HTTP/1.1 431") and b"max_header_size=4096" in answer
         many = b"GET /ping HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(50)) + b"\r\n"
-        answer = raw(server.port, many)
+        answer = one_answer(server.port, many)
         assert answer.startswith(b"HTTP/1.1 431") and b"max_headers=20" in answer
         assert server.predict("echo", {"ok": 1})[0] == 200
         assert psutil.Process(server.worker_pids()[0]).memory_info().rss < 500 * 2**20
@@ -98,7 +117,7 @@ def test_slow_and_silent_clients_are_timed_out(tmp_path, archives):
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as silent:  # never sends a byte
             started = time.perf_counter()
             assert silent.recv(4096).startswith(b"HTTP/1.1 408") and time.perf_counter() - started < 4
-        short = raw(server.port, b"POST /predictions/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        short = one_answer(server.port, b"POST /predictions/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                                  b"Content-Length: 1000\r\n\r\n{\"x\": 1}")
         assert short.startswith(b"HTTP/1.1 408") and b"request body" in short
         assert server.predict("echo", {"ok": 1})[0] == 200
