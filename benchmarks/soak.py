@@ -413,6 +413,7 @@ def main() -> int:
     parser.add_argument("--torchserve", action="store_true",
                         help="then the same soak against TorchServe 0.12 (/predictions only), side by side")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped: the servers it started are stopped too
     runs = {}
     for peer in ("launchkit", "torchserve") if args.torchserve else ("launchkit",):
         print(f"soaking {peer} for {args.minutes:g} min ...", flush=True)
