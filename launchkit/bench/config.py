@@ -14,12 +14,14 @@ import math
 
 import json
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from launchkit.bench.stats import DEFAULT_PERCENTILES
 from launchkit.core.errors import UsageError
+from launchkit.examples.targets import names_an_example
 
 # benchmark-ab.py's keys that map onto bench's own options
 AB_CONFIG_KEYS = {"url", "concurrency", "requests", "batch_size", "batch_delay", "workers", "input", "content_type",
@@ -117,13 +119,12 @@ class BenchConfig:
     metrics_url: str | None = None
 
     @property
-    def target_kind(self) -> str:
-        """``example``, ``archive`` (a local .mar), ``remote-archive`` (an http(s) .mar URL) or ``url``."""
+    def target_kind(self) -> TargetKind:
         return target_kind(self.target)
 
     @property
     def starts_a_server(self) -> bool:
-        return self.target_kind != "url"
+        return self.target_kind is not TargetKind.URL
 
     def validate(self) -> None:
         if self.requests is None and self.duration_s is None:
@@ -166,13 +167,21 @@ class BenchConfig:
         return "concurrency " + ", ".join(str(level) for level in self.concurrency)
 
 
-def target_kind(target: str | None) -> str:
-    if target is None:
-        return "example"
+class TargetKind(StrEnum):
+    EXAMPLE = "example"  # nothing (tiny) or a bundled example's name
+    ARCHIVE = "archive"  # a .mar (or folder) on disk
+    REMOTE_ARCHIVE = "remote-archive"  # an http(s) URL of a .mar: registered on a server bench starts
+    URL = "url"  # an endpoint of a running server
+
+
+def target_kind(target: str | None) -> TargetKind:
+    if names_an_example(target):
+        return TargetKind.EXAMPLE
+    assert target is not None
     scheme = urlsplit(target).scheme.lower()
     if scheme in ("http", "https"):
-        return "remote-archive" if urlsplit(target).path.endswith(".mar") else "url"
-    return "archive"
+        return TargetKind.REMOTE_ARCHIVE if urlsplit(target).path.endswith(".mar") else TargetKind.URL
+    return TargetKind.ARCHIVE
 
 
 MAX_SWEEP_STEPS = 1000  # each step is a measured run: more would take days, never a sweep a user meant
@@ -246,7 +255,7 @@ def comparable(baseline: dict[str, Any], config: BenchConfig, model: str | None)
     if target_kind(old.get("target")) != config.target_kind:
         reasons.append(f"its target was {old.get('target') or 'the bundled example'}, this one is "
                        f"{config.target or 'the bundled example'}")
-    elif config.target_kind == "url" and old.get("target") != config.target:
+    elif config.target_kind is TargetKind.URL and old.get("target") != config.target:
         reasons.append(f"its target was {old.get('target')}, this one is {config.target}")
     for key, flag in SERVER_FLAGS.items():
         if old.get(key) != getattr(config, key):

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from launchkit.bench.clients import run_level_clients
-from launchkit.bench.config import BenchConfig
+from launchkit.bench.config import BenchConfig, TargetKind
 from launchkit.bench.inputs import load_payloads
 from launchkit.bench.compare import STAGE_METRICS
 from launchkit.bench.loadgen import LoadSpec, Samples, Target, encode_requests, run_level
@@ -36,6 +36,7 @@ from launchkit.bench.stats import LevelResult, summarize, windows_agree
 from launchkit.core import eventloop
 from launchkit.core.errors import LaunchkitError, UsageError
 from launchkit.core.signals import STOP_SIGNALS, Interrupted, handling, raise_interrupted
+from launchkit.examples.targets import archive_named, example_choices
 
 Progress = Callable[[str, Samples], None]
 Status = Callable[[str], None]
@@ -77,19 +78,11 @@ def model_of(path: str) -> tuple[str | None, str | None]:
 
 
 def local_archive(config: BenchConfig) -> Path | None:
-    """The .mar a run serves (the bundled tiny for no target); None for URL targets. Checked, not started."""
-    if config.target_kind == "example":
-        from launchkit.examples.cache import ensure_examples
-
-        return ensure_examples(("tiny",))[0]
-    if config.target_kind != "archive":
+    """The .mar a run serves (a bundled example, tiny for no target); None for URL targets. Checked, not started."""
+    if config.target_kind not in (TargetKind.EXAMPLE, TargetKind.ARCHIVE):
         return None
-    assert config.target is not None
-    path = Path(config.target.removeprefix("file://"))
-    if not path.exists():
-        raise UsageError(f"target {config.target}: no such file; give an http:// URL, a .mar, or nothing "
-                         "(the bundled example)")
-    return path
+    return archive_named(config.target, f"an http:// URL, a .mar, a bundled example ({example_choices()}) or "
+                                        "nothing (tiny)")
 
 
 def _levels(config: BenchConfig) -> list[LoadSpec]:
@@ -117,7 +110,7 @@ def run_bench(config: BenchConfig, report_dir: Path, progress: Progress | None =
             log = report_dir / "server.log"
             result.server_log = str(log)
             say("starting launchkit serve")
-            remote = config.target_kind == "remote-archive"
+            remote = config.target_kind is TargetKind.REMOTE_ARCHIVE
             # a remote .mar is registered on an empty server: its settings go with the registration
             server = ServerUnderTest(archive, [] if remote else server_args(config), log,
                                      allow_url=config.target if remote else None)

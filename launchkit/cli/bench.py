@@ -75,14 +75,15 @@ def bench(**params: Any) -> None:
     """Load-test a model server and write a report (table, CSV, JSON, Markdown, plots).
 
     TARGET is an http:// URL (e.g. http://127.0.0.1:8080/predictions/tiny; without --input it gets
-    GETs, as from ab or hey), a .mar file (bench
-    starts `launchkit serve` with it, and stops it), an http(s) URL of a .mar (registered on a
-    server bench starts; allowed for that URL only), or nothing: the bundled tiny example. Every
+    GETs, as from ab or hey), a .mar file (bench starts `launchkit serve` with it, and stops it), an
+    http(s) URL of a .mar (registered on a server bench starts; allowed for that URL only), a
+    bundled example's name (tiny, resnet18, minilm, mnist), or nothing: the bundled tiny example. Every
     non-2xx response is an error; a level with more than --max-error-rate of them fails the run.
 
     \b
     Examples:
       launchkit bench --concurrency 8 --requests 5000
+      launchkit bench resnet18 --concurrency 4 --duration 10         # a bundled example by name
       launchkit bench resnet18.mar --concurrency-range 1:8 --duration 10 -bs 8 -bd 5
       launchkit bench http://127.0.0.1:8080/predictions/tiny -i body.bin --rate 500 --duration 10
       launchkit bench http://127.0.0.1:8080/ping -c 8 -r 2000        # no --input: GET

@@ -16,6 +16,7 @@ from typing import Any, Callable
 from launchkit.archive.inputs import AccuracyTask, InputDeclaration, InputKind, read_declaration
 from launchkit.core.errors import ArchiveError, UsageError
 from launchkit.examples import EXAMPLES
+from launchkit.examples.targets import archive_named, example_choices
 
 MakeInputs = Callable[[int, int], tuple[Any, ...]]  # (count, seed) → input tensors, batch first
 
@@ -50,17 +51,10 @@ class Source:
 
 
 def archive_of(target: str | None, example: str | None) -> Path:
-    """The file optimize starts from: a bundled example, a .mar or a TorchScript .pt."""
-    if example:
-        from launchkit.examples.cache import ensure_examples
-
-        return ensure_examples((example,))[0]
-    if not target:
+    """The file optimize starts from: a bundled example (--example or its name), a .mar or a TorchScript .pt."""
+    if not target and not example:
         raise UsageError(f"give a MODEL (.mar or .pt) or --example {'|'.join(EXAMPLES)}")
-    archive = Path(target.removeprefix("file://"))
-    if not archive.exists():
-        raise UsageError(f"{archive}: no such file; give a .mar, a TorchScript .pt, or --example NAME")
-    return archive
+    return archive_named(example or target, f"a .mar, a TorchScript .pt, or a bundled example ({example_choices()})")
 
 
 def load_source(archive: Path, workdir: Path, inputs_file: str | None = None,

@@ -23,7 +23,7 @@ from launchkit.archive.reading import model_config_of
 from launchkit.bench.inputs import load_payloads
 from launchkit.core.errors import LaunchkitError, UsageError
 from launchkit.core.signals import Interrupted, handling, raise_interrupted
-from launchkit.examples import EXAMPLES
+from launchkit.examples.targets import archive_named, example_choices
 from launchkit.serve.settings import ModelSettings
 from launchkit.tune.measure import MeasureSettings, Servers, confirm_trial, measure_trial, trial_line
 from launchkit.tune.search import BruteSearch, Constraints, QuickSearch, Trial, best_of, judge, score
@@ -69,14 +69,7 @@ class TuneResult:
 
 def resolve_target(target: str | None) -> Path:
     """The archive a run tunes: a .mar path, or a bundled example (tiny when none is named)."""
-    if target is None or target in EXAMPLES:
-        from launchkit.examples.cache import ensure_examples
-
-        return ensure_examples((target or "tiny",))[0]
-    path = Path(target)
-    if not path.is_file():
-        raise UsageError(f"target {target}: no such file; give a .mar, a bundled example ({', '.join(EXAMPLES)}), "
-                         "or nothing (tiny)")
+    path = archive_named(target, f"a .mar, a bundled example ({example_choices()}) or nothing (tiny)")
     read_manifest(path)  # a clean error for a file that is not an archive, before anything starts
     return path
 

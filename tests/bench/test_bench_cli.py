@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from launchkit.bench.config import parse_range, parse_warmup
+from launchkit.bench.config import TargetKind, parse_range, parse_warmup, target_kind
 from launchkit.core.errors import UsageError
 
 
@@ -140,6 +140,16 @@ def test_stability_mode_always_writes_a_result(status_server, body, tmp_path):
 def test_bad_input(args, message):
     result = launchkit("bench", *args)
     assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_bundled_examples_name_is_a_target_as_for_tune_and_optimize(tmp_path):
+    assert target_kind(None) is TargetKind.EXAMPLE and target_kind("mnist") is TargetKind.EXAMPLE
+    assert target_kind("mnist.mar") is TargetKind.ARCHIVE and target_kind("file:///m.mar") is TargetKind.ARCHIVE
+    assert target_kind("https://h/m.mar") is TargetKind.REMOTE_ARCHIVE and target_kind("http://h/x") is TargetKind.URL
+    result = launchkit("bench", "mnist", "--requests", "40", "-c", "2", "--quiet", "-rl", str(tmp_path / "r"))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["model"] == "mnist" and summary["levels"][0]["requests_ok"] == 40, summary["levels"][0]
 
 
 def test_ranges_and_warmup_parsing():
