@@ -44,7 +44,7 @@ def accounting_us(count: int = 200_000) -> float:
     """What the server's metrics calls for one batch-1 request cost, timed alone."""
     import timeit
 
-    from launchkit.serve.api.metrics import ModelMetrics
+    from launchkit.serve.scheduling.model_metrics import ModelMetrics
 
     metrics = ModelMetrics("tiny", "1.0")
     timings = {"handle": 1e-4, "preprocess": 2e-5, "inference": 5e-5, "postprocess": 1e-5}

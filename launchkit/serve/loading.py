@@ -11,7 +11,6 @@ import itertools
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
 
 from launchkit.archive.handlers import check_handler
 from launchkit.archive.manifest import check_name, read_manifest
@@ -19,6 +18,7 @@ from launchkit.archive.reading import extract_archive, inspect_archive, read_mod
 from launchkit.core.errors import Conflict, UsageError
 from launchkit.core.isa import emulated_note, read_isa
 from launchkit.serve.scheduling.batcher import ModelQueue
+from launchkit.serve.scheduling.model_metrics import KeepsMetrics
 from launchkit.serve.scheduling.registry import Registry, ServedModel
 from launchkit.serve.settings import ModelOverrides, ModelSource, ServerConfig, model_settings
 from launchkit.serve.sources import check_sha256
@@ -50,7 +50,7 @@ def resolve_sources(config: ServerConfig, paths: list[str], models: list[str]) -
 
 def open_model(archive: Path, workdir: Path, config: ServerConfig, overrides: tuple[ModelOverrides, ...] = (),
                name: str | None = None, sha256: str | None = None, url: str = "",
-               metrics: Any = None, handler: str | None = None) -> ServedModel:
+               metrics: KeepsMetrics | None = None, handler: str | None = None) -> ServedModel:
     """Check, extract and describe one archive; raises ArchiveError or SourceError, and then leaves
     nothing behind (nothing is registered, nothing extracted stays on disk).
 
@@ -103,9 +103,8 @@ def discard_files(model: ServedModel) -> None:
         shutil.rmtree(model.model_dir, ignore_errors=True)
 
 
-def attach_metrics(model: ServedModel, metrics: Any) -> None:
-    model.metrics = metrics.for_model(model)
-    model_metrics = model.metrics
+def attach_metrics(model: ServedModel, metrics: KeepsMetrics) -> None:
+    model.metrics = model_metrics = metrics.for_model(model)
     model.queue.on_dispatch = lambda jobs, now: model_metrics.batch_sent([now - job.arrival for job in jobs])
 
 

@@ -132,8 +132,9 @@ async def _serve(request: ServeRequest) -> int:
     try:
         registry = load_models(config, request.sources, request.overrides, workdir)
         metrics = ServerMetrics(registry) if config.enable_metrics_api else None
-        for model in registry.all() if metrics else ():
-            attach_metrics(model, metrics)
+        if metrics is not None:
+            for model in registry.all():
+                attach_metrics(model, metrics)
         run_request, warnings = base_run_request(config, request.topology_root)
         if config.grpc_inference_address is not None or config.grpc_management_address is not None:
             # before the fork server starts: importing it sets gRPC's fork setting in the environment, and

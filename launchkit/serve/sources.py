@@ -22,6 +22,7 @@ import secrets
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -40,9 +41,14 @@ class SourcePolicy:
         return any(re.fullmatch(pattern, url) for pattern in self.allowed_urls)
 
 
+class SourceKind(StrEnum):
+    FILE = "file"  # in the model store, or a path allowed_urls matches: used in place
+    HTTP = "http"  # http(s): downloaded first
+
+
 @dataclass(frozen=True)
 class ResolvedSource:
-    kind: str  # "file" | "http"
+    kind: SourceKind
     path: Path | None = None
     url: str = ""
 
@@ -60,7 +66,7 @@ def resolve(url: str, policy: SourcePolicy) -> ResolvedSource:
                 "list of regular expressions) matches them. Put the archive in the model store, or allow its "
                 r"origin, e.g. allowed_urls=https://models\.example\.com/.*"
             )
-        return ResolvedSource("http", url=url)
+        return ResolvedSource(SourceKind.HTTP, url=url)
     if scheme == "file":
         return _local(Path(unquote(parsed.path)), url, policy)
     if scheme and len(scheme) > 1:  # one letter would be a Windows drive; everything else is a scheme
@@ -87,7 +93,7 @@ def _local(path: Path, url: str, policy: SourcePolicy) -> ResolvedSource:
         )
     if not real.is_file() and not (real / "MAR-INF" / "MANIFEST.json").is_file():  # a .mar, or a no-archive folder
         raise SourceMissing(f"url={url}: no such archive ({real})")
-    return ResolvedSource("file", path=real, url=url)
+    return ResolvedSource(SourceKind.FILE, path=real, url=url)
 
 
 class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
@@ -104,7 +110,7 @@ class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
 
 def fetch(source: ResolvedSource, policy: SourcePolicy, folder: Path) -> Path:
     """The archive as a local file: the model-store file itself, or a download into ``folder``. Blocking."""
-    if source.kind == "file":
+    if source.kind is SourceKind.FILE:
         assert source.path is not None
         return source.path
     name = Path(urlparse(source.url).path).name or "model.mar"

@@ -16,7 +16,7 @@ import itertools
 import json
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from launchkit.core.errors import LaunchkitError, NotFound, TooLarge, Unauthorized
 from launchkit.serve.api.asgi import Message, Receive, Scope, Send
@@ -27,13 +27,16 @@ from launchkit.serve.api.routes import INFERENCE_ROUTES, ErrorShape, Route, Rout
 from launchkit.serve.scheduling.registry import Registry, ServedModel
 from launchkit.serve.wire import ItemRequest, ItemResult, error_body
 
+if TYPE_CHECKING:  # the Prometheus side is not needed to serve
+    from launchkit.serve.api.metrics import ServerMetrics
+
 ROUTER = Router(INFERENCE_ROUTES)
 CREDENTIALS = frozenset({b"authorization", b"proxy-authorization", b"cookie"})
 
 
 class InferenceApp:
     def __init__(self, registry: Registry, max_request_size: int, max_response_size: int = 6_553_500,
-                 metrics: Any = None, token: str | None = None, max_tensor_elements: int = 16 * 2**20) -> None:
+                 metrics: ServerMetrics | None = None, token: str | None = None, max_tensor_elements: int = 16 * 2**20) -> None:
         self.registry = registry
         self.max_request_size = max_request_size
         self.max_response_size = max_response_size

@@ -33,10 +33,11 @@ from launchkit.serve.api.responses import bearer_token_ok, send_json, torchserve
 from launchkit.serve.api.routes import MANAGEMENT_ROUTES, Param, Router
 from launchkit.serve.fleet.fleet import Fleet, wait_loaded
 from launchkit.serve.loading import discard_files, open_model
+from launchkit.serve.scheduling.model_metrics import KeepsMetrics
 from launchkit.serve.scheduling.registry import Registry, ServedModel
 from launchkit.serve.addresses import is_loopback
 from launchkit.serve.settings import ModelOverrides, ServerConfig
-from launchkit.serve.sources import SourcePolicy, fetch, resolve
+from launchkit.serve.sources import SourceKind, SourcePolicy, fetch, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class Query:
 
 class ManagementApp:
     def __init__(self, registry: Registry, fleet: Fleet, config: ServerConfig, workdir: Path,
-                 metrics: Any = None) -> None:
+                 metrics: KeepsMetrics | None = None) -> None:
         self.registry = registry
         self.fleet = fleet
         self.config = config
@@ -232,7 +233,7 @@ class ManagementApp:
         except ArchiveError as error:
             raise ArchiveError(f"url={url}: {error}") from None
         finally:
-            if source.kind == "http":  # downloaded: extracted now, or refused; either way not needed
+            if source.kind is SourceKind.HTTP:  # downloaded: extracted now, or refused; either way not needed
                 archive.unlink(missing_ok=True)
         model.loaded_at_startup = False
         async with self.fleet.lock:

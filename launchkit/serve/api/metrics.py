@@ -1,26 +1,15 @@
 """Prometheus metrics of the server, served on ``metrics_address`` /metrics (prometheus_client).
 
-Cost per request matters here (a tiny model's request takes well under a millisecond of CPU):
-prometheus_client's Histogram takes a lock and scans its buckets on every observation, several
-times per request. So observations are appended to a list and bucketed in bulk (a C bisect per
-value) when Prometheus scrapes or when a few thousand are pending; benchmarks/ops.py measures what
-metrics cost a request. prometheus_client still does the registry, the text format and
-``?name[]=`` filtering. (Bucketing with numpy would put numpy into the frontend process, which
-does not otherwise import it.) States rather than events (workers by
-state, restarts, queue depth, worker memory) are read at scrape time.
-
-Histograms, unlike TorchServe's cumulative-microsecond counters, give percentiles. Buckets run
-from 100 µs to 2 min so that a sub-millisecond model and a multi-second one both land in the
-middle of the range, six per decade.
+What is counted lives below, in serve/scheduling/model_metrics.py (one ModelMetrics per model
+version, kept cheap on the request path); this module is the Prometheus side: collectors that
+read those counters and histograms at scrape time, and states rather than events (workers by
+state, restarts, queue depth, worker memory) read when scraped. prometheus_client does the
+registry, the text format and ``?name[]=`` filtering.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from bisect import bisect_left
 from collections.abc import Iterator
-from itertools import accumulate
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -31,94 +20,10 @@ from prometheus_client.registry import Collector
 from launchkit.core.errors import LaunchkitError
 from launchkit.serve.api.responses import send_json, torchserve_error
 from launchkit.serve.api.routes import METRICS_ROUTES, Router
-from launchkit.serve.api.totals import FOLD_EVERY, RunningTotals, Totals
-from launchkit.serve.api.ts_metrics import HandlerMetrics, TorchServeCollector
+from launchkit.serve.api.ts_metrics import TorchServeCollector
 from launchkit.serve.fleet.state import WorkerState
+from launchkit.serve.scheduling.model_metrics import ModelMetrics
 from launchkit.serve.scheduling.registry import Registry, ServedModel
-
-# 1-1.5-2-3-5-7 in every decade from 100 µs to 2 min: a percentile estimated inside one bucket
-# is off by at most about a fifth, for a 0.3 ms model as for a 30 s one.
-SECONDS_BUCKETS = tuple(round(step * 10.0**exponent, 6) for exponent in range(-4, 2)
-                        for step in (1, 1.5, 2, 3, 5, 7)) + (100.0, 120.0)
-BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
-STAGES = ("preprocess", "inference", "postprocess", "handle")
-FLUSH_EVERY = 4096
-
-
-class BufferedHistogram:
-    """A histogram whose observations are bucketed in bulk (see the module's docstring)."""
-
-    __slots__ = ("bounds", "counts", "total", "pending", "_lock")
-
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self.bounds = tuple(float(bound) for bound in bounds)
-        self.counts = [0] * (len(bounds) + 1)  # the last one: above every bound (+Inf)
-        self.total = 0.0
-        self.pending: list[float] = []
-        self._lock = threading.Lock()  # the event loop observes; a scrape may run in another thread
-
-    def observe(self, value: float) -> None:
-        pending = self.pending
-        pending.append(value)
-        if len(pending) >= FLUSH_EVERY:
-            self.flush()
-
-    def flush(self) -> None:
-        with self._lock:
-            pending, self.pending = self.pending, []
-            counts, bounds = self.counts, self.bounds
-            for value in pending:
-                counts[bisect_left(bounds, value)] += 1  # bounds[i-1] < v <= bounds[i]: Prometheus' "le"
-            self.total += sum(pending)
-
-    def buckets(self) -> tuple[list[tuple[str, float]], float]:
-        self.flush()
-        labels = [repr(bound) for bound in self.bounds] + ["+Inf"]
-        return list(zip(labels, accumulate(self.counts))), self.total
-
-
-class ModelMetrics:
-    """Counters and histograms of one model version."""
-
-    def __init__(self, name: str, version: str) -> None:
-        self.labels = [name, version]
-        self.by_code: dict[int, int] = {}
-        self.latency = BufferedHistogram(SECONDS_BUCKETS)
-        self.queue_wait = BufferedHistogram(SECONDS_BUCKETS)
-        self.batch_size = BufferedHistogram(BATCH_BUCKETS)
-        self.stages = {stage: BufferedHistogram(SECONDS_BUCKETS) for stage in STAGES}
-        self.running = RunningTotals()
-        self.handler_metrics = HandlerMetrics(name)
-
-    @property
-    def totals(self) -> Totals:
-        """Counts and sums so far (Triton's statistics, TorchServe's counters): folded when read."""
-        return self.running.read(self.by_code, self.latency, self.queue_wait)
-
-    def request_done(self, status: int, seconds: float) -> None:
-        self.by_code[status] = self.by_code.get(status, 0) + 1
-        self.latency.observe(seconds)
-        if status >= 400:
-            self.running.failed_seconds += seconds
-
-    def batch_sent(self, waits: list[float]) -> None:
-        self.batch_size.observe(len(waits))
-        for wait in waits:
-            self.queue_wait.observe(wait)
-
-    def batch_done(self, timings: dict[str, float], size: int = 1, handler_updates: list[Any] | None = None,
-                   worker: str = "") -> None:
-        for stage, seconds in timings.items():
-            histogram = self.stages.get(stage)
-            if histogram is not None:
-                histogram.observe(seconds)
-        pending = self.running.pending  # folded when read (serve/api/totals.py): one append here
-        pending.append((timings, size, worker, time.time()))
-        if len(pending) >= FOLD_EVERY:
-            self.running.fold()
-        if handler_updates:
-            self.handler_metrics.apply(handler_updates)
-
 
 METRICS_ROUTER = Router(METRICS_ROUTES)
 

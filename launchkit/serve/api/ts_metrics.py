@@ -19,49 +19,20 @@ gauges keep the last value, histograms are exposed as summaries (count and sum).
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from launchkit.serve.scheduling.model_metrics import ModelMetrics
 from launchkit.serve.scheduling.registry import Registry
 
 HOSTNAME = socket.gethostname()
 
 
-class HandlerMetrics:
-    """The metrics one model's handler emitted: (type, name, dimension names) → dimension values → value."""
-
-    def __init__(self, model_name: str) -> None:
-        self.model_name = model_name
-        self.families: dict[tuple[str, str, tuple[str, ...]], dict[tuple[str, ...], Any]] = {}
-        self.units: dict[tuple[str, str, tuple[str, ...]], str] = {}
-        self._lock = threading.Lock()  # updates come on the event loop; a scrape may run in another thread
-
-    def apply(self, updates: list[Any]) -> None:
-        with self._lock:
-            for name, unit, kind, names, values, value in updates:
-                key = (kind, name, tuple(names))
-                samples = self.families.setdefault(key, {})
-                self.units[key] = unit
-                if kind == "counter":
-                    samples[values] = samples.get(values, 0.0) + value
-                elif kind == "gauge":
-                    samples[values] = value
-                else:
-                    count, total = samples.get(values, (0, 0.0))
-                    samples[values] = (count + 1, total + value)
-
-    def snapshot(self) -> list[tuple[str, str, tuple[str, ...], str, dict[tuple[str, ...], Any]]]:
-        with self._lock:
-            return [(kind, name, names, self.units[(kind, name, names)], dict(samples))
-                    for (kind, name, names), samples in self.families.items()]
-
-
 class TorchServeCollector(Collector):
-    def __init__(self, models: Registry, unknown: Any) -> None:
+    def __init__(self, models: Registry, unknown: ModelMetrics) -> None:
         self.models = models
         self.unknown = unknown  # ModelMetrics of requests for models that are not loaded
 
@@ -110,9 +81,10 @@ class TorchServeCollector(Collector):
                    "PredictionTime": Metric("PredictionTime", "Prediction time of the last batch in ms "
                                             "(TorchServe's name)", "gauge")}
         emitted: set[str] = set()
-        models = [model for model in self.models.all() if model.metrics is not None]
-        for model in models:
+        for model in self.models.all():
             metrics = model.metrics
+            if metrics is None:
+                continue
             totals = metrics.totals
             labels = {"model_name": model.name, "model_version": model.version, "hostname": HOSTNAME}
             requests.add_sample("ts_inference_requests_total", labels, float(totals.ok + totals.failed))

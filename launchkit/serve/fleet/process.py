@@ -22,6 +22,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,7 +66,8 @@ class WorkerProcess:
     timeouts: dict[int, asyncio.TimerHandle] = field(default_factory=dict)  # per batch in flight
     streams: int = 1  # batches it runs at once (multi-stream worker: one per stream)
     on_timeout: Any = None  # set by the pool: called with (worker, batch_id) when a batch overstays
-    on_batch_done: Any = None  # metrics: called with the handler's stage timings of each batch
+    # metrics: called with the handler's stage timings, the batch's size and the handler's own metrics
+    on_batch_done: Callable[[dict[str, float], int, list[Any] | None], None] | None = None
     retiring: bool = False  # taken out of service for good: never restarted
     loaded: asyncio.Event = field(default_factory=asyncio.Event)  # ready once, or failed to load
     exited: asyncio.Event = field(default_factory=asyncio.Event)  # retired and gone for good

@@ -9,6 +9,7 @@ from typing import Any
 from launchkit.archive.manifest import Manifest
 from launchkit.core.errors import Conflict, ModelNotFound, VersionNotFound
 from launchkit.serve.scheduling.batcher import ModelQueue
+from launchkit.serve.scheduling.model_metrics import ModelMetrics
 from launchkit.serve.settings import ModelSettings
 from launchkit.serve.tensors import ModelTensors
 
@@ -26,7 +27,7 @@ class ServedModel:
     max_workers: int | None = None
     loaded_at_startup: bool = True
     url: str = ""  # what it was registered from
-    metrics: Any = None  # ModelMetrics, when the server keeps metrics
+    metrics: ModelMetrics | None = None  # when the server keeps metrics
     owns_dir: bool = True  # model_dir was extracted by the server (False: an operator's folder, used in place)
     tensors: ModelTensors | None = None  # v2 metadata: declared in model-config.yaml, or learned from a request
     handler: str = ""  # the handler workers run: the manifest's, or handler= at registration

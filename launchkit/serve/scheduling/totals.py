@@ -1,6 +1,6 @@
 """Running totals of one model version for Triton's statistics extension and TorchServe's counters.
 
-Kept the way the histograms are (see :mod:`launchkit.serve.api.metrics`): a batch's figures are
+Kept the way the histograms are (see :mod:`launchkit.serve.scheduling.model_metrics`): a batch's figures are
 appended to a list on the hot path (one append) and folded into sums when someone reads them, or
 when a few thousand are pending. Request counts, latency and queue sums come from the histograms
 and status counters the server keeps anyway; only failed requests' seconds are added here.
