@@ -12,6 +12,7 @@ from launchkit.cli.options import CONTEXT, launch_options, option
 from launchkit.core.errors import PlanError, UsageError
 from launchkit.launch.flags import ALIASES_HELP, merge_profile, run_request
 from launchkit.launch.runplan import ProgramSpec, RunPlan, check_program
+from launchkit.launch.supervise import OnFailure
 
 
 @click.command(context_settings={**CONTEXT, "allow_interspersed_args": False}, epilog=ALIASES_HELP)
@@ -19,7 +20,7 @@ from launchkit.launch.runplan import ProgramSpec, RunPlan, check_program
 @option("--log-path", "--log-dir", metavar="DIR",
         help="Write <prefix>.<i>.out.log / .err.log per instance and <prefix>.summary.json here.")
 @option("--log-file-prefix", default="run", show_default=True, help="File name prefix of the logs.")
-@option("--on-failure", type=click.Choice(["kill-all", "wait"]), default="kill-all", show_default=True,
+@option("--on-failure", type=click.Choice([kind.value for kind in OnFailure]), default="kill-all", show_default=True,
         help="When an instance fails: stop the others, or let them finish.")
 @option("--grace-period", type=click.FloatRange(min=0), default=5.0, show_default=True,
         help="Seconds between forwarding a signal and SIGKILL.")

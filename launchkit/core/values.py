@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
 from launchkit.core.errors import UsageError
+
+Choice = TypeVar("Choice", bound=StrEnum)
 
 TRUE_WORDS = ("true", "yes", "1", "on")
 FALSE_WORDS = ("false", "no", "0", "off")
@@ -20,3 +23,11 @@ def parse_bool(value: Any, where: str) -> bool:
     if lowered in FALSE_WORDS:
         return False
     raise UsageError(f"{where}={value!r}: expected true or false")
+
+
+def parse_choice(kind: type[Choice], value: Any, where: str, error: type[UsageError] = UsageError) -> Choice:
+    """One of ``kind``'s values (an enum of the words a flag or setting takes); else ``error`` naming them."""
+    try:
+        return kind(value)
+    except ValueError:
+        raise error(f"{where} {value!r}: expected one of {', '.join(kind)}") from None

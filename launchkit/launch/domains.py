@@ -23,12 +23,19 @@ and has not been measured on a machine with several L3 domains per node: the len
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from enum import StrEnum
 from typing import Protocol, TypeVar
 
 from launchkit.core.cpulist import format_cpu_list
 from launchkit.core.errors import PlanError
 
-POLICIES = ("pack", "whole")
+
+
+class CacheDomains(StrEnum):
+    """Whether an instance may take part of one L3 domain and part of another."""
+
+    PACK = "pack"  # instances take contiguous runs of cores; the notes name those that straddle domains
+    WHOLE = "whole"  # instances are whole domains, or parts of one
 
 
 class Placed(Protocol):

@@ -17,7 +17,8 @@ import click
 from launchkit.core.cpulist import parse_cpu_list
 from launchkit.core.errors import UsageError
 from launchkit.core.profiles import load_profile
-from launchkit.launch.plan import CpuOptions
+from launchkit.launch.domains import CacheDomains
+from launchkit.launch.plan import CoreTypes, CpuOptions, Leftover
 from launchkit.launch.request import RunRequest
 from launchkit.launch.runplan import BindingOptions, ProgramSpec
 
@@ -46,12 +47,12 @@ LAUNCH_FLAGS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
         is_flag=True, help="No instance spans NUMA nodes; instances are shared out among nodes by size.")),
     (("--rank", "--instance-idx"), dict(metavar="IDS", help="Run only these instances of the split, e.g. 0 or 1,3 "
                                                             "(-1: all).")),
-    (("--core-types",), dict(type=click.Choice(["auto", "performance", "efficiency", "all"]), default="auto",
+    (("--core-types",), dict(type=click.Choice([kind.value for kind in CoreTypes]), default="auto",
                              show_default=True, help="On hybrid CPUs: auto uses P-cores only.")),
     (("--use-e-cores",), dict(is_flag=True, hidden=True)),
-    (("--leftover",), dict(type=click.Choice(["spread", "idle"]), default="spread", show_default=True,
+    (("--leftover",), dict(type=click.Choice([kind.value for kind in Leftover]), default="spread", show_default=True,
                            help="With --ninstances alone: spread the remainder cores or leave them idle.")),
-    (("--cache-domains",), dict(type=click.Choice(["pack", "whole"]), default="pack", show_default=True,
+    (("--cache-domains",), dict(type=click.Choice([kind.value for kind in CacheDomains]), default="pack", show_default=True,
                                 help="pack: instances fill cores in (node, L3) order and none idles, so a size "
                                      "that does not divide an L3 domain spans two; whole: no instance takes part "
                                      "of an L3 domain with another (the rest idles). --dry-run names spanning "
@@ -165,7 +166,7 @@ def run_request(params: dict[str, Any], program: ProgramSpec) -> RunRequest:
         throughput_mode=throughput,
         bind_numa_node=params["skip_cross_node_cores"],
         instance_indices=_id_list(params["rank"], "--rank"),
-        core_types="all" if params["use_e_cores"] else params["core_types"],
+        core_types=CoreTypes.ALL if params["use_e_cores"] else params["core_types"],
         leftover=params["leftover"],
         cache_domains=params["cache_domains"],
     )

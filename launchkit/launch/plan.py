@@ -25,13 +25,32 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 
 from launchkit.core.cpulist import format_cpu_list
 from launchkit.core.errors import PlanError
 from launchkit.core.topology import PhysicalCore, Topology
+from launchkit.core.values import parse_choice
 from launchkit.launch import domains
+from launchkit.launch.domains import CacheDomains
 
 LATENCY_CORES_PER_INSTANCE = 4
+
+
+class CoreTypes(StrEnum):
+    """Which cores of a hybrid part instances get."""
+
+    AUTO = "auto"  # P-cores, with a note when E-cores are left out
+    PERFORMANCE = "performance"
+    EFFICIENCY = "efficiency"
+    ALL = "all"
+
+
+class Leftover(StrEnum):
+    """What ``--ninstances N`` alone does with the cores that do not divide evenly."""
+
+    SPREAD = "spread"  # one more core each to the first instances: no core idles
+    IDLE = "idle"  # every instance the same size; the rest unused
 
 
 @dataclass(frozen=True)
@@ -47,9 +66,14 @@ class CpuOptions:
     throughput_mode: bool = False
     bind_numa_node: bool = False
     instance_indices: tuple[int, ...] | None = None
-    core_types: str = "auto"  # auto | performance | efficiency | all
-    leftover: str = "spread"  # spread | idle
-    cache_domains: str = "pack"  # pack | whole (launchkit.launch.domains)
+    core_types: CoreTypes = CoreTypes.AUTO
+    leftover: Leftover = Leftover.SPREAD
+    cache_domains: CacheDomains = CacheDomains.PACK
+
+    def __post_init__(self) -> None:  # words from a library caller become the enums, or a PlanError naming them
+        for name, kind, flag in (("core_types", CoreTypes, "--core-types"), ("leftover", Leftover, "--leftover"),
+                                 ("cache_domains", CacheDomains, "--cache-domains")):
+            object.__setattr__(self, name, parse_choice(kind, getattr(self, name), flag, PlanError))
 
 
 @dataclass(frozen=True)
@@ -93,10 +117,10 @@ def plan_cpus(topology: Topology, options: CpuOptions, environ: Mapping[str, str
     idle = tuple(sorted({cpu for unit in units for cpu in unit.cpus} - used))
     if idle:
         notes.append(f"CPUs {format_cpu_list(idle)} are left idle (leftover policy '{options.leftover}'"
-                     f"{', cache domains whole' if options.cache_domains == 'whole' else ''})")
+                     f"{', cache domains whole' if options.cache_domains is CacheDomains.WHOLE else ''})")
     if len(slices) > 1:
         notes += domains.notes(units, slices, len(idle), lambda: _count_and_idle(plan_cpus(topology, replace(
-            options, cache_domains="whole", instance_indices=None))))
+            options, cache_domains=CacheDomains.WHOLE, instance_indices=None))))
 
     local = _torchrun_slice(environ)
     instances = []
@@ -185,18 +209,18 @@ def _restrict_to_nodes(topology: Topology, cores: list[PhysicalCore], node_ids: 
 
 
 def _restrict_to_core_types(
-    topology: Topology, cores: list[PhysicalCore], core_types: str, notes: list[str]
+    topology: Topology, cores: list[PhysicalCore], core_types: CoreTypes, notes: list[str]
 ) -> list[PhysicalCore]:
-    if not topology.is_hybrid or core_types == "all":
+    if not topology.is_hybrid or core_types is CoreTypes.ALL:
         return cores
-    wanted = "performance" if core_types == "auto" else core_types
+    wanted = CoreTypes.PERFORMANCE if core_types is CoreTypes.AUTO else core_types
     kept = [core for core in cores if core.kind == wanted]
     if not kept:
-        if core_types == "auto":
+        if core_types is CoreTypes.AUTO:
             return cores
         raise PlanError(f"no allowed {wanted} cores on this machine; use --core-types all")
     dropped = [cpu for core in cores if core.kind != wanted for cpu in core.cpus]
-    if dropped and core_types == "auto":
+    if dropped and core_types is CoreTypes.AUTO:
         notes.append(
             f"hybrid CPU: using P-cores only, E-core CPUs {format_cpu_list(dropped)} left out "
             "(one slow core gates every OpenMP barrier); --core-types all uses them too"
@@ -223,9 +247,7 @@ def _sizing(
         per_node = True
         count = None
         per_core = LATENCY_CORES_PER_INSTANCE if options.latency_mode else None
-    if options.cache_domains not in domains.POLICIES:
-        raise PlanError(f"--cache-domains {options.cache_domains!r}: expected one of {', '.join(domains.POLICIES)}")
-    groups = domains.group_by_domain(units) if options.cache_domains == "whole" else _by_node(units) if per_node \
+    groups = domains.group_by_domain(units) if options.cache_domains is CacheDomains.WHOLE else _by_node(units) if per_node \
         else [units]
     if options.latency_mode:
         largest = max(len(group) for group in groups)
@@ -237,7 +259,7 @@ def _sizing(
             )
     if count is None and per_core is None and per_node:
         count = len(groups)
-        notes.append(f"one instance per {'L3 domain' if options.cache_domains == 'whole' else 'NUMA node'} ({count})")
+        notes.append(f"one instance per {'L3 domain' if options.cache_domains is CacheDomains.WHOLE else 'NUMA node'} ({count})")
     return groups, per_core, count
 
 
@@ -252,7 +274,7 @@ def _split(
     groups: list[list[_Unit]],
     count: int | None,
     per_core: int | None,
-    leftover: str,
+    leftover: Leftover,
     topology: Topology,
     options: CpuOptions,
 ) -> list[list[_Unit]]:
@@ -281,7 +303,7 @@ def _split(
             )
         return _take_slots(groups, capacity, count, per_core)
     assert count is not None
-    if options.cache_domains == "whole" and len(groups) > 1 and count < len(groups):
+    if options.cache_domains is CacheDomains.WHOLE and len(groups) > 1 and count < len(groups):
         return domains.whole_domains_within_nodes(groups, count, options.bind_numa_node)
     if count > total:
         raise PlanError(
@@ -333,11 +355,11 @@ def _proportional(count: int, sizes: list[int]) -> list[int]:
     return shares
 
 
-def _even_split(group: list[_Unit], count: int, leftover: str) -> list[list[_Unit]]:
+def _even_split(group: list[_Unit], count: int, leftover: Leftover) -> list[list[_Unit]]:
     if count == 0:
         return []
     size, extra = divmod(len(group), count)
-    if leftover == "idle":
+    if leftover is Leftover.IDLE:
         extra = 0
     result, start = [], 0
     for index in range(count):

@@ -20,12 +20,14 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import IO, BinaryIO
 
 from launchkit.core.cpulist import format_cpu_list
 from launchkit.core.errors import UsageError
 from launchkit.core.signals import STOP_SIGNALS, handling
+from launchkit.core.values import parse_choice
 from launchkit.launch.runplan import InstanceLaunch, RunPlan
 from launchkit.launch.spawn import signal_group, spawn
 
@@ -37,11 +39,21 @@ class _WakeUp(Exception):
     """Raised by the signal handler to leave a blocking waitpid (PEP 475 would retry it)."""
 
 
+class OnFailure(StrEnum):
+    """What the others do when one instance fails."""
+
+    KILL_ALL = "kill-all"  # stopped with the stop signal, then killed after the grace period
+    WAIT = "wait"  # run to their end
+
+
 @dataclass(frozen=True)
 class SupervisorOptions:
     log_dir: str | None = None
     log_prefix: str = "run"
-    on_failure: str = "kill-all"  # kill-all | wait
+    on_failure: OnFailure = OnFailure.KILL_ALL
+
+    def __post_init__(self) -> None:  # a library caller's word becomes the enum, or a UsageError naming them
+        object.__setattr__(self, "on_failure", parse_choice(OnFailure, self.on_failure, "--on-failure"))
     grace_period: float = 5.0
     prefix_output: bool | None = None  # None: prefix lines when more than one instance runs
 
@@ -106,8 +118,6 @@ class RunResult:
 
 
 def supervise(plan: RunPlan, options: SupervisorOptions, base_env: dict[str, str] | None = None) -> RunResult:
-    if options.on_failure not in ("kill-all", "wait"):
-        raise UsageError(f"--on-failure {options.on_failure!r}: expected kill-all or wait")
     return _Supervisor(plan, options, dict(os.environ if base_env is None else base_env)).run()
 
 
@@ -229,7 +239,7 @@ class _Supervisor:
         self.procs[pid].returncode = result.returncode  # we reaped it; keep Popen from trying again
         self.events.append(result.describe())
         failed = result.returncode != 0
-        if failed and self.signal_received is None and self.failure_action is None and self.options.on_failure == "kill-all":
+        if failed and self.signal_received is None and self.failure_action is None and self.options.on_failure is OnFailure.KILL_ALL:
             if any(r.returncode is None for r in self.results.values()):
                 self.failure_action = f"instance {result.index} failed: stopping the others (--on-failure kill-all)"
                 self.events.append(self.failure_action)

@@ -268,3 +268,22 @@ def test_torchrun_local_rank_slices_again(machine):
     assert [i.threads for i in plan.instances] == [7, 7]
     with pytest.raises(PlanError, match="LOCAL_WORLD_SIZE=4"):
         plan_cpus(machine("vm-minimal"), CpuOptions(ninstances=2), env)
+
+
+def test_a_library_callers_words_become_the_options_enums_or_a_named_error():
+    from launchkit.core.errors import UsageError
+    from launchkit.launch.domains import CacheDomains
+    from launchkit.launch.plan import CoreTypes, Leftover
+    from launchkit.launch.supervise import OnFailure, SupervisorOptions
+
+    options = CpuOptions(core_types="efficiency", leftover="idle", cache_domains="whole")
+    assert (options.core_types, options.leftover, options.cache_domains) == (
+        CoreTypes.EFFICIENCY, Leftover.IDLE, CacheDomains.WHOLE)
+    assert options.core_types is CoreTypes.EFFICIENCY and CpuOptions().leftover is Leftover.SPREAD
+    with pytest.raises(PlanError, match="--leftover 'some': expected one of spread, idle"):
+        CpuOptions(leftover="some")
+    with pytest.raises(PlanError, match="--core-types 'big': expected one of auto, performance, efficiency, all"):
+        CpuOptions(core_types="big")
+    assert SupervisorOptions(on_failure="wait").on_failure is OnFailure.WAIT
+    with pytest.raises(UsageError, match="--on-failure 'sometimes': expected one of kill-all, wait"):
+        SupervisorOptions(on_failure="sometimes")
