@@ -127,7 +127,7 @@ class ModelMetrics:
             histogram = self.stages.get(stage)
             if histogram is not None:
                 histogram.observe(seconds)
-        pending = self.running.pending  # folded when read (serve/api/totals.py): one append here
+        pending = self.running.pending  # folded when read (totals.py): one append here
         pending.append((timings, size, worker, time.time()))
         if len(pending) >= FOLD_EVERY:
             self.running.fold()
