@@ -4,9 +4,13 @@ Each worker is one instance of a launch plan made for *all* workers of the serve
 workers of different models never share cores. Each worker process gets its end of a socketpair
 as an inherited file descriptor (``--fd``) and says "ready" on it once its model is loaded.
 Nothing listens for workers: a Unix socket in a 0700 folder still let any process of the same
-user connect, and the frontend unpickled its first frame before it knew who was speaking. If it dies, the requests of its batch in flight get a
-500 at once, the others stay queued, and it is restarted after a backoff (0.1 s doubling to
-30 s; reset after a minute of good health). Its states are :class:`WorkerState`.
+user connect, and the frontend unpickled its first frame before it knew who was speaking. If it
+dies, the requests of its batch in flight get a 500 at once, the others stay queued, and it is
+restarted after a backoff (0.1 s doubling to 30 s; reset after a minute of good health; at once
+for a worker that had been serving). Its states are :class:`WorkerState`, and every move
+between them is made by :class:`WorkerProcess`, one method per event of its life (started, said
+hello, answered, overstayed, disconnected, exited, retired, forgotten); :class:`WorkerPool` runs
+the processes, their channels and the restart timers.
 
 Workers come and go at run time (register, scale, unregister): a retired worker finishes its
 batch, helps drain its model's queue if no ready worker is left (see the batcher), then is
@@ -112,7 +116,8 @@ class WorkerProcess:
             except (ConnectionError, RuntimeError):
                 pass
 
-    def _fail_in_flight(self, status: int, kind: str, message: str) -> None:
+    def fail_in_flight(self, status: int, kind: str, message: str) -> None:
+        """Answer every request of its batches in flight with an error (it will not answer them)."""
         for handle in self.timeouts.values():
             handle.cancel()
         self.timeouts.clear()
@@ -121,6 +126,142 @@ class WorkerProcess:
                 if not job.future.done():
                     job.future.set_result(error_result(status, kind, message))
         self.in_flight.clear()
+
+    # -- its life, event by event: every state move of a worker is made by one of these ----------
+
+    def starting(self) -> bool:
+        """A process is about to be started for it; False when it was retired before that."""
+        if self.state is WorkerState.STOPPED:
+            return False
+        if self.state is not WorkerState.STARTING:
+            self.move_to(WorkerState.STARTING)
+        self.started_at = time.time()
+        self.connected_at = None
+        return True
+
+    def said_hello(self, hello: Hello, writer: asyncio.StreamWriter) -> bool:
+        """Its first frame: ready (True: results follow on ``writer``) or failed to load (False)."""
+        if hello.kind == "failed":
+            self.last_error = f"model failed to load: {hello.detail}"
+            self.queue.last_error = self.last_error
+            self.loaded.set()
+            return False
+        self.info = hello.detail
+        self.writer = writer
+        self.connected_at = time.time()
+        self.load_failures = 0
+        if self.retiring:  # retired while it was loading
+            self.drained()
+        else:
+            self.move_to(WorkerState.READY)
+            self.queue.worker_ready(self)
+        self.loaded.set()
+        return True
+
+    def answered(self, message: BatchResult, stopping: bool) -> None:
+        """A batch's results came back: they go to their requests, and the worker takes more work."""
+        jobs = self.in_flight.pop(message.batch_id, None)
+        handle = self.timeouts.pop(message.batch_id, None)
+        if handle is not None:
+            handle.cancel()
+        if jobs is None:
+            return  # the batch timed out and was answered already
+        results: list[ItemResult] = message.results
+        for job, result in zip(jobs, results):
+            if not job.future.done():
+                job.future.set_result(result)
+        if self.on_batch_done is not None:
+            self.on_batch_done(message.timings, len(jobs), message.metrics)
+        if not stopping:
+            if self.state is WorkerState.BUSY and not self.in_flight:  # every stream is free again
+                self.move_to(WorkerState.READY)
+            self.queue.worker_idle(self)
+
+    def overstayed(self, batch_id: int) -> bool:
+        """A batch overstayed responseTimeout: it is answered with a 500; True when the worker must be killed."""
+        if batch_id not in self.in_flight or not self.pid:
+            return False
+        self.timeouts.pop(batch_id, None)
+        self.last_error = f"no response within responseTimeout={self.response_timeout_s:g} s: worker killed"
+        self.fail_in_flight(500, "InternalServerException", f"worker {self.worker_id} did not respond in "
+                            f"{self.response_timeout_s:g} s and was restarted")
+        return True
+
+    def disconnected(self, reason: str, stopping: bool) -> None:
+        """Its channel is gone (closed, or the process exited): idempotent."""
+        self.fail_in_flight(500, "InternalServerException",
+                            f"worker {self.worker_id} of model {self.queue.name} died ({reason}); "
+                            "the request was not completed")
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+            self.move_to(WorkerState.EXITED)
+            # a worker that will be restarted keeps its model's queued requests waiting for it
+            self.queue.worker_gone(self, None if stopping else reason,
+                                   coming_back=not self.retiring and not stopping)
+
+    def process_exited(self, code: int | None, stopping: bool) -> float | None:
+        """Its process ended with ``code`` (None: it never started): the delay before it is restarted, or
+        None when it is not (the server is stopping, or it was retired)."""
+        never_connected = self.connected_at is None
+        if code is not None and code != 0 and not stopping:
+            reason = f"exited with status {code}" if code > 0 else f"killed by {signal.Signals(-code).name}"
+            self.last_error = self.last_error if never_connected and self.last_error else reason
+        self.disconnected(self.last_error or "exited", stopping)
+        if self.state is not WorkerState.EXITED:  # it never connected (a load failure, or killed while loading)
+            if self.last_error:
+                self.queue.last_error = self.last_error
+            self.move_to(WorkerState.EXITED)
+        if stopping:
+            self.move_to(WorkerState.STOPPED)
+            return None
+        if self.retiring:
+            return None
+        healthy = not never_connected and time.time() - self.started_at > HEALTHY_AFTER_S
+        self.consecutive_failures = 0 if healthy else self.consecutive_failures + 1
+        # A worker that had been serving for a while (killed, crashed under load) comes back at once: its
+        # model's requests are waiting. Load failures and deaths right after loading back off.
+        served = self.connected_at is not None and time.time() - self.connected_at >= SERVED_S
+        delay = 0.0 if served else BACKOFF_S[min(self.consecutive_failures, len(BACKOFF_S) - 1)]
+        self.restarts += 1
+        if never_connected:
+            self.load_failures += 1
+        if self.failed_to_load:
+            self.queue.returning.discard(self)  # not on its way back: new requests get the 503 at once
+            self.move_to(WorkerState.FAILED)
+            self.queue.fail_waiting(503, "ServiceUnavailableException", f'model "{self.queue.name}" is marked '
+                                    f"failed: {self.last_error}")
+            marked = " (model marked failed)" if self.load_failures == self.max_load_failures else ""
+            logger.error("worker %s (%s): load attempt %d failed%s: %s; retrying in %g s", self.worker_id,
+                         self.queue.name, self.load_failures, marked, self.last_error, delay)
+        else:
+            self.move_to(WorkerState.RESTARTING)
+            logger.warning("worker %s (%s) %s; restarting in %g s", self.worker_id, self.queue.name,
+                           self.last_error, delay)
+        return delay
+
+    def retire(self) -> bool:
+        """Take it out of service for good, without losing its work; True when it can be forgotten at once."""
+        if self.retiring:
+            return False
+        self.retiring = True
+        if self.writer is not None:
+            self.move_to(WorkerState.RETIRING)
+            self.queue.retire(self)
+        elif self.state is WorkerState.STARTING and self.process is not None and self.process.returncode is None:
+            self.move_to(WorkerState.STOPPING)  # still loading: nothing to drain
+            signal_group(self.process.pid, signal.SIGTERM)
+        elif self.state in (WorkerState.RESTARTING, WorkerState.FAILED) or self.process is None:
+            return True
+        # EXITED: its process is on its way out; process_exited sees ``retiring`` and the pool forgets it
+        return False
+
+    def forgotten(self) -> None:
+        """Gone for good: whoever waits for it to exit or load stops waiting."""
+        self.queue.returning.discard(self)
+        self.move_to(WorkerState.STOPPED)
+        self.exited.set()
+        self.loaded.set()
 
 
 _batch_ids = itertools.count(1)
@@ -157,25 +298,12 @@ class WorkerPool:
 
     def retire(self, worker: WorkerProcess) -> None:
         """Take a worker out of service without losing its work; ``worker.exited`` is set when it is gone."""
-        if worker.retiring:
-            return
-        worker.retiring = True
-        if worker.writer is not None:
-            worker.move_to(WorkerState.RETIRING)
-            worker.queue.retire(worker)
-        elif worker.state is WorkerState.STARTING and worker.process is not None and worker.process.returncode is None:
-            worker.move_to(WorkerState.STOPPING)  # still loading: nothing to drain
-            signal_group(worker.process.pid, signal.SIGTERM)
-        elif worker.state in (WorkerState.RESTARTING, WorkerState.FAILED) or worker.process is None:
+        if worker.retire():
             self._forget(worker)
-        # EXITED: its process is on its way out; _after_exit sees ``retiring`` and forgets it
 
     def _forget(self, worker: WorkerProcess) -> None:
-        worker.queue.returning.discard(worker)
-        worker.move_to(WorkerState.STOPPED)
+        worker.forgotten()
         self.workers.pop(worker.worker_id, None)
-        worker.exited.set()
-        worker.loaded.set()
 
     def _track(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -184,25 +312,17 @@ class WorkerPool:
 
     def _timed_out(self, worker: WorkerProcess, batch_id: int) -> None:
         """A batch overstayed responseTimeout: answer it, take the worker out of service, kill it."""
-        if batch_id not in worker.in_flight or not worker.pid:
-            return
-        worker.timeouts.pop(batch_id, None)
-        worker.last_error = f"no response within responseTimeout={worker.response_timeout_s:g} s: worker killed"
-        worker._fail_in_flight(500, "InternalServerException", f"worker {worker.worker_id} did not respond in "
-                               f"{worker.response_timeout_s:g} s and was restarted")
-        self._disconnect(worker, worker.last_error)
-        signal_group(worker.pid, signal.SIGKILL)
+        if worker.overstayed(batch_id):
+            assert worker.pid is not None and worker.last_error is not None
+            worker.disconnected(worker.last_error, self.stopping)
+            signal_group(worker.pid, signal.SIGKILL)
 
     def _spawn(self, worker: WorkerProcess) -> None:
         self._track(self._run(worker))
 
     async def _run(self, worker: WorkerProcess) -> None:
-        if worker.state is WorkerState.STOPPED:  # retired before it was started
+        if not worker.starting():  # retired before it was started
             return
-        if worker.state is not WorkerState.STARTING:
-            worker.move_to(WorkerState.STARTING)
-        worker.started_at = time.time()
-        worker.connected_at = None
         bind = worker.launch.cpus if worker.launch.bind_cpus else None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -228,56 +348,12 @@ class WorkerPool:
         code = await worker.process.wait()
         await self._after_exit(worker, code)
 
-    def _disconnect(self, worker: WorkerProcess, reason: str) -> None:
-        """The worker is gone (connection closed or process exited): idempotent."""
-        worker._fail_in_flight(500, "InternalServerException",
-                               f"worker {worker.worker_id} of model {worker.queue.name} died ({reason}); "
-                               "the request was not completed")
-        if worker.writer is not None:
-            worker.writer.close()
-            worker.writer = None
-            worker.move_to(WorkerState.EXITED)
-            # a worker that will be restarted keeps its model's queued requests waiting for it
-            worker.queue.worker_gone(worker, None if self.stopping else reason,
-                                     coming_back=not worker.retiring and not self.stopping)
-
     async def _after_exit(self, worker: WorkerProcess, code: int | None) -> None:
-        never_connected = worker.connected_at is None
-        if code is not None and code != 0 and not self.stopping:
-            reason = f"exited with status {code}" if code > 0 else f"killed by {signal.Signals(-code).name}"
-            worker.last_error = worker.last_error if never_connected and worker.last_error else reason
-        self._disconnect(worker, worker.last_error or "exited")
-        if worker.state is not WorkerState.EXITED:  # it never connected (a load failure, or killed while loading)
-            if worker.last_error:
-                worker.queue.last_error = worker.last_error
-            worker.move_to(WorkerState.EXITED)
-        if self.stopping:
-            worker.move_to(WorkerState.STOPPED)
+        delay = worker.process_exited(code, self.stopping)
+        if delay is None:  # the server is stopping, or the worker was retired
+            if worker.retiring and not self.stopping:
+                self._forget(worker)
             return
-        if worker.retiring:
-            self._forget(worker)
-            return
-        healthy = not never_connected and time.time() - worker.started_at > HEALTHY_AFTER_S
-        worker.consecutive_failures = 0 if healthy else worker.consecutive_failures + 1
-        # A worker that had been serving for a while (killed, crashed under load) comes back at once: its
-        # model's requests are waiting. Load failures and deaths right after loading back off.
-        served = worker.connected_at is not None and time.time() - worker.connected_at >= SERVED_S
-        delay = 0.0 if served else BACKOFF_S[min(worker.consecutive_failures, len(BACKOFF_S) - 1)]
-        worker.restarts += 1
-        if never_connected:
-            worker.load_failures += 1
-        if worker.failed_to_load:
-            worker.queue.returning.discard(worker)  # not on its way back: new requests get the 503 at once
-            worker.move_to(WorkerState.FAILED)
-            worker.queue.fail_waiting(503, "ServiceUnavailableException", f'model "{worker.queue.name}" is marked failed: '
-                                      f"{worker.last_error}")
-            marked = " (model marked failed)" if worker.load_failures == worker.max_load_failures else ""
-            logger.error("worker %s (%s): load attempt %d failed%s: %s; retrying in %g s", worker.worker_id,
-                         worker.queue.name, worker.load_failures, marked, worker.last_error, delay)
-        else:
-            worker.move_to(WorkerState.RESTARTING)
-            logger.warning("worker %s (%s) %s; restarting in %g s", worker.worker_id, worker.queue.name,
-                           worker.last_error, delay)
         await asyncio.sleep(delay)
         if worker.retiring:
             self._forget(worker)
@@ -295,53 +371,21 @@ class WorkerPool:
                     logger.error("worker %s opened its channel with %r: closed", worker.worker_id, str(hello)[:80])
                 writer.close()
                 return
-            if hello.kind == "failed":
-                worker.last_error = f"model failed to load: {hello.detail}"
-                worker.queue.last_error = worker.last_error
-                worker.loaded.set()
+            if not worker.said_hello(hello, writer):
                 writer.close()
                 return
-            worker.info = hello.detail
-            worker.writer = writer
-            worker.connected_at = time.time()
-            worker.load_failures = 0
-            if worker.retiring:  # retired while it was loading
-                worker.drained()
-                worker.loaded.set()
-            else:
-                worker.move_to(WorkerState.READY)
-                worker.loaded.set()
-                worker.queue.worker_ready(worker)
             while True:
                 message = await read_frame(reader)
                 if message is None:
                     break
                 if isinstance(message, BatchResult):
-                    self._on_result(worker, message)
+                    worker.answered(message, self.stopping)
                 else:  # a second "ready", or anything else: a worker says hello once
                     logger.error("worker %s sent %r after its hello: ignored", worker.worker_id, str(message[0])[:40])
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         if worker.writer is writer:
-            self._disconnect(worker, "connection to the worker closed")
-
-    def _on_result(self, worker: WorkerProcess, message: BatchResult) -> None:
-        jobs = worker.in_flight.pop(message.batch_id, None)
-        handle = worker.timeouts.pop(message.batch_id, None)
-        if handle is not None:
-            handle.cancel()
-        if jobs is None:
-            return  # the batch timed out and was answered already
-        results: list[ItemResult] = message.results
-        for job, result in zip(jobs, results):
-            if not job.future.done():
-                job.future.set_result(result)
-        if worker.on_batch_done is not None:
-            worker.on_batch_done(message.timings, len(jobs), message.metrics)
-        if not self.stopping:
-            if worker.state is WorkerState.BUSY and not worker.in_flight:  # every stream is free again
-                worker.move_to(WorkerState.READY)
-            worker.queue.worker_idle(worker)
+            worker.disconnected("connection to the worker closed", self.stopping)
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Ask every worker to stop, then make sure it did."""
