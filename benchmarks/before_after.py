@@ -42,6 +42,11 @@ def _port() -> int:
         return probe.getsockname()[1]
 
 
+def _path_first(tree: Path) -> str:
+    """PYTHONPATH with ``tree`` first (what is there already stays: a machine may keep packages there)."""
+    return os.pathsep.join(part for part in (str(tree), os.environ.get("PYTHONPATH", "")) if part)
+
+
 def _answer(url: str, body: bytes) -> bytes | None:
     request = urllib.request.Request(url, data=body, headers={"content-type": "application/octet-stream"})
     try:
@@ -58,7 +63,7 @@ def serve_and_measure(tree: Path, archive: Path, sample: Path, expected: bytes |
     command = [sys.executable, "-m", "launchkit", "serve", str(archive), "--inference-address",
                f"http://127.0.0.1:{port}", "--management-address", f"http://127.0.0.1:{_port()}",
                "--metrics-address", f"http://127.0.0.1:{_port()}"]
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+    env = {**os.environ, "PYTHONPATH": _path_first(tree)}
     url = f"http://127.0.0.1:{port}/predictions/tiny"
     body = sample.read_bytes()
     started = time.perf_counter()
@@ -75,7 +80,7 @@ def serve_and_measure(tree: Path, archive: Path, sample: Path, expected: bytes |
         report = scratch / f"bench-{port}"
         done = subprocess.run([sys.executable, "-m", "launchkit", "bench", url, "-i", str(sample), "-c",
                                str(args.concurrency), "--requests", str(args.requests), "--warmup", "200", "--quiet",
-                               "-rl", str(report)], env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                               "-rl", str(report)], env={**os.environ, "PYTHONPATH": _path_first(ROOT)}, capture_output=True,
                               text=True, timeout=600)
         if done.returncode != 0:
             raise RuntimeError(f"bench failed: {done.stderr[-2000:]}")
