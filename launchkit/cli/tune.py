@@ -6,7 +6,6 @@ import re
 import signal
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -79,13 +78,11 @@ def tune(target: str | None, **params: Any) -> None:
     configuration meets the constraints (the report names the closest); 128+N stopped by signal N
     (what was measured is kept; --resume continues).
     """
-    from launchkit.core.results import default_report_dir, writable_folder
-
     if params["program"] is not None or params["metric"] is not None:
         _tune_program(target, params)
         return
     from launchkit.tune.measure import MeasureSettings, trial_line
-    from launchkit.tune.runner import TuneRequest, run_tune
+    from launchkit.tune.runner import TuneRequest, prepare, run_tune
     from launchkit.tune.search import Constraints
 
     max_time = _seconds(params["max_time"])
@@ -95,26 +92,8 @@ def tune(target: str | None, **params: Any) -> None:
                           MeasureSettings(level_seconds=params["level_seconds"],
                                           warmup_seconds=min(1.0, params["level_seconds"])),
                           tuple(params["inputs"]), params["content_type"])
-    if params["space"]:  # checked before anything starts
-        from launchkit.tune.space import ServingConfig, default_space, parse_space
-
-        parse_space(params["space"], default_space(1, ServingConfig(), ["original"]))
     resume = Path(params["resume"]) if params["resume"] else None
-    if resume is not None and params["report_dir"]:
-        raise UsageError("--resume DIR continues in DIR: give --resume or --report-dir, not both")
-    if resume is not None and not (resume / "trials.jsonl").is_file():
-        raise UsageError(f"--resume: {resume / 'trials.jsonl'} not found; give the report folder of an earlier "
-                         "launchkit tune run")
-    # the target and its request body are checked before any folder is made or server started
-    from launchkit.bench.inputs import load_payloads
-    from launchkit.tune.runner import resolve_target
-
-    archive = resolve_target(target)
-    load_payloads(request.inputs, request.content_type, archive)
-    request = replace(request, target=str(archive))
-    name = Path(target).stem if target else "tiny"
-    folder = writable_folder(resume or params["report_dir"] or default_report_dir(f"tune-{name}"),
-                             "--resume" if resume else "--report-dir")
+    request, folder = prepare(request, resume, params["report_dir"])
     quiet = params["quiet"]
     started = time.monotonic()
     best: list[Any] = [None]
@@ -147,26 +126,14 @@ def tune(target: str | None, **params: Any) -> None:
 
 def _tune_program(target: str | None, params: dict[str, Any]) -> None:
     """--run: the best `launchkit run` recipe for a program that prints its own figure."""
-    import shlex
+    from launchkit.tune.programs import RunStatus, prepare_program, tune_program
 
-    from launchkit.core.results import default_report_dir, writable_folder
-    from launchkit.tune.programs import RunStatus, metric_reader, run_space, tune_program
-    from launchkit.tune.runner import machine_cpus
-
-    if not params["program"] or not params["metric"]:
-        raise UsageError("--run 'PROGRAM [ARGS]' and --metric REGEX|KEY go together (the program prints its own "
-                         "throughput; --metric says where)")
     serving_only = [flag for flag, key in (("TARGET", None), ("--latency-budget", "latency_budget"),
                                            ("--min-throughput", "min_throughput"), ("--max-memory", "max_memory"),
                                            ("--resume", "resume"), ("--input", "inputs"))
                     if (target if key is None else params[key])]
-    if serving_only:
-        raise UsageError(f"{', '.join(serving_only)}: for tuning a served model, not with --run")
-    program = shlex.split(params["program"])
-    metric_reader(params["metric"])  # checked before anything runs
-    cpus = machine_cpus()
-    run_space(cpus, params["space"])
-    folder = writable_folder(params["report_dir"] or default_report_dir("tune-run"), "--report-dir")
+    program, cpus, folder = prepare_program(params["program"], params["metric"], params["space"],
+                                            params["report_dir"], serving_only)
     say = (lambda line: None) if params["quiet"] else (lambda line: click.echo(line, err=True))
 
     def finished(trial: Any) -> None:

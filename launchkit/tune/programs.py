@@ -174,6 +174,28 @@ def measure_run(config: RunConfig, program: list[str], read: Callable[[str], flo
     return trial
 
 
+def prepare_program(program: str | None, metric: str | None, space: str, report_dir: str | None,
+                    serving_flags: list[str]) -> tuple[list[str], int, Path]:
+    """Everything --run checks before the program first runs: the program and --metric together, no
+    serving-only flag (``serving_flags``: those given), the metric's form, the space. The program's
+    words, this machine's usable cores and the report folder."""
+    import shlex
+
+    from launchkit.core.results import default_report_dir, writable_folder
+    from launchkit.tune.runner import machine_cpus
+
+    if not program or not metric:
+        raise UsageError("--run 'PROGRAM [ARGS]' and --metric REGEX|KEY go together (the program prints its own "
+                         "throughput; --metric says where)")
+    if serving_flags:
+        raise UsageError(f"{', '.join(serving_flags)}: for tuning a served model, not with --run")
+    words = shlex.split(program)
+    metric_reader(metric)
+    cpus = machine_cpus()
+    run_space(cpus, space)
+    return words, cpus, writable_folder(report_dir or default_report_dir("tune-run"), "--report-dir")
+
+
 def tune_program(program: list[str], metric: str, cpus: int, space: str, max_time_s: float, timeout_s: float,
                  folder: Path, finished: Callable[[RunTrial], None]) -> dict[str, Any]:
     """Measure the space (or as much as the time allows); writes summary.json and best-command.txt."""

@@ -74,6 +74,27 @@ def resolve_target(target: str | None) -> Path:
     return path
 
 
+def prepare(request: TuneRequest, resume: Path | None, report_dir: str | None) -> tuple[TuneRequest, Path]:
+    """Everything checked before a folder is made or a server started: the space, --resume, the target and
+    its request body. The request with its target resolved to an archive, and the report folder."""
+    from launchkit.bench.inputs import load_payloads
+    from launchkit.core.results import default_report_dir, writable_folder
+
+    if request.space:
+        parse_space(request.space, default_space(1, ServingConfig(), ["original"]))
+    if resume is not None and report_dir:
+        raise UsageError("--resume DIR continues in DIR: give --resume or --report-dir, not both")
+    if resume is not None and not (resume / "trials.jsonl").is_file():
+        raise UsageError(f"--resume: {resume / 'trials.jsonl'} not found; give the report folder of an earlier "
+                         "launchkit tune run")
+    archive = resolve_target(request.target)
+    load_payloads(request.inputs, request.content_type, archive)
+    name = Path(request.target).stem if request.target else "tiny"
+    folder = writable_folder(resume or report_dir or default_report_dir(f"tune-{name}"),
+                             "--resume" if resume else "--report-dir")
+    return replace(request, target=str(archive)), folder
+
+
 def default_config(archive: Path) -> ServingConfig:
     """What `launchkit serve ARCHIVE` runs with no flags: the archive's model-config or serve's defaults."""
     settings = model_config_of(archive, read_manifest(archive))
