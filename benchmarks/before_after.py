@@ -6,8 +6,9 @@ git revision, interleaved round by round.
 The earlier revision is checked out into a temporary git worktree. Each round starts `launchkit
 serve` on the bundled tiny example from each tree in turn (the order alternates; PYTHONPATH picks
 the tree, so the same interpreter and packages run both), times the start to the first correct
-answer (cold start), then drives it with this tree's `launchkit bench` (the same client for both)
-and stops it. Both trees serve the same archive, so only the server's code differs. Verdicts:
+answer (cold start), then drives it with this tree's `launchkit bench` (the same client for both),
+reading the CPU time its frontend and its workers spent per request (steadier than throughput on a
+small, shared machine), and stops it. Both trees serve the same archive, so only the server's code differs. Verdicts:
 throughput at least 0.95x and cold start at most 1.05x the earlier revision's (medians).
 Writes results/<ts>-before-after/.
 """
@@ -28,6 +29,8 @@ import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
+
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import absolute, markdown_table, results_dir, write  # noqa: E402
@@ -56,9 +59,22 @@ def _answer(url: str, body: bytes) -> bytes | None:
         return None
 
 
+def _cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) of the server's frontend and of all its descendants (the workers)."""
+    frontend = psutil.Process(pid)
+    children = 0.0
+    for child in frontend.children(recursive=True):
+        try:
+            children += sum(child.cpu_times()[:2])
+        except psutil.NoSuchProcess:
+            pass
+    return sum(frontend.cpu_times()[:2]), children
+
+
 def serve_and_measure(tree: Path, archive: Path, sample: Path, expected: bytes | None, args: argparse.Namespace,
-                      scratch: Path) -> tuple[float, float, bytes]:
-    """(cold start s, throughput req/s, the answer) of `launchkit serve` from ``tree``."""
+                      scratch: Path) -> tuple[float, float, float, float, bytes]:
+    """(cold start s, throughput req/s, frontend and worker CPU µs per request, the answer) of `launchkit
+    serve` from ``tree``."""
     port = _port()
     command = [sys.executable, "-m", "launchkit", "serve", str(archive), "--inference-address",
                f"http://127.0.0.1:{port}", "--management-address", f"http://127.0.0.1:{_port()}",
@@ -78,14 +94,18 @@ def serve_and_measure(tree: Path, archive: Path, sample: Path, expected: bytes |
         if expected is not None and answer != expected:
             raise RuntimeError(f"the server from {tree} answers {answer[:80]!r}, the other {expected[:80]!r}")
         report = scratch / f"bench-{port}"
+        cpu_before = _cpu_seconds(server.pid)
         done = subprocess.run([sys.executable, "-m", "launchkit", "bench", url, "-i", str(sample), "-c",
                                str(args.concurrency), "--requests", str(args.requests), "--warmup", "200", "--quiet",
-                               "-rl", str(report)], env={**os.environ, "PYTHONPATH": _path_first(ROOT)}, capture_output=True,
-                              text=True, timeout=600)
+                               "-rl", str(report)], env={**os.environ, "PYTHONPATH": _path_first(ROOT)},
+                              capture_output=True, text=True, timeout=600)
         if done.returncode != 0:
             raise RuntimeError(f"bench failed: {done.stderr[-2000:]}")
+        cpu_after = _cpu_seconds(server.pid)
         throughput = json.loads((report / "summary.json").read_text())["levels"][0]["throughput"]
-        return cold, throughput, answer
+        served = args.requests + 200  # the warm-up's requests too
+        return (cold, throughput, 1e6 * (cpu_after[0] - cpu_before[0]) / served,
+                1e6 * (cpu_after[1] - cpu_before[1]) / served, answer)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
@@ -116,27 +136,32 @@ def main() -> int:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), before], check=True,
                        capture_output=True)
         trees = {f"before ({before})": tree, "now": ROOT}
-        figures: dict[str, dict[str, list[float]]] = {name: {"cold": [], "throughput": []} for name in trees}
+        figures: dict[str, dict[str, list[float]]] = {name: {"cold": [], "throughput": [], "frontend_us": [],
+                                                              "worker_us": []} for name in trees}
         expected = None
         try:
             for round_index in range(args.rounds):
                 order = list(trees) if round_index % 2 == 0 else list(trees)[::-1]
                 for name in order:
-                    cold, throughput, expected = serve_and_measure(trees[name], archive, sample, expected, args,
-                                                                   scratch)
-                    figures[name]["cold"].append(cold)
-                    figures[name]["throughput"].append(throughput)
+                    cold, throughput, frontend, worker, expected = serve_and_measure(
+                        trees[name], archive, sample, expected, args, scratch)
+                    for key, value in (("cold", cold), ("throughput", throughput), ("frontend_us", frontend),
+                                       ("worker_us", worker)):
+                        figures[name][key].append(value)
                     print(f"round {round_index + 1}/{args.rounds} {name}: cold start {cold:.2f} s, "
-                          f"{throughput:,.0f} req/s", flush=True)
+                          f"{throughput:,.0f} req/s, CPU per request: frontend {frontend:.0f} µs, workers "
+                          f"{worker:.0f} µs", flush=True)
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], capture_output=True)
     old, new = figures[f"before ({before})"], figures["now"]
     median = {name: {key: statistics.median(values) for key, values in figure.items()} for name, figure in
               figures.items()}
-    rows = [[name, f"{values['cold']:.2f}", f"{values['throughput']:,.0f}",
-             " ".join(f"{v:.2f}" for v in figures[name]["cold"]),
+    rows = [[name, f"{values['cold']:.2f}", f"{values['throughput']:,.0f}", f"{values['frontend_us']:.0f}",
+             f"{values['worker_us']:.0f}", " ".join(f"{v:.2f}" for v in figures[name]["cold"]),
              " ".join(f"{v:,.0f}" for v in figures[name]["throughput"])] for name, values in median.items()]
-    table = markdown_table(["tree", "cold start s (median)", "tiny req/s (median)", "cold starts", "throughputs"], rows)
+    table = markdown_table(["tree", "cold start s", "tiny req/s", "frontend CPU µs/request",
+                            "workers' CPU µs/request", "cold starts", "throughputs"], rows)
+    table += "\n\nMedians over the rounds; each round's figures after."
     checks = [
         absolute("tiny, c=%d" % args.concurrency, "throughput now ÷ before",
                  statistics.median(new["throughput"]) / statistics.median(old["throughput"]), 0.95, "×", higher=True),
