@@ -30,7 +30,7 @@ from launchkit.serve.api.management import ManagementApp
 from launchkit.serve.api.metrics import ServerMetrics
 from launchkit.serve.fleet.fleet import Fleet, base_run_request
 from launchkit.serve.fleet.forkserver import ForkServers
-from launchkit.serve.fleet.process import WorkerPool
+from launchkit.serve.fleet.pool import WorkerPool
 from launchkit.serve.loading import attach_metrics, load_models
 from launchkit.serve.scheduling.registry import Registry
 from launchkit.serve.limits import Limits

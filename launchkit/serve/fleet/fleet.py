@@ -24,7 +24,8 @@ from launchkit.launch.flags import parse_launcher_args
 from launchkit.launch.request import RunRequest, plan_run
 from launchkit.launch.runplan import InstanceLaunch, ProgramSpec
 from launchkit.serve.fleet.plan import FleetChange, plan_changes
-from launchkit.serve.fleet.process import WorkerPool, WorkerProcess
+from launchkit.serve.fleet.pool import WorkerPool
+from launchkit.serve.fleet.process import WorkerProcess
 from launchkit.serve.scheduling.registry import Registry, ServedModel
 from launchkit.serve.settings import ServerConfig
 
