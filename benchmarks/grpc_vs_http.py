@@ -1,14 +1,16 @@
 """gRPC against HTTP on one server, and against TorchServe's gRPC live (issue 28).
 
     python benchmarks/grpc_vs_http.py [--levels 1,4,8] [--window-ms 3000] [--seconds 8] [--no-torchserve]
-                                      [--part all|perf_analyzer|predictions]
+                                      [--part all|perf_analyzer|predictions] [--grpc-processes 1,0]
 
 1. perf_analyzer (tritonclient 2.51.0's binary; ``$PERF_ANALYZER`` on a machine without .venv-clients)
    against one `launchkit serve` of the bundled tiny example (batch 1) with ``--grpc-address``: at each
    concurrency its default mode (v2, binary tensors) over HTTP and over gRPC (``-i grpc``, raw
    contents), interleaved; its own throughput and p50/p99, and the cores the server's frontend process
-   kept busy over each perf_analyzer run. Target: gRPC ≥ 0.90× HTTP
-   at c ≥ 4.
+   and its gRPC relay processes kept busy over each perf_analyzer run. Target: gRPC ≥ 0.90× HTTP
+   at c ≥ 4. One server per ``--grpc-processes`` value, one after the other (1, the default: gRPC in
+   one relay process; 0: gRPC on the frontend's event loop, as before the relays), so the two ways
+   are compared in one run.
    For scale, the same perf_analyzer run against a bare grpc.aio server in this script (``--child
    bare``) that answers ModelInfer with a canned message: what gRPC's Python server alone allows here.
    Beside each row, the CPU time the server process spent per answered call: the bare server's is
@@ -33,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -151,49 +153,70 @@ def bare_server(port: int) -> None:
     run(serve())
 
 
-def frontend_cost(process: Any, run: Callable[[], dict]) -> dict:
-    """``run()``'s figures with the cores ``process`` kept busy meanwhile and its CPU µs per answered call."""
-    cpu_before, wall_before = sum(process.cpu_times()[:2]), time.perf_counter()
+def relays_of(frontend: Any) -> list[Any]:
+    """The server's gRPC relay processes (children running launchkit.serve.api.grpc_relay)."""
+    return [child for child in frontend.children() if "launchkit.serve.api.grpc_relay" in " ".join(child.cmdline())]
+
+
+def frontend_cost(process: Any, run: Callable[[], dict], relays: Sequence[Any] = ()) -> dict:
+    """``run()``'s figures with the cores ``process`` (and the gRPC ``relays``) kept busy meanwhile, and
+    their CPU µs per answered call."""
+    def cpu(processes: list[Any]) -> float:
+        return sum(sum(each.cpu_times()[:2]) for each in processes)
+
+    frontend_before, relays_before, wall_before = cpu([process]), cpu(list(relays)), time.perf_counter()
     figures = run()
-    busy = sum(process.cpu_times()[:2]) - cpu_before
     wall = time.perf_counter() - wall_before
-    figures["frontend cores"] = busy / wall
     # perf_analyzer's infer/s is over its measured windows; the CPU is over the whole run (its warm-up too),
     # so µs per call is CPU over the run's calls at that rate: an upper bound, the same for every row
-    figures["frontend µs/call"] = busy / (figures["infer/s"] * wall) * 1e6 if figures["infer/s"] else float("nan")
+    calls = figures["infer/s"] * wall
+    for name, busy in (("frontend", cpu([process]) - frontend_before), ("relays", cpu(list(relays)) - relays_before)):
+        figures[f"{name} cores"] = busy / wall
+        figures[f"{name} µs/call"] = busy / calls * 1e6 if calls else float("nan")
     return figures
 
 
 def perf_analyzer_row(server: str, protocol: str, level: int, figures: dict) -> list:
+    relays = figures.get("relays cores", 0.0)
     return [server, f"perf_analyzer v2 binary over {protocol.upper()}", level, f"{figures['infer/s']:,.0f}",
             f"{figures['p50 ms']:.2f}", f"{figures['p99 ms']:.2f}", "-", f"{figures['frontend cores']:.2f}",
-            f"{figures['frontend µs/call']:.0f}", figures["errors"]]
+            f"{figures['frontend µs/call']:.0f}", f"{relays:.2f}" if relays else "-",
+            f"{figures['relays µs/call']:.0f}" if relays else "-", figures["errors"]]
+
+
+def grpc_way(processes: int) -> str:
+    return f"gRPC in {processes} relay process{'es' if processes > 1 else ''}" if processes else \
+        "gRPC on the frontend's loop"
 
 
 def perf_analyzer_part(tiny: Path, levels: list[int], window_ms: int, work: Path, cores: int, data: dict,
-                       checks: list[Check]) -> list[list]:
-    """Part 1: perf_analyzer over HTTP and over gRPC against one server, interleaved per level; then
-    against a bare grpc.aio server, for scale. Returns the table's rows."""
+                       checks: list[Check], grpc_processes: list[int]) -> list[list]:
+    """Part 1: perf_analyzer over HTTP and over gRPC against one server per way of serving gRPC,
+    interleaved per level; then against a bare grpc.aio server, for scale. Returns the table's rows."""
     import psutil
 
     rows = []
-    (grpc_port,) = free_ports(1)
-    with Served(tiny, "--grpc-address", f"127.0.0.1:{grpc_port}") as server:
-        frontend = psutil.Process(server.proc.pid)
-        for level in levels:
-            figures = {}
-            for protocol, url in (("http", server.url.removeprefix("http://")), ("grpc", f"127.0.0.1:{grpc_port}")):
-                figures[protocol] = frontend_cost(frontend, lambda: perf_analyzer(url, level, window_ms, work, None,
-                                                                                  protocol))
-                print(f"perf_analyzer c={level} {protocol}: {figures[protocol]['infer/s']:.0f} infer/s",
-                      file=sys.stderr, flush=True)
-                rows.append(perf_analyzer_row("launchkit", protocol, level, figures[protocol]))
-            data["perf_analyzer"][level] = figures
-            if level >= 4:
-                checks.append(relative(f"tiny, batch 1, {cores} cores, c={level}", "gRPC infer/s (perf_analyzer)",
-                                       figures["grpc"]["infer/s"], figures["http"]["infer/s"], 0.9, higher=True,
-                                       errors=figures["grpc"]["errors"] + figures["http"]["errors"],
-                                       peer_name="HTTP v2 binary, same server"))
+    for processes in grpc_processes:
+        way = grpc_way(processes)
+        (grpc_port,) = free_ports(1)
+        with Served(tiny, "--grpc-address", f"127.0.0.1:{grpc_port}", "--grpc-processes", str(processes)) as server:
+            frontend = psutil.Process(server.proc.pid)
+            relays = relays_of(frontend)
+            for level in levels:
+                figures = {}
+                for protocol, url in (("http", server.url.removeprefix("http://")), ("grpc", f"127.0.0.1:{grpc_port}")):
+                    figures[protocol] = frontend_cost(frontend, lambda: perf_analyzer(url, level, window_ms, work,
+                                                                                      None, protocol), relays)
+                    print(f"{way}: perf_analyzer c={level} {protocol}: {figures[protocol]['infer/s']:.0f} infer/s",
+                          file=sys.stderr, flush=True)
+                    rows.append(perf_analyzer_row(f"launchkit, {way}", protocol, level, figures[protocol]))
+                data["perf_analyzer"].setdefault(way, {})[level] = figures
+                if level >= 4:
+                    checks.append(relative(f"tiny, batch 1, {cores} cores, c={level}, {way}",
+                                           "gRPC infer/s (perf_analyzer)",
+                                           figures["grpc"]["infer/s"], figures["http"]["infer/s"], 0.9, higher=True,
+                                           errors=figures["grpc"]["errors"] + figures["http"]["errors"],
+                                           peer_name="HTTP v2 binary, same server"))
 
     # the same perf_analyzer run against a bare grpc.aio server: what gRPC's Python server alone costs here
     (bare_port,) = free_ports(1)
@@ -229,12 +252,16 @@ def main() -> int:
     parser.add_argument("--no-torchserve", action="store_true")
     parser.add_argument("--part", choices=("all", "perf_analyzer", "predictions"), default="all",
                         help="perf_analyzer: part 1 and the bare server only; predictions: part 2 only")
+    parser.add_argument("--grpc-processes", default="1,0",
+                        help="ways of serving gRPC to compare in part 1 (launchkit serve --grpc-processes); part 2 "
+                             "uses the first")
     args = parser.parse_args()
     if args.child:
         bare_server(int(args.child[1]))
         return 0
 
     levels = [int(level) for level in args.levels.split(",")]
+    grpc_processes = [int(count) for count in args.grpc_processes.split(",")]
     cores = len(os.sched_getaffinity(0))
     work = Path(tempfile.mkdtemp(prefix="lk-grpc-"))
     subprocess.run([sys.executable, "-m", "launchkit.examples.build", "--export-path", str(work), "tiny"],
@@ -246,12 +273,13 @@ def main() -> int:
     rows: list[list] = []
 
     if args.part in ("all", "perf_analyzer"):
-        rows += perf_analyzer_part(tiny, levels, args.window_ms, work, cores, data, checks)
+        rows += perf_analyzer_part(tiny, levels, args.window_ms, work, cores, data, checks, grpc_processes)
 
     if args.part in ("all", "predictions"):
         rows += predictions_part(tiny, row, max(levels), args, cores, data, checks)
     table = markdown_table(["server", "path", "concurrency", "infer/s", "p50 ms", "p99 ms", "client cores",
-                            "server frontend cores", "frontend CPU µs per call", "errors"], rows)
+                            "server frontend cores", "frontend CPU µs per call", "relay cores",
+                            "relay CPU µs per call", "errors"], rows)
     return write(results_dir("grpc-vs-http"), f"gRPC against HTTP, and TorchServe's gRPC live ({cores} cores)", table,
                  data, checks)
 
@@ -262,7 +290,8 @@ def predictions_part(tiny: Path, row: bytes, level: int, args: argparse.Namespac
     rows = []
     body = predictions_request("tiny", row)
     (ours_port,) = free_ports(1)
-    with Served(tiny, "--grpc-address", f"127.0.0.1:{ours_port}"):
+    processes = int(args.grpc_processes.split(",")[0])
+    with Served(tiny, "--grpc-address", f"127.0.0.1:{ours_port}", "--grpc-processes", str(processes)):
         ours = closed_loop_grpc(f"127.0.0.1:{ours_port}", body, level, args.seconds)
     data["predictions"]["launchkit"] = ours
     theirs = None
@@ -280,7 +309,7 @@ def predictions_part(tiny: Path, row: bytes, level: int, args: argparse.Namespac
         if figures is not None:
             rows.append([name, "gRPC Predictions (inference.proto), grpc.aio client", level,
                          f"{figures['req/s']:,.0f}", f"{figures['p50 ms']:.2f}", f"{figures['p99 ms']:.2f}",
-                         f"{figures['client cores']:.2f}", "-", "-", figures["errors"]])
+                         f"{figures['client cores']:.2f}", "-", "-", "-", "-", figures["errors"]])
     checks.append(relative(f"tiny, batch 1, one worker, {cores} cores, c={level}", "gRPC Predictions req/s",
                            ours["req/s"], theirs["req/s"] if theirs else None, 3.0, higher=True,
                            errors=ours["errors"] + (theirs["errors"] if theirs else 0),

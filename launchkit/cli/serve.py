@@ -29,6 +29,9 @@ from launchkit.cli.options import CONTEXT, option
 @option("--grpc-management-address", metavar="HOST:PORT",
         help="Also serve TorchServe's gRPC management API (management.proto) here, e.g. 127.0.0.1:7071. "
              "Default: off; beyond loopback it needs LAUNCHKIT_MANAGEMENT_TOKEN.")
+@option("--grpc-processes", type=click.IntRange(min=0), metavar="N",
+        help="Processes that run the gRPC server and hand each call to the frontend, so gRPC's own cost "
+             "runs on cores of its own (default 1; more share the port; 0: on the frontend's event loop).")
 @option("--workers", type=click.IntRange(min=1), help="Workers per model (default 1; each gets its own cores).")
 @option("--batch-size", type=click.IntRange(min=1), help="Largest batch per model (default 1).")
 @option("--max-batch-delay", type=click.FloatRange(min=0), metavar="MS",
@@ -89,7 +92,7 @@ def serve(model_paths: tuple[str, ...], **params: Any) -> None:
         ts_config=params["ts_config"], model_store=params["model_store"],
         inference_address=params["inference_address"], management_address=params["management_address"],
         metrics_address=params["metrics_address"], grpc_address=params["grpc_address"],
-        grpc_management_address=params["grpc_management_address"],
+        grpc_management_address=params["grpc_management_address"], grpc_processes=params["grpc_processes"],
         cpu_launcher_args=params["cpu_launcher_args"],
         allow_shared_cores=params["allow_shared_cores"],
     ))

@@ -84,6 +84,9 @@ def startup_report(config: ServerConfig, registry: Registry, fleet: Fleet,
                      f"{grpc_target(config.grpc_inference_address)}")
     if config.grpc_management_address is not None:
         lines.append(f"  gRPC management (TorchServe's management.proto) on {grpc_target(config.grpc_management_address)}")
+    if config.grpc_inference_address is not None or config.grpc_management_address is not None:
+        lines.append(f"  gRPC served by {config.grpc_processes} relay process{'es' if config.grpc_processes != 1 else ''}"
+                     if config.grpc_processes else "  gRPC served on the frontend's event loop (grpc_processes=0)")
     lines.append(f"  management API on {config.management_address}"
                  f"{' (token required)' if config.management_token else ''}; "
                  + (f"metrics on {config.metrics_address}/metrics" if config.enable_metrics_api else "metrics off"))
@@ -153,7 +156,7 @@ async def _serve(request: ServeRequest) -> int:
             listeners.append((metrics.asgi_app(), bind(config.metrics_address, "metrics_address", "--metrics-address")))
         logger.info("%s", startup_report(config, registry, fleet, open_files))
         await pool.start()
-        grpc_servers = await _grpc_servers(config, registry, inference, management)
+        grpc_servers = await _grpc_servers(config, registry, inference, management, workdir)
         servers = [(_http_server(app, request.graceful_timeout_s, config.limits), sock) for app, sock in listeners]
         def request_exit() -> None:
             stop_requested.append(loop.time())
@@ -188,29 +191,40 @@ async def _serve(request: ServeRequest) -> int:
 
 
 async def _grpc_servers(config: ServerConfig, registry: Registry, inference: InferenceApp,
-                        management: ManagementApp) -> list[Any]:
+                        management: ManagementApp, workdir: Path) -> list[Any]:
     """gRPC: the Open Inference Protocol and TorchServe's inference API on one address (answered by the
-    inference app's code), TorchServe's management API on another (answered by the management app)."""
-    servers: list[Any] = []
+    inference app's code), TorchServe's management API on another (answered by the management app);
+    served by relay processes (:mod:`.api.grpc_bridge`), or with ``grpc_processes=0`` on this loop."""
     if config.grpc_inference_address is None and config.grpc_management_address is None:
-        return servers  # grpc is not even imported
+        return []  # grpc is not even imported
+    from launchkit.serve.api.grpc_bridge import GrpcRelays, RelayedServer
     from launchkit.serve.api.grpc_inference import GrpcInferenceService
-    from launchkit.serve.api.grpc_server import start_grpc_server
+    from launchkit.serve.api.grpc_server import Service, start_grpc_server
     from launchkit.serve.api.grpc_torchserve import TorchServeInference, TorchServeManagement
 
+    listeners: list[RelayedServer] = []
     if config.grpc_inference_address is not None:
-        services = [GrpcInferenceService(registry, inference.kserve, config.inference_token).service(),
-                    TorchServeInference(registry, config.max_response_size, config.inference_token).service()]
-        servers.append(await start_grpc_server(services, grpc_target(config.grpc_inference_address),
-                                               "grpc_inference_address", "--grpc-address", config.max_request_size,
-                                               config.max_response_size))
+        services: tuple[Service, ...] = (
+            GrpcInferenceService(registry, inference.kserve, config.inference_token).service(),
+            TorchServeInference(registry, config.max_response_size, config.inference_token).service())
+        listeners.append(RelayedServer(grpc_target(config.grpc_inference_address), "grpc_inference_address",
+                                       "--grpc-address", services))
     if config.grpc_management_address is not None:
         # the management app checks Host against its own address (DNS rebinding): its own address it is
-        services = [TorchServeManagement(management, grpc_target(config.management_address)).service()]
-        servers.append(await start_grpc_server(services, grpc_target(config.grpc_management_address),
-                                               "grpc_management_address", "--grpc-management-address",
-                                               config.max_request_size, config.max_response_size))
-    return servers
+        services = (TorchServeManagement(management, grpc_target(config.management_address)).service(),)
+        listeners.append(RelayedServer(grpc_target(config.grpc_management_address), "grpc_management_address",
+                                       "--grpc-management-address", services))
+    if config.grpc_processes:
+        relays = GrpcRelays(listeners, config.grpc_processes, workdir, config.max_request_size,
+                            config.max_response_size)
+        try:
+            await relays.start()
+        except BaseException:
+            await relays.stop(0)
+            raise
+        return [relays]
+    return [await start_grpc_server(list(listener.services), listener.target, listener.key, listener.flag,
+                                    config.max_request_size, config.max_response_size) for listener in listeners]
 
 
 def _http_server(app: Any, graceful_timeout_s: float, limits: Limits) -> Any:

@@ -54,6 +54,7 @@ SUPPORTED_KEYS = {
     "max_connections", "max_tensor_elements", "max_archive_size", "max_archive_entries", "max_archive_ratio",
     "management_allowed_hosts", "allow_shared_cores", "enable_envvars_config", "fork_workers",
     "grpc_inference_address", "grpc_management_address", "grpc_inference_port", "grpc_management_port",
+    "grpc_processes",
 }
 # TorchServe keys that mean nothing here (Java/Netty tuning, features of other issues): accepted quietly
 # would hide a typo, so each gets a one-line note instead of a warning.
@@ -123,6 +124,7 @@ class ServerFlags:
     metrics_address: str | None = None
     grpc_address: str | None = None
     grpc_management_address: str | None = None
+    grpc_processes: int | None = None
     cpu_launcher_args: str | None = None
     allow_shared_cores: bool = False
 
@@ -134,6 +136,7 @@ class ServerConfig:
     metrics_address: Address = Address("127.0.0.1", 8082)
     grpc_inference_address: Address | None = None  # gRPC inference (Open Inference Protocol, TorchServe's); off unless set
     grpc_management_address: Address | None = None  # TorchServe's gRPC management API; off unless set
+    grpc_processes: int = 1  # gRPC relay processes (grpc.aio off the frontend's loop); 0: on the frontend's loop
     model_store: Path | None = None
     load_models: tuple[str, ...] = ()
     models_json: dict[str, Any] = field(default_factory=dict)
@@ -208,6 +211,8 @@ def server_config(flags: ServerFlags, environ: Mapping[str, str] = os.environ) -
     if flags.grpc_management_address:
         config = replace(config, grpc_management_address=parse_address(flags.grpc_management_address,
                                                                        "--grpc-management-address"))
+    if flags.grpc_processes is not None:
+        config = replace(config, grpc_processes=flags.grpc_processes)
     if flags.cpu_launcher_args is not None:
         config = replace(config, cpu_launcher_args=flags.cpu_launcher_args)
     if flags.allow_shared_cores:
@@ -280,6 +285,8 @@ def config_from_properties(entries: dict[str, str], source: str) -> ServerConfig
         address = key.replace("_port", "_address")
         if key in entries and address not in entries:
             values[address] = parse_address(f"127.0.0.1:{_positive_int(entries[key], key, source)}", key)
+    if "grpc_processes" in entries:
+        values["grpc_processes"] = _count(entries["grpc_processes"], "grpc_processes", source)
     if "model_store" in entries:
         values["model_store"] = Path(entries["model_store"])
     if entries.get("load_models"):
@@ -382,10 +389,14 @@ def parse_allowed_urls(value: str, source: str) -> tuple[str, ...]:
 
 
 def _positive_int(value: str, key: str, source: str) -> int:
+    return _count(value, key, source, least=1)
+
+
+def _count(value: str, key: str, source: str, least: int = 0) -> int:
     try:
         number = int(value)
     except ValueError:
         raise UsageError(f"{source}: {key}={value!r} is not an integer") from None
-    if number < 1:
-        raise UsageError(f"{source}: {key}={value} must be at least 1")
+    if number < least:
+        raise UsageError(f"{source}: {key}={value} must be at least {least}")
     return number

@@ -28,6 +28,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _command(process: Any) -> str:
+    """A process's command line; "" for one that is gone or a zombie (one exited, not yet reaped)."""
+    import psutil
+
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:
+        return ""
+
+
 def wait_for(condition: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> None:
     """Until ``condition()`` is true (polled every 20 ms); a test waits for what it needs, never a fixed time."""
     deadline = time.time() + timeout
@@ -139,9 +149,18 @@ class Server:
         import psutil
 
         children = psutil.Process(self.proc.pid).children(recursive=True)
-        # the fork server is the frontend's child too; the workers it forked carry its command line
+        # the fork server and the gRPC relays are the frontend's children too (the workers the fork server
+        # forked carry its command line)
+        helpers = ("launchkit.serve.worker.zygote", "launchkit.serve.api.grpc_relay")
         return [child.pid for child in children
-                if not (child.ppid() == self.proc.pid and "launchkit.serve.worker.zygote" in " ".join(child.cmdline()))]
+                if not (child.ppid() == self.proc.pid and any(name in _command(child) for name in helpers))]
+
+    def relay_pids(self) -> list[int]:
+        """The server's live gRPC relay processes."""
+        import psutil
+
+        return [child.pid for child in psutil.Process(self.proc.pid).children()
+                if "launchkit.serve.api.grpc_relay" in _command(child)]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         code = stop(self.proc, timeout, sig)

@@ -143,7 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     os.set_blocking(wake_write, False)
     signal.set_wakeup_fd(wake_write)
     signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes select through the wakeup fd
-    control.send(json.dumps({"ready": os.getpid()}).encode())
+    try:
+        control.send(json.dumps({"ready": os.getpid()}).encode())
+    except BrokenPipeError:
+        return 0  # the frontend stopped while this process was importing torch (a start-up that failed)
     while True:
         watched: list[Any] = [control, wake_read]
         readable, _, _ = select.select(watched, [], [])
