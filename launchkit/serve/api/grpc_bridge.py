@@ -26,7 +26,7 @@ import grpc
 
 from launchkit.core.errors import ServeError
 from launchkit.launch.spawn import spawn_async
-from launchkit.serve.api.grpc_frames import GRACE, Call, FrameReader, Kind, end_frame, frame, parse_call
+from launchkit.serve.api.grpc_frames import GRACE, Call, FrameReader, FrameWriter, Kind, end_frame, frame, parse_call
 from launchkit.serve.api.grpc_server import Service
 
 logger = logging.getLogger(__name__)
@@ -79,6 +79,7 @@ class RelayConnection(asyncio.Protocol):
         self.relays = relays
         self.reader = FrameReader()
         self.transport: asyncio.Transport | None = None
+        self.writer: FrameWriter | None = None
         self.pid = 0
         self.gone = False
         self.tasks: dict[int, asyncio.Task[None]] = {}
@@ -87,6 +88,7 @@ class RelayConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.writer = FrameWriter(self.transport)  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
         for item in self.reader.feed(data):
@@ -118,8 +120,8 @@ class RelayConnection(asyncio.Protocol):
         self.relays.failed()
 
     def send(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+        if self.writer is not None:
+            self.writer.send(data)
 
     def _start(self, call_id: int, call: Call) -> None:
         handler = self.relays.handlers.get(call.method)

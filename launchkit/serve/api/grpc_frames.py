@@ -1,4 +1,4 @@
-"""The wire between the frontend and its gRPC relay processes: small binary frames. Pure code.
+"""The wire between the frontend and its gRPC relay processes: small binary frames, both ends of it.
 
 A frame is a 9-byte header (payload length: 4 bytes, kind: 1, call id: 4; little-endian) and its
 payload. No pickle: the frontend listens for relays on a Unix socket (in its own 0700 folder), so
@@ -18,6 +18,7 @@ what arrives there is parsed, never unpickled.
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from enum import IntEnum
 from typing import NamedTuple
@@ -111,3 +112,29 @@ class FrameReader:
         if start:
             del buffer[:start]
         return frames
+
+
+class FrameWriter:
+    """Frames to a transport, those of one turn of the event loop in one write.
+
+    Under load many calls start or end in the same turn of the loop: one system call for all of them
+    instead of one each (each is a wake-up of the other process, too)."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self._pending: list[bytes] = []
+        self._loop = asyncio.get_running_loop()
+
+    def send(self, data: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self.flush)
+        self._pending.append(data)
+
+    def flush(self) -> None:
+        """Write what waits now (the loop's turn does it anyway: for a process about to exit)."""
+        if not self._pending:
+            return
+        data = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
+        self._pending.clear()
+        if not self.transport.is_closing():
+            self.transport.write(data)

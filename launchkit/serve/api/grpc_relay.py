@@ -31,7 +31,7 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 import grpc  # noqa: E402 - after the setting above, which gRPC reads when it is imported
 
 from launchkit.serve.api.grpc_frames import (  # noqa: E402
-    CODE, GRACE, Frame, FrameReader, Kind, call_frame, frame, parse_end,
+    CODE, GRACE, Frame, FrameReader, FrameWriter, Kind, call_frame, frame, parse_end,
 )
 
 logger = logging.getLogger("launchkit.serve.grpc_relay")
@@ -51,6 +51,7 @@ class Relay(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
+        self.writer: FrameWriter | None = None
         self.reader = FrameReader()
         self.waiting: dict[int, asyncio.Future[Frame] | asyncio.Queue[Frame]] = {}
         self.ids = itertools.count(1)
@@ -60,6 +61,7 @@ class Relay(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.writer = FrameWriter(self.transport)  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
         for item in self.reader.feed(data):
@@ -89,8 +91,8 @@ class Relay(asyncio.Protocol):
             self.stop.set_result(0.0)
 
     def send(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+        if self.writer is not None:
+            self.writer.send(data)
 
     def open(self, method: str, context: grpc.aio.ServicerContext, message: bytes | None,
              waiter: asyncio.Future[Frame] | asyncio.Queue[Frame]) -> int:
@@ -215,6 +217,8 @@ async def main(socket_path: str) -> int:
         servers = await _serve(relay, setup)
     except (OSError, ConnectionError) as error:
         relay.send(frame(Kind.FAILED, 0, str(error).encode()))
+        if relay.writer is not None:
+            relay.writer.flush()
         return 1
     relay.send(frame(Kind.READY, 0))
     grace = await relay.stop
