@@ -74,7 +74,9 @@ def load(url: str, body: bytes, concurrency: int, requests: int) -> dict:
     """launchkit's closed-loop load generator: req/s, p50, errors."""
     import uvloop
 
-    from launchkit.bench.loadgen import LoadSpec, Payload, Target, encode_requests, run_level
+    from launchkit.bench.loadgen import LoadSpec, run_level
+
+    from launchkit.bench.requests import Payload, Target, encode_requests
     from launchkit.bench.stats import summarize
 
     target = Target.from_url(url)

@@ -23,7 +23,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _report import markdown_table, relative, results_dir, write  # noqa: E402
 from serve_anchors import Served  # noqa: E402
 
-from launchkit.bench.loadgen import LoadSpec, Payload, Target, encode_requests, run_level  # noqa: E402
+from launchkit.bench.loadgen import LoadSpec, run_level  # noqa: E402
+
+from launchkit.bench.requests import Payload, Target, encode_requests
 from launchkit.bench.stats import summarize  # noqa: E402
 
 

@@ -294,7 +294,9 @@ def closed_loop(url: str, body: bytes, seconds: float, concurrency: int | None =
     import psutil
     import uvloop
 
-    from launchkit.bench.loadgen import LoadSpec, Payload, Target, encode_requests, run_level
+    from launchkit.bench.loadgen import LoadSpec, run_level
+
+    from launchkit.bench.requests import Payload, Target, encode_requests
     from launchkit.bench.stats import summarize
 
     concurrency = concurrency or 4 * len(os.sched_getaffinity(0))

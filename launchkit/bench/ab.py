@@ -21,7 +21,8 @@ from pathlib import Path
 
 from launchkit import __version__
 from launchkit.bench.config import parse_header, parse_method
-from launchkit.bench.loadgen import LoadSpec, Payload, Samples, Target, encode_requests, run_level
+from launchkit.bench.loadgen import LoadSpec, Samples, run_level
+from launchkit.bench.requests import Payload, Target, encode_requests
 from launchkit.bench.stats import latency_summary
 from launchkit.core import eventloop
 from launchkit.core.errors import UsageError

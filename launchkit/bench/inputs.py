@@ -18,7 +18,7 @@ from pathlib import Path
 
 from launchkit.archive.manifest import read_manifest
 from launchkit.archive.reading import model_config_of, read_member
-from launchkit.bench.loadgen import Payload
+from launchkit.bench.requests import Payload
 from launchkit.core.errors import ArchiveError, UsageError
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"

@@ -29,7 +29,8 @@ from launchkit.bench.clients import run_level_clients
 from launchkit.bench.config import BenchConfig, TargetKind
 from launchkit.bench.inputs import load_payloads
 from launchkit.bench.compare import STAGE_METRICS
-from launchkit.bench.loadgen import LoadSpec, Samples, Target, encode_requests, run_level
+from launchkit.bench.loadgen import LoadSpec, Samples, run_level
+from launchkit.bench.requests import Target, encode_requests
 from launchkit.bench.server import ServerUnderTest
 from launchkit.bench.serverview import read_model_description, scrape, server_view
 from launchkit.bench.stats import LevelResult, summarize, windows_agree

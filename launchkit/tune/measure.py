@@ -19,7 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from launchkit.bench.loadgen import LoadSpec, Payload, Target, encode_requests, run_level
+from launchkit.bench.loadgen import LoadSpec, run_level
+
+from launchkit.bench.requests import Payload, Target, encode_requests
 from launchkit.bench.runner import run_interruptible
 from launchkit.bench.server import ServerUnderTest
 from launchkit.bench.stats import DEFAULT_PERCENTILES, summarize

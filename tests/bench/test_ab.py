@@ -123,7 +123,7 @@ def test_bench_methods_headers_and_masked_credentials(status_server, body, tmp_p
 
 def test_bench_sends_what_it_was_told(status_server, body):
     # the status server echoes the method and headers of each request; one request is enough to see them
-    from launchkit.bench.loadgen import Payload, Target, encode_requests
+    from launchkit.bench.requests import Payload, Target, encode_requests
 
     target = Target.from_url(f"{status_server}/request", "DELETE")
     request = encode_requests(target, [], (("X-Trace", "42"), ("Host", "example")))[0]
