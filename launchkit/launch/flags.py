@@ -18,7 +18,7 @@ from launchkit.core.cpulist import parse_cpu_list
 from launchkit.core.errors import UsageError
 from launchkit.core.profiles import load_profile
 from launchkit.launch.domains import CacheDomains
-from launchkit.launch.plan import CoreTypes, CpuOptions, Leftover
+from launchkit.launch.cpu_options import CoreTypes, CpuOptions, Leftover
 from launchkit.launch.request import RunRequest
 from launchkit.launch.runplan import BindingOptions, ProgramSpec
 

@@ -25,55 +25,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 
 from launchkit.core.cpulist import format_cpu_list
 from launchkit.core.errors import PlanError
 from launchkit.core.topology import PhysicalCore, Topology
-from launchkit.core.values import parse_choice
 from launchkit.launch import domains
+from launchkit.launch.cpu_options import CoreTypes, CpuOptions, Leftover
 from launchkit.launch.domains import CacheDomains
 
 LATENCY_CORES_PER_INSTANCE = 4
-
-
-class CoreTypes(StrEnum):
-    """Which cores of a hybrid part instances get."""
-
-    AUTO = "auto"  # P-cores, with a note when E-cores are left out
-    PERFORMANCE = "performance"
-    EFFICIENCY = "efficiency"
-    ALL = "all"
-
-
-class Leftover(StrEnum):
-    """What ``--ninstances N`` alone does with the cores that do not divide evenly."""
-
-    SPREAD = "spread"  # one more core each to the first instances: no core idles
-    IDLE = "idle"  # every instance the same size; the rest unused
-
-
-@dataclass(frozen=True)
-class CpuOptions:
-    """The part of the launch options that decides CPUs (see ``launchkit run --help``)."""
-
-    ninstances: int | None = None
-    ncores_per_instance: int | None = None
-    node_ids: tuple[int, ...] | None = None
-    core_list: tuple[int, ...] | None = None
-    use_logical_cores: bool = False
-    latency_mode: bool = False
-    throughput_mode: bool = False
-    bind_numa_node: bool = False
-    instance_indices: tuple[int, ...] | None = None
-    core_types: CoreTypes = CoreTypes.AUTO
-    leftover: Leftover = Leftover.SPREAD
-    cache_domains: CacheDomains = CacheDomains.PACK
-
-    def __post_init__(self) -> None:  # words from a library caller become the enums, or a PlanError naming them
-        for name, kind, flag in (("core_types", CoreTypes, "--core-types"), ("leftover", Leftover, "--leftover"),
-                                 ("cache_domains", CacheDomains, "--cache-domains")):
-            object.__setattr__(self, name, parse_choice(kind, getattr(self, name), flag, PlanError))
 
 
 @dataclass(frozen=True)

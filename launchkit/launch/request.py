@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from launchkit.launch.libraries import NumactlStatus, find_libraries, probe_numactl
-from launchkit.launch.plan import CpuOptions
+from launchkit.launch.cpu_options import CpuOptions
 from launchkit.launch.runplan import BindingOptions, ProgramSpec, RunPlan, build_run_plan
 from launchkit.core.topology import Topology, read_topology
 

@@ -17,7 +17,8 @@ from launchkit.core.cpulist import format_cpu_list
 from launchkit.core.errors import UsageError
 from launchkit.launch.env import RuntimeChoice, choose_runtime, instance_env
 from launchkit.launch.libraries import FoundLibrary, NumactlStatus
-from launchkit.launch.plan import CpuOptions, plan_cpus
+from launchkit.launch.cpu_options import CpuOptions
+from launchkit.launch.plan import plan_cpus
 from launchkit.core.topology import Topology
 
 MEM_POLICIES = ("bind", "preferred", "interleave", "none")

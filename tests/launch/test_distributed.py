@@ -7,7 +7,7 @@ import pytest
 from launchkit.core.errors import UsageError
 from launchkit.launch.distributed import RendezvousOptions, agent_argv, plan_distributed
 from launchkit.launch.libraries import NumactlStatus
-from launchkit.launch.plan import CpuOptions
+from launchkit.launch.cpu_options import CpuOptions
 from launchkit.launch.runplan import ProgramSpec, build_run_plan
 
 

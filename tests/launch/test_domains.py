@@ -10,7 +10,8 @@ import pytest
 
 from launchkit.core.errors import PlanError
 from launchkit.launch import domains
-from launchkit.launch.plan import CpuOptions, plan_cpus
+from launchkit.launch.cpu_options import CpuOptions
+from launchkit.launch.plan import plan_cpus
 from tests.conftest import MACHINES, machine_root
 from tests.launch.test_plan import _check_invariants
 

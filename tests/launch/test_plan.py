@@ -5,7 +5,8 @@ import itertools
 import pytest
 
 from launchkit.core.errors import PlanError
-from launchkit.launch.plan import CpuOptions, plan_cpus
+from launchkit.launch.cpu_options import CpuOptions
+from launchkit.launch.plan import plan_cpus
 from tests.conftest import MACHINES
 
 ALL_MACHINES = sorted(path.name for path in MACHINES.iterdir())
@@ -273,7 +274,7 @@ def test_torchrun_local_rank_slices_again(machine):
 def test_a_library_callers_words_become_the_options_enums_or_a_named_error():
     from launchkit.core.errors import UsageError
     from launchkit.launch.domains import CacheDomains
-    from launchkit.launch.plan import CoreTypes, Leftover
+    from launchkit.launch.cpu_options import CoreTypes, Leftover
     from launchkit.launch.supervise import OnFailure, SupervisorOptions
 
     options = CpuOptions(core_types="efficiency", leftover="idle", cache_domains="whole")
