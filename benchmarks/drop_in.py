@@ -75,7 +75,6 @@ def load(url: str, body: bytes, concurrency: int, requests: int) -> dict:
     import uvloop
 
     from launchkit.bench.loadgen import LoadSpec, run_level
-
     from launchkit.bench.requests import Payload, Target, encode_requests
     from launchkit.bench.stats import summarize
 

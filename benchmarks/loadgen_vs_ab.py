@@ -24,7 +24,6 @@ from _report import markdown_table, relative, results_dir, write  # noqa: E402
 from serve_anchors import Served  # noqa: E402
 
 from launchkit.bench.loadgen import LoadSpec, run_level  # noqa: E402
-
 from launchkit.bench.requests import Payload, Target, encode_requests
 from launchkit.bench.stats import summarize  # noqa: E402
 

@@ -295,7 +295,6 @@ def closed_loop(url: str, body: bytes, seconds: float, concurrency: int | None =
     import uvloop
 
     from launchkit.bench.loadgen import LoadSpec, run_level
-
     from launchkit.bench.requests import Payload, Target, encode_requests
     from launchkit.bench.stats import summarize
 

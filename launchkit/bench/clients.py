@@ -19,7 +19,6 @@ from dataclasses import replace
 from typing import Any
 
 from launchkit.bench.loadgen import KEPT_BODIES, LoadSpec, Samples, run_level
-
 from launchkit.bench.requests import Target
 from launchkit.core import eventloop
 from launchkit.launch.spawn import spawn_async

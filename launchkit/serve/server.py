@@ -145,7 +145,8 @@ async def _serve(request: ServeRequest) -> int:
             import launchkit.serve.api.grpc_server  # noqa: F401
         pool = WorkerPool([], ForkServers() if config.fork_workers else None)
         fleet = Fleet(registry, pool, run_request, warnings, config.max_load_failures,
-                      share_cores=config.allow_shared_cores or config.cpu_launcher_enable is False)
+                      share_cores=config.allow_shared_cores or config.cpu_launcher_enable is False,
+                      batch_ahead=config.batch_ahead)
         fleet.apply()
         inference = InferenceApp(registry, config.max_request_size, config.max_response_size, metrics,
                                  config.inference_token, limits.max_tensor_elements)

@@ -54,7 +54,7 @@ SUPPORTED_KEYS = {
     "max_connections", "max_tensor_elements", "max_archive_size", "max_archive_entries", "max_archive_ratio",
     "management_allowed_hosts", "allow_shared_cores", "enable_envvars_config", "fork_workers",
     "grpc_inference_address", "grpc_management_address", "grpc_inference_port", "grpc_management_port",
-    "grpc_processes",
+    "grpc_processes", "batch_ahead",
 }
 # TorchServe keys that mean nothing here (Java/Netty tuning, features of other issues): accepted quietly
 # would hide a typo, so each gets a one-line note instead of a warning.
@@ -148,6 +148,7 @@ class ServerConfig:
     cpu_launcher_enable: bool | None = None  # None: not said; launchkit pins workers anyway
     allow_shared_cores: bool = False  # more workers than cores: share them (also when cpu_launcher_enable=false)
     fork_workers: bool = True  # restarted and added workers are forked from a process that imported torch once
+    batch_ahead: bool = True  # a busy single-stream worker may hold one full batch ahead (docs/serving.md)
     cpu_launcher_args: str = ""
     default_response_timeout_s: float = DEFAULT_RESPONSE_TIMEOUT_S
     management_token: str | None = None
@@ -308,7 +309,7 @@ def config_from_properties(entries: dict[str, str], source: str) -> ServerConfig
         if key in entries:
             values[attribute] = float(_positive_int(entries[key], key, source))
     for key in ("ipex_enable", "cpu_launcher_enable", "enable_model_api", "enable_metrics_api", "allow_shared_cores",
-                "fork_workers"):
+                "fork_workers", "batch_ahead"):
         if key in entries:
             values[key] = parse_bool(entries[key], f"{source}: {key}")
     if "cpu_launcher_args" in entries:

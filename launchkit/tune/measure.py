@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from launchkit.bench.loadgen import LoadSpec, run_level
-
 from launchkit.bench.requests import Payload, Target, encode_requests
 from launchkit.bench.runner import run_interruptible
 from launchkit.bench.server import ServerUnderTest

@@ -7,7 +7,6 @@ import asyncio
 import pytest
 
 from launchkit.bench.loadgen import LoadSpec, run_level
-
 from launchkit.bench.requests import Payload, Target, encode_requests
 from launchkit.bench.stats import latency_summary, summarize, windows_agree
 

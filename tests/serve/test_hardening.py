@@ -277,6 +277,21 @@ def test_management_refuses_foreign_hosts_and_cross_origin_requests(archives):
         assert server.manage("GET", "/models", headers={"host": f"localhost:{server.management_port}"})[0] == 200
 
 
+def test_a_batch_waiting_ahead_is_timed_from_when_it_starts(tmp_path, archives):
+    """Two requests of 0.7 s each at a worker with response_timeout=1: the second waits ahead in the
+    worker's socket for 0.7 s and ends 1.4 s after it was sent, yet is within its own second."""
+    store = tmp_path / "store"
+    make_archive(store, "echo_handler.py", "steady")
+    with Server(["--model-store", str(store)], free_port()) as server:
+        assert server.manage("POST", "/models?url=steady.mar&response_timeout=1")[0] == 200
+        workers = server.worker_pids()
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            calls = [pool.submit(server.predict, "steady", {"sleep": 0.7, "n": n}, None, 30) for n in range(2)]
+            answers = [call.result() for call in calls]
+        assert [status for status, _, _ in answers] == [200, 200]
+        assert server.worker_pids() == workers  # nobody was killed
+
+
 def test_queued_requests_wait_for_a_worker_killed_by_the_response_timeout(tmp_path, archives):
     store = tmp_path / "store"
     make_archive(store, "echo_handler.py", "slowpoke")

@@ -77,8 +77,10 @@ class PlannedLaunches:
 
 class Fleet:
     def __init__(self, registry: Registry, pool: WorkerPool, run_request: RunRequest,
-                 warnings: tuple[str, ...] = (), max_load_failures: int = 3, share_cores: bool = False) -> None:
+                 warnings: tuple[str, ...] = (), max_load_failures: int = 3, share_cores: bool = False,
+                 batch_ahead: bool = True) -> None:
         self.registry = registry
+        self.batch_ahead = batch_ahead  # single-stream workers may hold a full batch ahead
         self.share_cores = share_cores  # more workers than cores: hand the cores out round-robin
         self.max_load_failures = max_load_failures
         self.pool = pool
@@ -201,7 +203,8 @@ class Fleet:
         if streams > 1:
             argv += ["--streams", str(streams)]
         worker = WorkerProcess(worker_id, model.key, model.queue, launch, argv, model.settings.response_timeout_s,
-                               max_load_failures=self.max_load_failures, streams=streams)
+                               max_load_failures=self.max_load_failures, streams=streams,
+                               batches_ahead=1 if self.batch_ahead and streams == 1 else 0)
         if model.metrics is not None:
             worker.on_batch_done = functools.partial(model.metrics.batch_done, worker=worker_id)
         model.workers.append(worker)

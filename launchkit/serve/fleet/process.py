@@ -66,6 +66,7 @@ class WorkerProcess:
     in_flight: dict[int, list[Job]] = field(default_factory=dict)
     timeouts: dict[int, asyncio.TimerHandle] = field(default_factory=dict)  # per batch in flight
     streams: int = 1  # batches it runs at once (multi-stream worker: one per stream)
+    batches_ahead: int = 0  # full batches it may hold beyond those it runs (see the batcher)
     on_timeout: Any = None  # set by the pool: called with (worker, batch_id) when a batch overstays
     # metrics: called with the handler's stage timings, the batch's size and the handler's own metrics
     on_batch_done: Callable[[dict[str, float], int, list[Any] | None], None] | None = None
@@ -82,6 +83,13 @@ class WorkerProcess:
     def capacity(self) -> int:
         """For the batcher: how many batches this worker runs at once."""
         return self.streams
+
+    @property
+    def ahead(self) -> int:
+        """For the batcher: full batches it may hold beyond those it runs (they wait in its socket). A
+        single-stream worker reads its next batch as soon as it has answered one, so one waiting there
+        starts at once (the fleet gives a multi-stream worker none: it hands batches to its streams)."""
+        return self.batches_ahead
 
     @property
     def failed_to_load(self) -> bool:
@@ -101,8 +109,15 @@ class WorkerProcess:
             self.move_to(WorkerState.BUSY)  # a RETIRING worker draining its queue stays RETIRING
         assert self.writer is not None
         self.writer.writelines(batch_frame(batch_id, [job.request for job in jobs]))
+        self._time_running_batches()
+
+    def _time_running_batches(self) -> None:
+        """Start the response timeout of each batch that runs now (the oldest ``streams`` in flight): a
+        batch ahead waits in the worker's socket, and its time starts when it does."""
         loop = asyncio.get_running_loop()
-        self.timeouts[batch_id] = loop.call_later(self.response_timeout_s, self.on_timeout, self, batch_id)
+        for batch_id in list(self.in_flight)[:self.streams]:
+            if batch_id not in self.timeouts:
+                self.timeouts[batch_id] = loop.call_later(self.response_timeout_s, self.on_timeout, self, batch_id)
 
     def drained(self) -> None:
         """The batcher no longer needs this retiring worker: ask it to exit."""
@@ -114,15 +129,18 @@ class WorkerProcess:
                 pass
 
     def fail_in_flight(self, status: int, kind: str, message: str) -> None:
-        """Answer every request of its batches in flight with an error (it will not answer them)."""
+        """Answer every request of the batches it runs with an error (it will not answer them); batches
+        ahead, which it never started, go back to the front of the model's queue."""
         for handle in self.timeouts.values():
             handle.cancel()
         self.timeouts.clear()
-        for jobs in self.in_flight.values():
+        batches = list(self.in_flight.values())
+        self.in_flight.clear()
+        for jobs in batches[:self.streams]:
             for job in jobs:
                 if not job.future.done():
                     job.future.set_result(error_result(status, kind, message))
-        self.in_flight.clear()
+        self.queue.requeue([job for jobs in batches[self.streams:] for job in jobs])
 
     # -- its life, event by event: every state move of a worker is made by one of these ----------
 
@@ -163,6 +181,8 @@ class WorkerProcess:
             handle.cancel()
         if jobs is None:
             return  # the batch timed out and was answered already
+        if self.in_flight:
+            self._time_running_batches()  # a batch ahead has started
         results: list[ItemResult] = message.results
         for job, result in zip(jobs, results):
             if not job.future.done():

@@ -14,6 +14,13 @@ Semantics (documented in docs/serving.md, "Batching"):
   already accepted are served, never dropped. It is told ``drained()`` when it is no longer needed.
 * A worker with several streams (``capacity``) runs that many batches at once: it stands in the
   idle line once per free stream, and is drained only when all its streams are idle.
+* A worker may also hold batches **ahead** (``ahead``, one for a single-stream worker): when no
+  worker is idle, a *full* batch is sent to a busy worker, to wait in its socket and start the
+  moment the batch it runs ends. Without it a worker idles between batches for the round trip
+  through the frontend (its answer read, the next batch written, the process woken), which for a
+  small model is longer than the model. Only full batches go ahead, so batching is unchanged: a
+  partial batch waits in the queue for its rows or its deadline as before. The response timeout
+  of a batch ahead starts when it starts (see ``WorkerProcess``), not while it waits.
 """
 
 from __future__ import annotations
@@ -51,6 +58,11 @@ def capacity(slot: WorkerSlot) -> int:
     return getattr(slot, "capacity", 1)
 
 
+def ahead(slot: WorkerSlot) -> int:
+    """How many full batches a slot may hold beyond those it runs; 0 unless it says otherwise."""
+    return getattr(slot, "ahead", 0)
+
+
 DispatchHook = Callable[[list[Job], float], None]
 Timer = Callable[[float, Callable[[], None]], "asyncio.TimerHandle"]
 
@@ -65,7 +77,9 @@ class ModelQueue:
         self.delay = max_batch_delay_ms / 1000.0
         self.capacity = capacity
         self.queue: deque[Job] = deque()
-        self.idle: deque[WorkerSlot] = deque()
+        self.idle: deque[WorkerSlot] = deque()  # one entry per free stream
+        self.ahead: deque[WorkerSlot] = deque()  # one entry per free place for a full batch ahead
+        self.sent: dict[int, int] = {}  # by id(slot): batches each slot holds (running or ahead)
         self.members: list[WorkerSlot] = []  # slots that joined (worker_ready) and are not gone
         self.configured_workers = 1  # the workers the fleet was asked for (0: none is configured)
         self.retiring: set[WorkerSlot] = set()
@@ -129,12 +143,22 @@ class ModelQueue:
             self.members.append(slot)
         self.returning.discard(slot)
         self.last_error = None
+        self.sent[id(slot)] = 1  # worker_idle below frees the first place
         for _ in range(capacity(slot) - 1):
             self.idle.append(slot)
+        for _ in range(ahead(slot)):
+            self.ahead.append(slot)
         self.worker_idle(slot)
 
     def worker_idle(self, slot: WorkerSlot) -> None:
-        self.idle.append(slot)
+        """``slot`` finished a batch: a stream is free, or, while it still holds a batch ahead (now
+        running), a place ahead is."""
+        held = self.sent.get(id(slot), 1) - 1
+        self.sent[id(slot)] = held
+        if held < capacity(slot):
+            self.idle.append(slot)
+        else:
+            self.ahead.append(slot)
         self._dispatch()
 
     def retire(self, slot: WorkerSlot) -> None:
@@ -151,6 +175,9 @@ class ModelQueue:
         self.retiring.discard(slot)
         if slot in self.idle:
             self.idle = deque(other for other in self.idle if other is not slot)
+        if slot in self.ahead:
+            self.ahead = deque(other for other in self.ahead if other is not slot)
+        self.sent.pop(id(slot), None)
         if error:
             self.last_error = error
         if coming_back:
@@ -160,6 +187,14 @@ class ModelQueue:
         if not self.has_ready_worker() and not self.retiring and not coming_back:
             self.fail_waiting(503, "ServiceUnavailableException",
                               f'model "{self.name}" lost its last worker; the request was not run')
+
+    def requeue(self, jobs: list[Job]) -> None:
+        """Put back, first in line, requests sent ahead to a worker that will not run them (it died or
+        was killed while running the batch before them): they were never started."""
+        if not jobs:
+            return
+        self.queue.extendleft(reversed(jobs))
+        self._dispatch()
 
     def fail_waiting(self, status: int, kind: str, message: str) -> None:
         while self.queue:
@@ -182,6 +217,7 @@ class ModelQueue:
                 if sum(1 for other in self.idle if other is slot) < capacity(slot):
                     continue  # a stream of it still runs a batch
                 self.idle = deque(other for other in self.idle if other is not slot)
+                self.ahead = deque(other for other in self.ahead if other is not slot)
                 slot.drained()
 
     def _send_batches(self) -> None:
@@ -198,12 +234,25 @@ class ModelQueue:
                     return
             jobs = [self.queue.popleft() for _ in range(min(queued, self.batch_size))]
             jobs = [job for job in jobs if not job.future.done()]  # client gone: do not run it
-            if not jobs:
-                continue
-            slot = self.idle.popleft()
-            if self.on_dispatch is not None:
-                self.on_dispatch(jobs, self._clock())
-            slot.send_batch(jobs)
+            if jobs:
+                self._send(self.idle.popleft(), jobs)
+        # every stream is busy: full batches go ahead, to busy workers that hold fewer than they may
+        while len(self.queue) >= self.batch_size and self.ahead:
+            slot = self.ahead.popleft()
+            if slot in self.retiring or not slot.ready:
+                continue  # no work ahead for a worker on its way out; it gets its place back if it returns
+            jobs = [self.queue.popleft() for _ in range(self.batch_size)]
+            jobs = [job for job in jobs if not job.future.done()]
+            if jobs:
+                self._send(slot, jobs)
+            else:
+                self.ahead.appendleft(slot)
+
+    def _send(self, slot: WorkerSlot, jobs: list[Job]) -> None:
+        self.sent[id(slot)] = self.sent.get(id(slot), 0) + 1
+        if self.on_dispatch is not None:
+            self.on_dispatch(jobs, self._clock())
+        slot.send_batch(jobs)
 
     def _wake_at(self, when: float) -> None:
         if self._timer is not None:
