@@ -15,28 +15,57 @@ import os
 import platform
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from launchkit.core.cpulist import format_cpu_list
 from launchkit.core.errors import UsageError
+from launchkit.core.values import parse_choice
 from launchkit.launch.libraries import FoundLibrary, library_family
 from launchkit.launch.plan import InstancePlan
 
-ALLOCATORS = ("auto", "default", "tcmalloc", "jemalloc")
-OMP_RUNTIMES = ("auto", "intel", "gnu")
+class Allocator(StrEnum):
+    """``--memory-allocator``: which malloc the instances get preloaded."""
+
+    AUTO = "auto"  # tcmalloc, else jemalloc, else the C library's
+    DEFAULT = "default"  # the C library's malloc
+    TCMALLOC = "tcmalloc"
+    JEMALLOC = "jemalloc"
+
+
+class OmpRuntime(StrEnum):
+    """``--omp-runtime``: which OpenMP runtime the instances get (and so which variables tune it)."""
+
+    AUTO = "auto"  # Intel's on x86 where installed, else GNU's
+    INTEL = "intel"
+    GNU = "gnu"
+
+
+class WaitPolicy(StrEnum):
+    """What OpenMP threads do when a parallel region ends (``--omp-wait``)."""
+
+    SPIN = "spin"  # spin briefly, ready for the next region (best for a busy training or batch job)
+    # sleep at once: right for a server worker, which idles between batches while the frontend (on the
+    # same machine) needs the CPU
+    PASSIVE = "passive"
+
+
+ALLOCATORS = tuple(Allocator)
+OMP_RUNTIMES = tuple(OmpRuntime)
 
 # jemalloc settings from PyTorch's CPU performance guide; all keys exist since jemalloc 5.1.
 JEMALLOC_CONF = "oversize_threshold:1,background_thread:true,metadata_thp:auto"
 KMP_AFFINITY = "granularity=fine,compact,1,0"
 KMP_BLOCKTIME = "1"
-# "passive": OpenMP threads sleep as soon as a parallel region ends. Right for a server worker,
-# which idles between batches while the frontend (on the same machine) needs the CPU.
-OMP_WAIT_POLICIES = ("spin", "passive")
+OMP_WAIT_POLICIES = tuple(WaitPolicy)
 
 
-def wait_policy_in(env: Mapping[str, str]) -> str:
-    """Which policy (spin or passive) an instance's variables give its OpenMP threads: the reverse of
-    what :func:`instance_env` sets, for both runtimes (GNU: OMP_WAIT_POLICY; Intel: KMP_BLOCKTIME=0)."""
-    return "passive" if env.get("OMP_WAIT_POLICY") == "PASSIVE" or env.get("KMP_BLOCKTIME") == "0" else "spin"
+def wait_policy_in(env: Mapping[str, str]) -> WaitPolicy:
+    """Which policy an instance's variables give its OpenMP threads: the reverse of what
+    :func:`instance_env` sets, for both runtimes (GNU: OMP_WAIT_POLICY; Intel: KMP_BLOCKTIME=0)."""
+    passive = env.get("OMP_WAIT_POLICY") == "PASSIVE" or env.get("KMP_BLOCKTIME") == "0"
+    return WaitPolicy.PASSIVE if passive else WaitPolicy.SPIN
+
+
 _ALLOCATOR_FAMILIES = {"tcmalloc", "jemalloc"}
 _OMP_FAMILIES = {"iomp5"}
 
@@ -45,9 +74,9 @@ _OMP_FAMILIES = {"iomp5"}
 class RuntimeChoice:
     """Which allocator and OpenMP runtime the instances get, and the files that provide them."""
 
-    allocator: str  # tcmalloc | jemalloc | default
+    allocator: Allocator  # tcmalloc | jemalloc | default (never auto: resolved)
     allocator_path: str | None
-    omp_runtime: str  # intel | gnu
+    omp_runtime: OmpRuntime  # intel | gnu (never auto)
     iomp_path: str | None
     notes: tuple[str, ...] = field(default=())
 
@@ -73,17 +102,16 @@ def choose_runtime(
     found: Mapping[str, FoundLibrary | None],
     machine: str | None = None,
 ) -> RuntimeChoice:
-    """Resolve ``auto`` and check that explicitly requested libraries exist."""
+    """Resolve ``auto`` and check that explicitly requested libraries exist (words become the enums,
+    or a UsageError naming the choices)."""
     machine = machine or platform.machine()
     notes: list[str] = []
-    if allocator not in ALLOCATORS:
-        raise UsageError(f"--memory-allocator {allocator!r} is not one of {', '.join(ALLOCATORS)}")
-    if omp_runtime not in OMP_RUNTIMES:
-        raise UsageError(f"--omp-runtime {omp_runtime!r} is not one of {', '.join(OMP_RUNTIMES)}")
+    allocator = parse_choice(Allocator, allocator, "--memory-allocator")
+    omp_runtime = parse_choice(OmpRuntime, omp_runtime, "--omp-runtime")
 
-    chosen_allocator, allocator_path = "default", None
-    if allocator == "auto":
-        for name in ("tcmalloc", "jemalloc"):
+    chosen_allocator, allocator_path = Allocator.DEFAULT, None
+    if allocator is Allocator.AUTO:
+        for name in (Allocator.TCMALLOC, Allocator.JEMALLOC):
             library = found.get(name)
             if library is not None:
                 chosen_allocator, allocator_path = name, library.path
@@ -91,10 +119,10 @@ def choose_runtime(
         else:
             notes.append("no tcmalloc or jemalloc found: using the C library's malloc "
                          "(Debian: apt-get install libtcmalloc-minimal4 or libjemalloc2)")
-    elif allocator != "default":
+    elif allocator is not Allocator.DEFAULT:
         library = found.get(allocator)
         if library is None:
-            package = "libtcmalloc-minimal4" if allocator == "tcmalloc" else "libjemalloc2"
+            package = "libtcmalloc-minimal4" if allocator is Allocator.TCMALLOC else "libjemalloc2"
             raise UsageError(
                 f"--memory-allocator {allocator}: lib{allocator} was not found in the interpreter's "
                 f"prefix, /usr/local, the system library directories or the ldconfig cache. Install it "
@@ -103,11 +131,11 @@ def choose_runtime(
         chosen_allocator, allocator_path = allocator, library.path
 
     iomp = found.get("iomp5")
-    chosen_omp, iomp_path = "gnu", None
-    if omp_runtime == "intel" or (omp_runtime == "auto" and machine in ("x86_64", "AMD64")):
+    chosen_omp, iomp_path = OmpRuntime.GNU, None
+    if omp_runtime is OmpRuntime.INTEL or (omp_runtime is OmpRuntime.AUTO and machine in ("x86_64", "AMD64")):
         if iomp is not None:
-            chosen_omp, iomp_path = "intel", iomp.path
-        elif omp_runtime == "intel":
+            chosen_omp, iomp_path = OmpRuntime.INTEL, iomp.path
+        elif omp_runtime is OmpRuntime.INTEL:
             raise UsageError(
                 "--omp-runtime intel: libiomp5.so was not found. Install it into this interpreter "
                 "(pip install intel-openmp) or use --omp-runtime gnu."

@@ -19,6 +19,7 @@ from launchkit.core.errors import UsageError
 from launchkit.core.profiles import load_profile
 from launchkit.launch.domains import CacheDomains
 from launchkit.launch.cpu_options import CoreTypes, CpuOptions, Leftover
+from launchkit.launch.env import Allocator, OmpRuntime, WaitPolicy
 from launchkit.launch.request import RunRequest
 from launchkit.launch.runplan import BindingOptions, ProgramSpec
 
@@ -57,15 +58,15 @@ LAUNCH_FLAGS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
                                      "that does not divide an L3 domain spans two; whole: no instance takes part "
                                      "of an L3 domain with another (the rest idles). --dry-run names spanning "
                                      "instances.")),
-    (("--memory-allocator",), dict(type=click.Choice(["auto", "default", "tcmalloc", "jemalloc"]), default="auto",
+    (("--memory-allocator",), dict(type=click.Choice([kind.value for kind in Allocator]), default="auto",
                                    show_default=True, help="auto: tcmalloc, else jemalloc, else the C library.")),
     (("--enable-tcmalloc",), dict(is_flag=True, help="Same as --memory-allocator tcmalloc.")),
     (("--enable-jemalloc",), dict(is_flag=True, help="Same as --memory-allocator jemalloc.")),
     (("--use-default-allocator",), dict(is_flag=True, help="Same as --memory-allocator default.")),
-    (("--omp-runtime",), dict(type=click.Choice(["auto", "intel", "gnu", "default"]), default="auto",
+    (("--omp-runtime",), dict(type=click.Choice([kind.value for kind in OmpRuntime] + ["default"]), default="auto",
                               show_default=True, help="auto: Intel OpenMP (libiomp5) when found on x86, else GNU.")),
     (("--disable-iomp",), dict(is_flag=True, help="Same as --omp-runtime gnu.")),
-    (("--omp-wait",), dict(type=click.Choice(["auto", "spin", "passive"]), default="auto", show_default=True,
+    (("--omp-wait",), dict(type=click.Choice(["auto"] + [kind.value for kind in WaitPolicy]), default="auto", show_default=True,
                            help="OpenMP threads between parallel regions: spin briefly (run's default) or sleep at "
                                 "once (serve's default: the frontend needs the CPU between batches).")),
     (("--mem-policy",), dict(type=click.Choice(["bind", "preferred", "interleave", "none"]), default="bind",

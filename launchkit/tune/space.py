@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from launchkit.core.errors import UsageError
+from launchkit.launch.env import Allocator
 from launchkit.serve.settings import DEFAULT_BATCH_DELAY_MS
 
 AUTO = "auto"  # cores per worker: the server's even split; allocator/OpenMP: the server's own choice
@@ -99,7 +100,7 @@ def _cores(text: str) -> int | str:
     return AUTO if text == AUTO else int(text)
 
 
-ALLOCATORS = (AUTO, "default", "tcmalloc", "jemalloc")
+ALLOCATORS = tuple(kind.value for kind in Allocator)  # auto, default, tcmalloc, jemalloc
 KNOBS: dict[str, Knob] = {
     "workers": Knob("workers", int, minimum=1, too_small="values are 1 or more"),
     "cores": Knob("cores_per_worker", _cores, minimum=1, too_small="values are 1 or more", kind="numbers or auto"),
