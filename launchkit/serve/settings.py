@@ -285,7 +285,7 @@ def config_from_properties(entries: dict[str, str], source: str) -> ServerConfig
     for key in ("grpc_inference_port", "grpc_management_port"):  # TorchServe's: a port, on loopback here
         address = key.replace("_port", "_address")
         if key in entries and address not in entries:
-            values[address] = parse_address(f"127.0.0.1:{_positive_int(entries[key], key, source)}", key)
+            values[address] = parse_address(f"127.0.0.1:{_count(entries[key], key, source, least=1)}", key)
     if "grpc_processes" in entries:
         values["grpc_processes"] = _count(entries["grpc_processes"], "grpc_processes", source)
     if "model_store" in entries:
@@ -303,11 +303,11 @@ def config_from_properties(entries: dict[str, str], source: str) -> ServerConfig
     for key in ("job_queue_size", "default_workers_per_model", "max_request_size", "max_response_size",
                 "max_load_failures"):
         if key in entries:
-            values[key] = _positive_int(entries[key], key, source)
+            values[key] = _count(entries[key], key, source, least=1)
     for key, attribute in (("default_response_timeout", "default_response_timeout_s"),
                            ("unregister_model_timeout", "unregister_model_timeout_s")):
         if key in entries:
-            values[attribute] = float(_positive_int(entries[key], key, source))
+            values[attribute] = float(_count(entries[key], key, source, least=1))
     for key in ("ipex_enable", "cpu_launcher_enable", "enable_model_api", "enable_metrics_api", "allow_shared_cores",
                 "fork_workers", "batch_ahead"):
         if key in entries:
@@ -387,10 +387,6 @@ def parse_allowed_urls(value: str, source: str) -> tuple[str, ...]:
         except re.error as error:
             raise UsageError(f"{source}: allowed_urls: {pattern!r} is not a regular expression ({error})") from None
     return patterns
-
-
-def _positive_int(value: str, key: str, source: str) -> int:
-    return _count(value, key, source, least=1)
 
 
 def _count(value: str, key: str, source: str, least: int = 0) -> int:
