@@ -49,14 +49,10 @@ class WaitPolicy(StrEnum):
     PASSIVE = "passive"
 
 
-ALLOCATORS = tuple(Allocator)
-OMP_RUNTIMES = tuple(OmpRuntime)
-
 # jemalloc settings from PyTorch's CPU performance guide; all keys exist since jemalloc 5.1.
 JEMALLOC_CONF = "oversize_threshold:1,background_thread:true,metadata_thp:auto"
 KMP_AFFINITY = "granularity=fine,compact,1,0"
 KMP_BLOCKTIME = "1"
-OMP_WAIT_POLICIES = tuple(WaitPolicy)
 
 
 def wait_policy_in(env: Mapping[str, str]) -> WaitPolicy:

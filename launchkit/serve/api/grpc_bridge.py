@@ -110,14 +110,14 @@ class RelayConnection(asyncio.Protocol):
                 self.relays.connected(self)
             elif kind is Kind.FAILED:
                 self.failure = item.payload.decode(errors="replace")
-                self.relays.failed()
+                self.relays.changed()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.gone = True
         self.relays.disconnected(self)
         for task in list(self.tasks.values()):
             task.cancel()  # nobody is left to answer
-        self.relays.failed()
+        self.relays.changed()
 
     def send(self, data: bytes) -> None:
         if self.writer is not None:
@@ -194,7 +194,8 @@ class GrpcRelays:
         self.listened.add(connection.pid)
         self._changed.set()
 
-    def failed(self) -> None:
+    def changed(self) -> None:
+        """A relay failed to listen or its socket closed: the start-up wait looks again."""
         self._changed.set()
 
     def disconnected(self, connection: RelayConnection) -> None:
