@@ -1,0 +1,151 @@
+"""How many OpenMP threads a small model's call gains from, and what waiting threads cost.
+
+    python benchmarks/threads.py [--models tiny,mnist,resnet18] [--batches 1,8] [--threads 1,2,4,8,16]
+    python benchmarks/threads.py --part served [--models ...] [--levels 1,4,16] [--seconds 6] [--rounds 2]
+
+Each bundled model is called in process (no server), batch by batch, at each thread count, once
+with GNU OpenMP's threads sleeping between parallel regions (OMP_WAIT_POLICY=PASSIVE, what a
+worker of a model under 8 MiB gets) and once spinning (ACTIVE), each policy in a process of its own
+(libgomp reads it once). The medians of five rounds, ms per call, and each count's speed-up over
+one thread. Thread counts above this machine's CPUs are left out.
+``--part served``: ``launchkit bench`` on each bundled example (one worker, batch 1), its worker
+given every core (the default) and given one core (``--ncores-per-instance 1``), alternating, the
+medians of the rounds. Writes results/<ts>-threads/. No verdicts: this is what the worker's thread
+rule is chosen from (docs/figures.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent))
+from _report import markdown_table, results_dir, write  # noqa: E402
+
+
+def model_and_input(name: str, batch: int):  # noqa: ANN201 (a torch module and tensor, torch imported late)
+    import torch
+
+    if name == "tiny":
+        from launchkit.examples.tiny import tiny_mlp
+
+        return tiny_mlp(), torch.rand(batch, 64)
+    if name == "mnist":
+        from launchkit.examples.mnist import digit_net
+
+        return digit_net(), torch.rand(batch, 1, 28, 28)
+    if name == "resnet18":
+        from launchkit.examples.resnet import resnet18
+
+        return resnet18(), torch.rand(batch, 3, 224, 224)
+    raise SystemExit(f"unknown model {name!r}: tiny, mnist or resnet18")
+
+
+def measure(models: list[str], batches: list[int], threads: list[int]) -> list[dict]:
+    """In this process (its OMP_WAIT_POLICY already set): ms per call for each combination."""
+    import torch
+
+    rows = []
+    for name in models:
+        for batch in batches:
+            model, example = model_and_input(name, batch)
+            for count in threads:
+                torch.set_num_threads(count)
+                with torch.inference_mode():
+                    started = time.perf_counter()
+                    while time.perf_counter() - started < 0.3:  # warm: the team exists, caches are hot
+                        model(example)
+                    calls = max(5, int(0.2 / max(1e-6, (time.perf_counter() - started) / 50)))
+                    rounds = []
+                    for _ in range(5):
+                        started = time.perf_counter()
+                        for _ in range(calls):
+                            model(example)
+                        rounds.append((time.perf_counter() - started) / calls * 1000)
+                rows.append({"model": name, "batch": batch, "threads": count, "ms": statistics.median(rounds)})
+    return rows
+
+
+def served(models: list[str], levels: str, seconds: float, rounds: int, folder: Path) -> tuple[str, dict]:
+    """req/s and p99 of one worker given every core, and given one."""
+    ways = {"every core": [], "one core": ["--cpu-launcher-args", "--ncores-per-instance 1"]}
+    figures: dict[str, dict[str, list[dict]]] = {}
+    for name in models:
+        for round_number in range(rounds):
+            for way, flags in (ways.items() if round_number % 2 == 0 else reversed(ways.items())):
+                report = folder / f"{name}-{way.replace(' ', '-')}-{round_number}"
+                subprocess.run([sys.executable, "-m", "launchkit", "bench", name, "--concurrency", levels,
+                                "--duration", str(seconds), "--warmup", "1s", "--quiet",
+                                "--report-dir", str(report), *flags], check=True, stdout=subprocess.DEVNULL)
+                summary = json.loads((report / "summary.json").read_text())
+                threads_used = summary["server"]["workers"][0]["threads"]
+                for level in summary["levels"]:
+                    figures.setdefault(f"{name} {level['level']}", {}).setdefault(way, []).append(
+                        {"rps": level["throughput"], "p99": level["latency_ms"]["p99"],
+                         "errors": level["requests_failed"], "threads": threads_used})
+            print(f"threads: {name} round {round_number + 1} served", flush=True)
+    rows = []
+    for scenario, by_way in figures.items():
+        team, one = by_way["every core"], by_way["one core"]
+        team_rps, one_rps = (statistics.median(r["rps"] for r in runs) for runs in (team, one))
+        rows.append([scenario, team[0]["threads"], f"{team_rps:,.0f}",
+                     f"{statistics.median(r['p99'] for r in team):.2f}", f"{one_rps:,.0f}",
+                     f"{statistics.median(r['p99'] for r in one):.2f}", f"{one_rps / team_rps:.2f}",
+                     sum(r["errors"] for r in team + one)])
+    table = markdown_table(["model, level", "threads (every core)", "req/s", "p99 ms", "req/s (one core)",
+                            "p99 ms (one core)", "one ÷ every", "errors"], rows)
+    return table, figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="tiny,mnist,resnet18")
+    parser.add_argument("--batches", default="1,8")
+    parser.add_argument("--threads", default="1,2,4,8,16")
+    parser.add_argument("--part", choices=("in-process", "served"), default="in-process")
+    parser.add_argument("--levels", default="1,4,16", help="served: concurrency levels")
+    parser.add_argument("--seconds", type=float, default=6.0, help="served: seconds per level")
+    parser.add_argument("--rounds", type=int, default=2, help="served: rounds (the two ways alternate)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # the measuring process: prints JSON rows
+    options = parser.parse_args()
+    models = options.models.split(",")
+    batches = [int(b) for b in options.batches.split(",")]
+    threads = [t for t in (int(t) for t in options.threads.split(",")) if t <= len(os.sched_getaffinity(0))]
+    if options.child:
+        print(json.dumps(measure(models, batches, threads)))
+        return 0
+    if options.part == "served":
+        folder = results_dir("threads-served")
+        table, figures = served(models, options.levels, options.seconds, options.rounds, folder)
+        return write(folder, "One worker given every core, and given one core, served", table, figures)
+    results: dict[str, list[dict]] = {}
+    for policy in ("PASSIVE", "ACTIVE"):
+        env = dict(os.environ, OMP_WAIT_POLICY=policy)
+        env.pop("OMP_NUM_THREADS", None)
+        done = subprocess.run([sys.executable, __file__, "--child", policy, "--models", options.models,
+                               "--batches", options.batches, "--threads", options.threads],
+                              env=env, capture_output=True, text=True, check=True)
+        results[policy] = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"threads: {policy} measured", flush=True)
+    one = {(r["model"], r["batch"], policy): r["ms"] for policy, rows in results.items() for r in rows
+           if r["threads"] == 1}
+    table_rows = []
+    for passive, active in zip(results["PASSIVE"], results["ACTIVE"]):
+        key = (passive["model"], passive["batch"])
+        table_rows.append([passive["model"], passive["batch"], passive["threads"],
+                           f"{passive['ms']:.3f}", f"{one[key + ('PASSIVE',)] / passive['ms']:.2f}×",
+                           f"{active['ms']:.3f}", f"{one[key + ('ACTIVE',)] / active['ms']:.2f}×"])
+    table = markdown_table(["model", "batch", "threads", "passive ms/call", "passive speed-up over 1 thread",
+                            "spinning ms/call", "spinning speed-up"], table_rows)
+    return write(results_dir("threads"), "A small model's call at each OpenMP thread count", table, results)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
