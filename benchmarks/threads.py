@@ -4,13 +4,14 @@
     python benchmarks/threads.py --part served [--models ...] [--levels 1,4,16] [--seconds 6] [--rounds 2]
 
 Each bundled model is called in process (no server), batch by batch, at each thread count, once
-with GNU OpenMP's threads sleeping between parallel regions (OMP_WAIT_POLICY=PASSIVE, what a
-worker of a model under 8 MiB gets) and once spinning (ACTIVE), each policy in a process of its own
-(libgomp reads it once). The medians of five rounds, ms per call, and each count's speed-up over
+with each of GNU OpenMP's ways to wait between parallel regions (POLICIES below; sleeping at once
+is what a worker of a model under 8 MiB gets), each in a process of its own (libgomp reads them
+once). The medians of five rounds, ms per call, and each count's speed-up over
 one thread. Thread counts above this machine's CPUs are left out.
 ``--part served``: ``launchkit bench`` on each bundled example (one worker, batch 1), its worker
-given every core (the default) and given one core (``--ncores-per-instance 1``), alternating, the
-medians of the rounds. Writes results/<ts>-threads/. No verdicts: this is what the worker's thread
+given every core (the default: a small model's threads sleep at once), one core
+(``--ncores-per-instance 1``), every core with threads that spin 10,000 turns and every core with
+GNU's default spin, in turns, the medians of the rounds. Writes results/<ts>-threads/. No verdicts: this is what the worker's thread
 rule is chosen from (docs/figures.md).
 """
 
@@ -28,6 +29,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
 from _report import markdown_table, results_dir, write  # noqa: E402
+
+
+# GNU OpenMP's waits: sleep at once (a small model's worker), spin about 10,000 turns (tens of
+# microseconds) then sleep, its default (300,000 turns, then sleep), and spin without end
+POLICIES = {"sleep at once": {"OMP_WAIT_POLICY": "PASSIVE"}, "spin 10k turns": {"GOMP_SPINCOUNT": "10000"},
+            "default (300k turns)": {}, "spin always": {"OMP_WAIT_POLICY": "ACTIVE"}}
 
 
 def model_and_input(name: str, batch: int):  # noqa: ANN201 (a torch module and tensor, torch imported late)
@@ -75,15 +82,18 @@ def measure(models: list[str], batches: list[int], threads: list[int]) -> list[d
 
 def served(models: list[str], levels: str, seconds: float, rounds: int, folder: Path) -> tuple[str, dict]:
     """req/s and p99 of one worker given every core, and given one."""
-    ways = {"every core": [], "one core": ["--cpu-launcher-args", "--ncores-per-instance 1"]}
+    ways = {"every core": ([], {}), "one core": (["--cpu-launcher-args", "--ncores-per-instance 1"], {}),
+            "every core, spin 10k": (["--cpu-launcher-args", "--omp-wait spin"], {"GOMP_SPINCOUNT": "10000"}),
+            "every core, spin 300k": (["--cpu-launcher-args", "--omp-wait spin"], {})}
     figures: dict[str, dict[str, list[dict]]] = {}
     for name in models:
         for round_number in range(rounds):
-            for way, flags in (ways.items() if round_number % 2 == 0 else reversed(ways.items())):
-                report = folder / f"{name}-{way.replace(' ', '-')}-{round_number}"
+            for way, (flags, variables) in (ways.items() if round_number % 2 == 0 else reversed(ways.items())):
+                report = folder / f"{name}-{way.replace(' ', '-').replace(',', '')}-{round_number}"
                 subprocess.run([sys.executable, "-m", "launchkit", "bench", name, "--concurrency", levels,
                                 "--duration", str(seconds), "--warmup", "1s", "--quiet",
-                                "--report-dir", str(report), *flags], check=True, stdout=subprocess.DEVNULL)
+                                "--report-dir", str(report), *flags], check=True, stdout=subprocess.DEVNULL,
+                               env=dict(os.environ) | variables)
                 summary = json.loads((report / "summary.json").read_text())
                 threads_used = summary["server"]["workers"][0]["threads"]
                 for level in summary["levels"]:
@@ -93,14 +103,17 @@ def served(models: list[str], levels: str, seconds: float, rounds: int, folder: 
             print(f"threads: {name} round {round_number + 1} served", flush=True)
     rows = []
     for scenario, by_way in figures.items():
-        team, one = by_way["every core"], by_way["one core"]
-        team_rps, one_rps = (statistics.median(r["rps"] for r in runs) for runs in (team, one))
-        rows.append([scenario, team[0]["threads"], f"{team_rps:,.0f}",
-                     f"{statistics.median(r['p99'] for r in team):.2f}", f"{one_rps:,.0f}",
-                     f"{statistics.median(r['p99'] for r in one):.2f}", f"{one_rps / team_rps:.2f}",
-                     sum(r["errors"] for r in team + one)])
-    table = markdown_table(["model, level", "threads (every core)", "req/s", "p99 ms", "req/s (one core)",
-                            "p99 ms (one core)", "one ÷ every", "errors"], rows)
+        team = statistics.median(r["rps"] for r in by_way["every core"])
+        row = [scenario, by_way["every core"][0]["threads"]]
+        for way in ways:
+            runs = by_way[way]
+            rps = statistics.median(r["rps"] for r in runs)
+            row += [f"{rps:,.0f} ({rps / team:.2f})", f"{statistics.median(r['p99'] for r in runs):.2f}"]
+        rows.append(row + [sum(r["errors"] for runs in by_way.values() for r in runs)])
+    headers = ["model, level", "threads (every core)"]
+    for way in ways:
+        headers += [f"{way}: req/s (÷ every core)", "p99 ms"]
+    table = markdown_table(headers + ["errors"], rows)
     return table, figures
 
 
@@ -124,26 +137,28 @@ def main() -> int:
     if options.part == "served":
         folder = results_dir("threads-served")
         table, figures = served(models, options.levels, options.seconds, options.rounds, folder)
-        return write(folder, "One worker given every core, and given one core, served", table, figures)
+        return write(folder, "One worker: every core or one, and how its threads wait, served", table, figures)
     results: dict[str, list[dict]] = {}
-    for policy in ("PASSIVE", "ACTIVE"):
-        env = dict(os.environ, OMP_WAIT_POLICY=policy)
-        env.pop("OMP_NUM_THREADS", None)
+    for policy, variables in POLICIES.items():
+        env = {key: value for key, value in os.environ.items()
+               if key not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
         done = subprocess.run([sys.executable, __file__, "--child", policy, "--models", options.models,
                                "--batches", options.batches, "--threads", options.threads],
-                              env=env, capture_output=True, text=True, check=True)
+                              env=env | variables, capture_output=True, text=True, check=True)
         results[policy] = json.loads(done.stdout.strip().splitlines()[-1])
         print(f"threads: {policy} measured", flush=True)
-    one = {(r["model"], r["batch"], policy): r["ms"] for policy, rows in results.items() for r in rows
-           if r["threads"] == 1}
     table_rows = []
-    for passive, active in zip(results["PASSIVE"], results["ACTIVE"]):
-        key = (passive["model"], passive["batch"])
-        table_rows.append([passive["model"], passive["batch"], passive["threads"],
-                           f"{passive['ms']:.3f}", f"{one[key + ('PASSIVE',)] / passive['ms']:.2f}×",
-                           f"{active['ms']:.3f}", f"{one[key + ('ACTIVE',)] / active['ms']:.2f}×"])
-    table = markdown_table(["model", "batch", "threads", "passive ms/call", "passive speed-up over 1 thread",
-                            "spinning ms/call", "spinning speed-up"], table_rows)
+    for index, first in enumerate(results["sleep at once"]):
+        row = [first["model"], first["batch"], first["threads"]]
+        for rows in results.values():
+            one = next(r["ms"] for r in rows if (r["model"], r["batch"], r["threads"]) ==
+                       (first["model"], first["batch"], 1))
+            row += [f"{rows[index]['ms']:.3f}", f"{one / rows[index]['ms']:.2f}×"]
+        table_rows.append(row)
+    headers = ["model", "batch", "threads"]
+    for policy in POLICIES:
+        headers += [f"{policy}: ms/call", "speed-up over 1 thread"]
+    table = markdown_table(headers, table_rows)
     return write(results_dir("threads"), "A small model's call at each OpenMP thread count", table, results)
 
 
