@@ -31,10 +31,10 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 from _report import markdown_table, results_dir, write  # noqa: E402
 
 
-# GNU OpenMP's waits: sleep at once (a small model's worker), spin about 10,000 turns (tens of
-# microseconds) then sleep, its default (300,000 turns, then sleep), and spin without end
+# GNU OpenMP's waits: sleep at once (a small model's worker), spin about 10,000 turns (libgomp
+# reckons 100,000 a millisecond) then sleep, and its default (300,000 turns, then sleep)
 POLICIES = {"sleep at once": {"OMP_WAIT_POLICY": "PASSIVE"}, "spin 10k turns": {"GOMP_SPINCOUNT": "10000"},
-            "default (300k turns)": {}, "spin always": {"OMP_WAIT_POLICY": "ACTIVE"}}
+            "default (300k turns)": {}}
 
 
 def model_and_input(name: str, batch: int):  # noqa: ANN201 (a torch module and tensor, torch imported late)
@@ -66,10 +66,11 @@ def measure(models: list[str], batches: list[int], threads: list[int]) -> list[d
             for count in threads:
                 torch.set_num_threads(count)
                 with torch.inference_mode():
-                    started = time.perf_counter()
+                    started, warm = time.perf_counter(), 0
                     while time.perf_counter() - started < 0.3:  # warm: the team exists, caches are hot
                         model(example)
-                    calls = max(5, int(0.2 / max(1e-6, (time.perf_counter() - started) / 50)))
+                        warm += 1
+                    calls = max(3, int(0.15 / ((time.perf_counter() - started) / warm)))  # ~0.15 s a round
                     rounds = []
                     for _ in range(5):
                         started = time.perf_counter()
