@@ -91,7 +91,7 @@ def served(models: list[str], levels: str, seconds: float, rounds: int, folder: 
         for round_number in range(rounds):
             for way, (flags, variables) in (ways.items() if round_number % 2 == 0 else reversed(ways.items())):
                 report = folder / f"{name}-{way.replace(' ', '-').replace(',', '')}-{round_number}"
-                subprocess.run([sys.executable, "-m", "launchkit", "bench", name, "--concurrency", levels,
+                subprocess.run([sys.executable, "-m", "launchkit", "bench", name, *(f"--concurrency={level}" for level in levels.split(",")),
                                 "--duration", str(seconds), "--warmup", "1s", "--quiet",
                                 "--report-dir", str(report), *flags], check=True, stdout=subprocess.DEVNULL,
                                env=dict(os.environ) | variables)
