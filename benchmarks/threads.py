@@ -1,7 +1,7 @@
 """How many OpenMP threads a small model's call gains from, and what waiting threads cost.
 
     python benchmarks/threads.py [--models tiny,mnist,resnet18] [--batches 1,8] [--threads 1,2,4,8,16]
-    python benchmarks/threads.py --part served [--models ...] [--levels 1,4,16] [--seconds 6] [--rounds 2]
+    python benchmarks/threads.py --part served [--models ...] [--levels 4:16:12] [--seconds 6] [--rounds 2]
 
 Each bundled model is called in process (no server), batch by batch, at each thread count, once
 with each of GNU OpenMP's ways to wait between parallel regions (POLICIES below; sleeping at once
@@ -91,7 +91,7 @@ def served(models: list[str], levels: str, seconds: float, rounds: int, folder: 
         for round_number in range(rounds):
             for way, (flags, variables) in (ways.items() if round_number % 2 == 0 else reversed(ways.items())):
                 report = folder / f"{name}-{way.replace(' ', '-').replace(',', '')}-{round_number}"
-                subprocess.run([sys.executable, "-m", "launchkit", "bench", name, *(f"--concurrency={level}" for level in levels.split(",")),
+                subprocess.run([sys.executable, "-m", "launchkit", "bench", name, "--concurrency-range", levels,
                                 "--duration", str(seconds), "--warmup", "1s", "--quiet",
                                 "--report-dir", str(report), *flags], check=True, stdout=subprocess.DEVNULL,
                                env=dict(os.environ) | variables)
@@ -124,7 +124,7 @@ def main() -> int:
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--threads", default="1,2,4,8,16")
     parser.add_argument("--part", choices=("in-process", "served"), default="in-process")
-    parser.add_argument("--levels", default="1,4,16", help="served: concurrency levels")
+    parser.add_argument("--levels", default="4:16:12", help="served: concurrency levels, START:END[:STEP]")
     parser.add_argument("--seconds", type=float, default=6.0, help="served: seconds per level")
     parser.add_argument("--rounds", type=int, default=2, help="served: rounds (the two ways alternate)")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # the measuring process: prints JSON rows
