@@ -20,9 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -52,7 +54,7 @@ def model_and_input(name: str, batch: int):  # noqa: ANN201 (a torch module and 
         from launchkit.examples.resnet import resnet18
 
         return resnet18(), torch.rand(batch, 3, 224, 224)
-    raise SystemExit(f"unknown model {name!r}: tiny, mnist or resnet18")
+    raise SystemExit(f"unknown model {name!r}: tiny, mnist or resnet18")  # (served: a .mar path too)
 
 
 def measure(models: list[str], batches: list[int], threads: list[int]) -> list[dict]:
@@ -90,15 +92,16 @@ def served(models: list[str], levels: str, seconds: float, rounds: int, folder: 
     for name in models:
         for round_number in range(rounds):
             for way, (flags, variables) in (ways.items() if round_number % 2 == 0 else reversed(ways.items())):
-                report = folder / f"{name}-{way.replace(' ', '-').replace(',', '')}-{round_number}"
+                report = Path(tempfile.mkdtemp()) / "report"  # only its summary is kept (in summary.json)
                 subprocess.run([sys.executable, "-m", "launchkit", "bench", name, "--concurrency-range", levels,
                                 "--duration", str(seconds), "--warmup", "1s", "--quiet",
                                 "--report-dir", str(report), *flags], check=True, stdout=subprocess.DEVNULL,
                                env=dict(os.environ) | variables)
                 summary = json.loads((report / "summary.json").read_text())
                 threads_used = summary["server"]["workers"][0]["threads"]
+                shutil.rmtree(report.parent)
                 for level in summary["levels"]:
-                    figures.setdefault(f"{name} {level['level']}", {}).setdefault(way, []).append(
+                    figures.setdefault(f"{Path(name).stem} {level['level']}", {}).setdefault(way, []).append(
                         {"rps": level["throughput"], "p99": level["latency_ms"]["p99"],
                          "errors": level["requests_failed"], "threads": threads_used})
             print(f"threads: {name} round {round_number + 1} served", flush=True)
