@@ -40,7 +40,7 @@ def _seconds(text: str) -> float:
 @option("--space", default="", metavar="KNOB=V,V;...", help="Values to try per knob, replacing the defaults: "
         "workers, cores (per worker, or auto), streams, batch, delay (ms), variant (original|bf16|int8, each "
         "through launchkit optimize's accuracy gate), allocator (auto|default|tcmalloc|jemalloc), omp "
-        "(auto|gnu|intel|default), wait (auto|spin|passive). E.g. 'workers=1,2;batch=1,4,8;delay=0,2,5'.")
+        "(auto|gnu|intel|default), wait (auto|spin|brief|passive). E.g. 'workers=1,2;batch=1,4,8;delay=0,2,5'.")
 @option("--max-time", default="10m", show_default=True, metavar="DURATION",
         help="Stop starting configurations after this long (600, 90s, 10m, 1h); what was measured is kept.")
 @option("--level-seconds", type=click.FloatRange(min=0.2), default=3.0, show_default=True,

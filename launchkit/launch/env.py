@@ -43,10 +43,15 @@ class OmpRuntime(StrEnum):
 class WaitPolicy(StrEnum):
     """What OpenMP threads do when a parallel region ends (``--omp-wait``)."""
 
-    SPIN = "spin"  # spin briefly, ready for the next region (best for a busy training or batch job)
-    # sleep at once: right for a server worker, which idles between batches while the frontend (on the
-    # same machine) needs the CPU
-    PASSIVE = "passive"
+    SPIN = "spin"  # the runtime's own spin (GNU: 300,000 turns, ~ms): best for a busy training or batch job
+    # spin about 10,000 turns (GNU's GOMP_SPINCOUNT; tens of microseconds), then sleep: a team stays
+    # awake between one call's operators yet yields the CPU soon after a server worker's batch ends.
+    # Intel's OpenMP counts its wait in whole milliseconds: there it is spin's 1 ms.
+    BRIEF = "brief"
+    PASSIVE = "passive"  # sleep at once: every operator pays for waking the team
+
+
+BRIEF_SPIN_TURNS = "10000"  # benchmarks/threads.py: within one call as fast as GNU's default spin (docs/figures.md)
 
 
 # jemalloc settings from PyTorch's CPU performance guide; all keys exist since jemalloc 5.1.
@@ -57,9 +62,11 @@ KMP_BLOCKTIME = "1"
 
 def wait_policy_in(env: Mapping[str, str]) -> WaitPolicy:
     """Which policy an instance's variables give its OpenMP threads: the reverse of what
-    :func:`instance_env` sets, for both runtimes (GNU: OMP_WAIT_POLICY; Intel: KMP_BLOCKTIME=0)."""
-    passive = env.get("OMP_WAIT_POLICY") == "PASSIVE" or env.get("KMP_BLOCKTIME") == "0"
-    return WaitPolicy.PASSIVE if passive else WaitPolicy.SPIN
+    :func:`instance_env` sets, for both runtimes (GNU: OMP_WAIT_POLICY, GOMP_SPINCOUNT; Intel:
+    KMP_BLOCKTIME=0, where brief cannot be told from spin)."""
+    if env.get("OMP_WAIT_POLICY") == "PASSIVE" or env.get("KMP_BLOCKTIME") == "0":
+        return WaitPolicy.PASSIVE
+    return WaitPolicy.BRIEF if env.get("GOMP_SPINCOUNT") == BRIEF_SPIN_TURNS else WaitPolicy.SPIN
 
 
 _ALLOCATOR_FAMILIES = {"tcmalloc", "jemalloc"}
@@ -162,6 +169,8 @@ def instance_env(
         wanted["OMP_PLACES"] = ",".join(f"{{{cpu}}}" for cpu in instance.cpus)
         if omp_wait == "passive":
             wanted["OMP_WAIT_POLICY"] = "PASSIVE"
+        elif omp_wait == "brief":
+            wanted["GOMP_SPINCOUNT"] = BRIEF_SPIN_TURNS
     if runtime.allocator == "jemalloc":
         wanted["MALLOC_CONF"] = JEMALLOC_CONF
 

@@ -67,8 +67,9 @@ LAUNCH_FLAGS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
                               show_default=True, help="auto: Intel OpenMP (libiomp5) when found on x86, else GNU.")),
     (("--disable-iomp",), dict(is_flag=True, help="Same as --omp-runtime gnu.")),
     (("--omp-wait",), dict(type=click.Choice(["auto"] + [kind.value for kind in WaitPolicy]), default="auto", show_default=True,
-                           help="OpenMP threads between parallel regions: spin briefly (run's default) or sleep at "
-                                "once (serve's default: the frontend needs the CPU between batches).")),
+                           help="OpenMP threads between parallel regions: spin (the runtime's default spin, "
+                                "run's default), brief (spin ~10,000 turns, then sleep) or passive (sleep at once). "
+                                "auto in serve: brief for a model under 8 MiB, spin for a larger one.")),
     (("--mem-policy",), dict(type=click.Choice(["bind", "preferred", "interleave", "none"]), default="bind",
                              show_default=True, help="numactl memory policy for each instance's NUMA nodes.")),
     (("--disable-numactl",), dict(is_flag=True, help="Do not bind memory with numactl.")),

@@ -26,7 +26,7 @@ class RunRequest:
     omp_runtime: str = "auto"
     binding: BindingOptions = field(default_factory=BindingOptions)
     topology_root: str | None = None
-    omp_wait: str = "auto"  # auto (spin for run, passive for server workers) | spin | passive
+    omp_wait: str = "auto"  # auto (spin for run; per model for server workers) | spin | brief | passive
 
 
 def numactl_for(topology: Topology) -> NumactlStatus:

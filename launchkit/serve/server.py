@@ -68,9 +68,8 @@ def startup_report(config: ServerConfig, registry: Registry, fleet: Fleet,
                      f"{plan.memory_binding}")
     for model in registry.all():
         env = model.workers[0].launch.env if model.workers else {}
-        passive = wait_policy_in(env) == "passive"
-        lines.append(f"  {model.name}: OpenMP threads {'sleep at once' if passive else 'spin briefly'} between "
-                     "operators (--omp-wait)")
+        words = {"passive": "sleep at once", "brief": "spin briefly, then sleep", "spin": "spin"}
+        lines.append(f"  {model.name}: OpenMP threads {words[wait_policy_in(env)]} between operators (--omp-wait)")
     limits = config.limits
     lines.append(f"  limits: headers {limits.max_header_bytes} bytes / {limits.max_headers}, head within "
                  f"{limits.header_timeout_s:g} s, body within {limits.body_timeout_s:g} s, idle {limits.keep_alive_timeout_s:g}"

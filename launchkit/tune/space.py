@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from launchkit.core.errors import UsageError
-from launchkit.launch.env import Allocator
+from launchkit.launch.env import Allocator, WaitPolicy
 from launchkit.serve.settings import DEFAULT_BATCH_DELAY_MS
 
 AUTO = "auto"  # cores per worker: the server's even split; allocator/OpenMP: the server's own choice
@@ -110,7 +110,7 @@ KNOBS: dict[str, Knob] = {
     "variant": Knob("variant", choices=("original", "bf16", "int8")),
     "allocator": Knob("allocator", choices=ALLOCATORS),
     "omp": Knob("omp_runtime", choices=(AUTO, "gnu", "intel", "default")),
-    "wait": Knob("omp_wait", choices=(AUTO, "spin", "passive")),
+    "wait": Knob("omp_wait", choices=(AUTO, *(kind.value for kind in WaitPolicy))),
 }
 SERVING_EXAMPLE = "e.g. --space 'workers=1,2;batch=1,8;delay=0,5'"
 
@@ -227,7 +227,7 @@ def default_space(cpus: int, default: ServingConfig, variants: Sequence[str]) ->
         ("cores_per_worker", cores),
         ("streams", tuple(value for value in (1, 2, 4) if value <= cpus)),
         ("variant", ("original", *[variant for variant in variants if variant != "original"])),
-        ("omp_wait", (AUTO, "passive", "spin")),
+        ("omp_wait", (AUTO, "passive", "spin")),  # auto is brief for a small model, spin for a large one
         ("allocator", (AUTO, "jemalloc", "default")),
         ("omp_runtime", (AUTO, "intel")),
     )

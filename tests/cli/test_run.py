@@ -340,3 +340,9 @@ def test_omp_wait_flag():
     assert plan["instances"][0]["env"]["OMP_WAIT_POLICY"] == "PASSIVE"
     plan = json.loads(launchkit("run", "--omp-runtime", "intel", "--dry-run", "--json", CHILD).stdout)
     assert plan["instances"][0]["env"]["KMP_BLOCKTIME"] == "1"
+    plan = json.loads(launchkit("run", "--omp-runtime", "gnu", "--omp-wait", "brief", "--dry-run", "--json",
+                                CHILD).stdout)
+    assert plan["instances"][0]["env"]["GOMP_SPINCOUNT"] == "10000"
+    assert "OMP_WAIT_POLICY" not in plan["instances"][0]["env"]
+    refused = launchkit("run", "--omp-wait", "sometimes", "--dry-run", CHILD)
+    assert refused.returncode == 2 and "'sometimes' is not one of" in refused.stderr

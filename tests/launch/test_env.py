@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from launchkit.core.errors import UsageError
-from launchkit.launch.env import JEMALLOC_CONF, RuntimeChoice, choose_runtime, instance_env
+from launchkit.launch.env import JEMALLOC_CONF, RuntimeChoice, WaitPolicy, choose_runtime, instance_env
 from launchkit.launch.libraries import FoundLibrary
 from launchkit.launch.plan import InstancePlan
 
@@ -102,3 +102,20 @@ def test_the_wait_policy_reads_back_from_either_runtimes_variables():
     assert wait_policy_in({"OMP_WAIT_POLICY": "PASSIVE"}) == "passive"
     assert wait_policy_in({"KMP_BLOCKTIME": "0"}) == "passive"
     assert wait_policy_in({"KMP_BLOCKTIME": "1"}) == "spin" and wait_policy_in({}) == "spin"
+    assert wait_policy_in({"GOMP_SPINCOUNT": "10000"}) == "brief"
+
+
+@pytest.mark.parametrize("policy", list(WaitPolicy))
+def test_each_wait_policy_reads_back_from_what_it_sets(policy):
+    from launchkit.launch.env import wait_policy_in
+
+    def variables(omp_runtime):
+        runtime = choose_runtime("default", omp_runtime, ALL, machine="x86_64")
+        return instance_env(INSTANCE, 4, runtime, {}, exists=lambda path: True, realpath=lambda p: p,
+                            omp_wait=policy).set
+
+    gnu = variables("gnu")
+    assert wait_policy_in(gnu) == policy
+    assert (policy == WaitPolicy.SPIN) == ("GOMP_SPINCOUNT" not in gnu and "OMP_WAIT_POLICY" not in gnu)
+    # Intel's OpenMP waits in whole milliseconds: brief is its shortest spin, the same as spin
+    assert wait_policy_in(variables("intel")) == (WaitPolicy.SPIN if policy == WaitPolicy.BRIEF else policy)

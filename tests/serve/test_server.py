@@ -365,6 +365,14 @@ def test_cpu_launcher_args_are_honoured(tmp_path, archives):
     with Server([str(archives["echo"]), "--ts-config", str(config)], free_port()) as server:
         body = server.predict("echo", {"i": 1})[2]
         assert "jemalloc" in body["preload"] and body["cpus"] == [0] and body["threads"] == "1"
+        # a small model's threads spin briefly, in the worker's own environment, and say so
+        assert body["spin_turns"] == "10000" and body["wait_policy"] is None
+        assert server.manage("GET", "/models/echo")[1][0]["workers"][0]["ompWaitPolicy"] == "brief"
+    config.write_text("cpu_launcher_args=--omp-runtime gnu --omp-wait passive\n")
+    with Server([str(archives["echo"]), "--ts-config", str(config)], free_port()) as server:
+        body = server.predict("echo", {"i": 1})[2]
+        assert body["spin_turns"] is None and body["wait_policy"] == "PASSIVE"
+        assert server.manage("GET", "/models/echo")[1][0]["workers"][0]["ompWaitPolicy"] == "passive"
 
 
 def test_eager_model_file_with_state_dict_and_base_handler(tmp_path):
@@ -414,9 +422,9 @@ def test_wait_policy_follows_model_size_unless_told(tmp_path):
     def model(name):
         return SimpleNamespace(model_dir=tmp_path, manifest=SimpleNamespace(serialized_file=name))
 
-    assert wait_policy(model("small.pt"), "auto") == "passive"
+    assert wait_policy(model("small.pt"), "auto") == "brief"
     assert wait_policy(model("big.pt"), "auto") == "spin"
-    assert wait_policy(model(None), "auto") == "passive"
+    assert wait_policy(model(None), "auto") == "brief"
     assert wait_policy(model("big.pt"), "passive") == "passive"
 
 

@@ -36,17 +36,18 @@ SPIN_MODEL_BYTES = 8 * 2**20
 def wait_policy(model: ServedModel, requested: str) -> str:
     """How a model's OpenMP threads wait between parallel regions.
 
-    ``--omp-wait spin|passive`` decides for every model. ``auto``: a model whose weights are
-    over 8 MiB computes for milliseconds per request, and sleeping threads would pay a wake-up per
-    operator; a small model is done in microseconds, and threads spinning after it steal the CPU
-    the frontend needs. (Both were measured on the 2-core machine when this was chosen; no script
-    keeps those figures yet, so none is quoted.)
+    ``--omp-wait spin|brief|passive`` decides for every model. ``auto``: a model whose weights are
+    over 8 MiB computes for milliseconds per request and its threads spin as the runtime's default
+    has them; a small model's spin briefly: they stay awake between one call's operators (threads
+    that sleep at once made every operator wait for a wake-up: served mnist, one worker, 1.4-1.8×
+    slower on 2 and 16 cores, benchmarks/threads.py) and yield the CPU the frontend needs soon after
+    a batch ends (GNU's default spin after each batch was slower than brief on 16 cores).
     """
     if requested != "auto":
         return requested
     files = [model.model_dir / model.manifest.serialized_file] if model.manifest.serialized_file else []
     size = sum(path.stat().st_size for path in files if path.is_file())
-    return "spin" if size > SPIN_MODEL_BYTES else "passive"
+    return "spin" if size > SPIN_MODEL_BYTES else "brief"
 
 
 def base_run_request(config: ServerConfig, topology_root: str | None) -> tuple[RunRequest, tuple[str, ...]]:
