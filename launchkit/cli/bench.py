@@ -11,13 +11,16 @@ from __future__ import annotations
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from launchkit.cli.exits import BENCH_EXIT_HELP, COMPARE_EXIT_HELP
 from launchkit.cli.options import CONTEXT, option
-from launchkit.core.errors import RequestsFailed, UsageError
+from launchkit.core.errors import RequestsFailed
+
+if TYPE_CHECKING:
+    from launchkit.bench.compare import Threshold
 
 
 @click.command(context_settings=CONTEXT, epilog=BENCH_EXIT_HELP)
@@ -90,82 +93,16 @@ def bench(**params: Any) -> None:
       launchkit bench URL -i kitten.jpg -H "Authorization: Bearer $(jq -r .inference.key key_file.json)"
       launchkit bench -c 8 -r 5000 --compare baseline/summary.json --fail-on throughput=-5%,p99=+10%
     """
-    from launchkit.bench.compare import load_summary, parse_fail_on
-    from launchkit.bench.config import comparable, load_ab_config, parse_percent, parse_range, parse_warmup
-    from launchkit.bench.runner import local_archive, model_of
-    from launchkit.core.results import default_report_dir, writable_folder
+    from launchkit.bench.flags import bench_request
 
-    if params["ab_config"]:
-        values, notes = load_ab_config(params["ab_config"])
-        for note in notes:
-            click.echo(f"launchkit bench: note: {note}", err=True)
-        for key, value in values.items():
-            key = {"report_location": "report_dir", "input": "inputs"}.get(key, key)
-            if key == "inputs":  # one file or a list of files
-                value = tuple(value) if isinstance(value, list) else (value,)
-            if params.get(key) in (None, ()):  # flags on the command line win
-                params[key] = value
-    target = params["target"] or params["url"]
-    if params["target"] and params["url"] and params["target"] != params["url"]:
-        raise UsageError("give the target once: as TARGET or as --url")
-    levels = (params["concurrency"],) if params["concurrency"] else (1,)
-    if params["concurrency_range"]:
-        levels = parse_range(params["concurrency_range"], "--concurrency-range", int)
-    rates: tuple[float, ...] = ()
-    if params["rate"] or params["rate_range"]:
-        if params["concurrency"] or params["concurrency_range"]:
-            raise UsageError("choose closed loop (--concurrency) or open loop (--rate), not both")
-        rates = parse_range(params["rate_range"], "--rate-range", float) if params["rate_range"] else (params["rate"],)
-    warmup_requests, warmup_s = parse_warmup(str(params["warmup"]) if params["warmup"] is not None else "100")
-    requests = params["requests"]
-    if requests is None and params["duration"] is None:
-        requests = 1000
-    config = _config(params, target, levels, rates, requests, warmup_requests, warmup_s,
-                     parse_percent(params["max_error_rate"], "--max-error-rate"))
-    config.validate()
-    fail_on = parse_fail_on(params["fail_on"])
-    folder = writable_folder(params["report_dir"] or default_report_dir(params["name"]), "--report-dir")
-    baseline = None
-    if params["compare"]:
-        baseline = load_summary(params["compare"])
-        archive = local_archive(config)
-        model = _model_name(archive) if archive else model_of(config.target or "")[0]
-        reasons = comparable(baseline, config, model)
-        if reasons and not params["force"]:
-            raise UsageError(f"--compare {params['compare']}: not the same benchmark: " + "; ".join(reasons)
-                             + ". Compare like with like, or --force")
-    result = _run_with_progress(config, folder, params["quiet"])
-    _finish(result, folder, baseline, fail_on, params["fail_on"])
+    request = bench_request(params)
+    for note in request.notes:
+        click.echo(f"launchkit bench: note: {note}", err=True)
+    result = _run_with_progress(request.config, request.folder, params["quiet"])
+    _finish(result, request.folder, request.baseline, request.fail_on)
 
 
-def _config(params: dict[str, Any], target: str | None, levels: tuple[int, ...], rates: tuple[float, ...],
-            requests: int | None, warmup_requests: int, warmup_s: float, max_error_rate: float) -> Any:
-    from launchkit.bench.config import BenchConfig, parse_header, parse_method
-    from launchkit.bench.stats import DEFAULT_PERCENTILES
-
-    return BenchConfig(
-        target=target, concurrency=levels, rates=rates, poisson=params["poisson"], requests=requests,
-        duration_s=params["duration"], warmup_requests=warmup_requests, warmup_s=warmup_s,
-        timeout_s=params["timeout"] or 30.0, inputs=tuple(params["inputs"]), content_type=params["content_type"],
-        method=parse_method(params["method"]) if params["method"] else None,
-        headers=tuple(parse_header(header) for header in params["headers"]),
-        percentiles=tuple(sorted(set(DEFAULT_PERCENTILES) | set(params["percentile"]))),
-        stability=params["stability"], stability_tolerance=params["stability_percentage"] / 100,
-        max_windows=params["max_windows"], trials=params["trials"], max_error_rate=max_error_rate,
-        clients=params["clients"],
-        workers=params["workers"], batch_size=params["batch_size"], batch_delay_ms=params["batch_delay"],
-        cpu_launcher_args=params["cpu_launcher_args"], name=params["name"],
-        management_url=params["management_url"], metrics_url=params["metrics_url"],
-    )
-
-
-def _model_name(archive: Path) -> str:
-    from launchkit.archive.manifest import read_manifest
-
-    return read_manifest(archive).model_name
-
-
-def _finish(result: Any, folder: Path, baseline: Any, fail_on: Any, fail_on_text: str) -> None:
+def _finish(result: Any, folder: Path, baseline: dict[str, Any] | None, fail_on: tuple[Threshold, ...]) -> None:
     """Report, table, errors, the gate, the exit status: the run's verdict, in that order."""
     from launchkit.bench.report import write_report
     from launchkit.cli.tables import print_bench_table, print_errors
@@ -188,7 +125,7 @@ def _finish(result: Any, folder: Path, baseline: Any, fail_on: Any, fail_on_text
                              f"at {worst.level} ({worst.error_rate:.1%}; --max-error-rate "
                              f"{result.config.max_error_rate:.0%}): the figures describe failures, not the model")
     if baseline is not None:
-        _gate(baseline, summary, fail_on_text)
+        _gate(baseline, summary, fail_on)
 
 
 def _run_with_progress(config: Any, folder: Path, quiet: bool) -> Any:
@@ -215,15 +152,15 @@ def report() -> None:
 @option("--fail-on", default="throughput=-5%,p99=+10%", show_default=True, help="Regression thresholds.")
 def report_compare(baseline: str, current: str, fail_on: str) -> None:
     """Compare two runs (summary.json or report folders); exit 3 on a regression beyond --fail-on."""
-    from launchkit.bench.compare import load_summary
+    from launchkit.bench.compare import load_summary, parse_fail_on
 
-    _gate(load_summary(baseline), load_summary(current), fail_on)
+    _gate(load_summary(baseline), load_summary(current), tuple(parse_fail_on(fail_on)))
 
 
-def _gate(baseline: dict[str, Any], current: dict[str, Any], fail_on: str) -> None:
-    from launchkit.bench.compare import compare, parse_fail_on, raise_on_regression
+def _gate(baseline: dict[str, Any], current: dict[str, Any], fail_on: tuple[Threshold, ...]) -> None:
+    from launchkit.bench.compare import compare, raise_on_regression
     from launchkit.cli.tables import print_comparison
 
-    rows = compare(baseline, current, parse_fail_on(fail_on))
+    rows = compare(baseline, current, list(fail_on))
     print_comparison(rows)
     raise_on_regression(rows)
