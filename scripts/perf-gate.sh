@@ -7,9 +7,9 @@
 # moves it +85 %, while req/s and client latency also carry the HTTP stack and the load generator,
 # which share the runner's cores. Chosen by measurement (docs/bench.md, "CI gate"): the tiny
 # example's 25 µs inference swung by a third and hid a doubled model call. One core, one thread:
-# with the worker's default team of two OpenMP threads sleeping between operators, a busy runner
-# made every operator wait for a thread to wake, and CI saw +108 % and +161 % in two runs in a row
-# with no change to the code; benchmarks/gate_check.py measures false alarms and catches.
+# with the worker's team of two OpenMP threads sleeping between operators, a busy runner made
+# every operator wait for a thread to wake, and CI failed twice in a row with no change to the
+# code (docs/bench.md); benchmarks/gate_check.py measures false alarms and catches.
 # A regression must show in two runs in a row (after one unjudged warm-up run).
 # The limit follows the machine: scripts/perf_reference.py times the same model in process (no
 # launchkit code in the path) now and at --record, and when it is slower now (a slower or busier

@@ -39,9 +39,8 @@ def wait_policy(model: ServedModel, requested: str) -> str:
     ``--omp-wait spin|brief|passive`` decides for every model. ``auto``: a model whose weights are
     over 8 MiB computes for milliseconds per request and its threads spin as the runtime's default
     has them; a small model's spin briefly: they stay awake between one call's operators (threads
-    that sleep at once made every operator wait for a wake-up: served mnist, one worker, 1.4-1.8×
-    slower on 2 and 16 cores, benchmarks/threads.py) and yield the CPU the frontend needs soon after
-    a batch ends (GNU's default spin after each batch was slower than brief on 16 cores).
+    that sleep at once made every operator wait for a wake-up) and yield the CPU the frontend needs
+    soon after a batch ends. Measured by benchmarks/threads.py (docs/figures.md, "A worker's threads").
     """
     if requested != "auto":
         return requested
