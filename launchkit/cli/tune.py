@@ -141,20 +141,21 @@ def _tune_program(target: str | None, params: dict[str, Any]) -> None:
             if trial.status is RunStatus.OK else f"{trial.status}: {trial.error}"
         say(f"launchkit tune: {trial.config.label()}: {figure}  [{trial.seconds:.1f} s]")
 
-    summary = tune_program(program, params["metric"], cpus, params["space"], _seconds(params["max_time"]),
-                           params["run_timeout"], folder, finished)
-    best, default = summary["best"], summary["default"]
-    if summary["interrupted"]:
-        click.echo(f"launchkit tune: stopped by SIGINT; what was measured is in {folder}/summary.json", err=True)
-        sys.exit(128 + signal.SIGINT)
+    result = tune_program(program, params["metric"], cpus, params["space"], _seconds(params["max_time"]),
+                          params["run_timeout"], folder, finished)
+    best, default = result.best, result.default
+    if result.interrupted:
+        click.echo(f"launchkit tune: stopped by {result.interrupted}; what was measured is in {folder}/summary.json",
+                   err=True)
+        sys.exit(128 + signal.Signals[result.interrupted])
     if best is None:
         click.echo("no configuration produced the figure (see trials in summary.json)")
         raise NoConfiguration("no run of the program printed a figure --metric could read; check --metric against "
                               "its output")
-    versus = f", {best['total'] / default['total']:.2f}× the default (1 instance)" \
-        if default and default.get("total") else ""
-    click.echo(f"best: {best['label']}: {best['total']:,.2f}{versus}")
-    click.echo(f"run it: {summary['best_command']}", err=True)
+    versus = f", {best.total / default.total:.2f}× the default (1 instance)" \
+        if default and default.total and best.total else ""
+    click.echo(f"best: {best.config.label()}: {best.total or 0.0:,.2f}{versus}")
+    click.echo(f"run it: {result.best_command}", err=True)
     click.echo(f"report: {folder}/ (summary.json, best-command.txt)", err=True)
 
 

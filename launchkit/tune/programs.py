@@ -16,6 +16,7 @@ import json
 import logging
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from launchkit.core.errors import UsageError
+from launchkit.core.signals import Interrupted, handling, raise_interrupted
 from launchkit.launch.spawn import spawn, stop
 from launchkit.tune.space import ALLOCATORS, AUTO, Knob, parse_knobs
 
@@ -179,8 +181,6 @@ def prepare_program(program: str | None, metric: str | None, space: str, report_
     """Everything --run checks before the program first runs: the program and --metric together, no
     serving-only flag (``serving_flags``: those given), the metric's form, the space. The program's
     words, this machine's usable cores and the report folder."""
-    import shlex
-
     from launchkit.core.results import default_report_dir, writable_folder
     from launchkit.tune.runner import machine_cpus
 
@@ -196,37 +196,72 @@ def prepare_program(program: str | None, metric: str | None, space: str, report_
     return words, cpus, writable_folder(report_dir or default_report_dir("tune-run"), "--report-dir")
 
 
+@dataclass(frozen=True)
+class ProgramTuneResult:
+    """What `launchkit tune --run` measured; summary.json is :meth:`to_dict`."""
+
+    program: tuple[str, ...]
+    metric: str
+    cpus: int
+    trials: tuple[RunTrial, ...]
+    time_up: bool
+    interrupted: str | None  # the stop signal's name (SIGINT, SIGTERM, SIGHUP) when one ended the search
+    elapsed_s: float
+
+    @property
+    def default(self) -> RunTrial | None:
+        """launchkit run's default (one instance), when it was measured (it is tried first)."""
+        return self.trials[0] if self.trials and self.trials[0].config == RunConfig() else None
+
+    @property
+    def best(self) -> RunTrial | None:
+        ok = [trial for trial in self.trials if trial.status is RunStatus.OK]
+        return max(ok, key=lambda trial: trial.total or 0.0) if ok else None
+
+    @property
+    def best_command(self) -> str | None:
+        best = self.best
+        return shlex.join(["launchkit", "run", *best.config.launcher_args(), "--", *self.program]) if best else None
+
+    def to_dict(self) -> dict[str, Any]:
+        default, best = self.default, self.best
+        summary: dict[str, Any] = {
+            "command": "launchkit tune --run", "program": list(self.program), "metric": self.metric,
+            "cpus": self.cpus, "default": default.to_dict() if default else None,
+            "best": best.to_dict() if best else None, "trials": [trial.to_dict() for trial in self.trials],
+            "time_up": self.time_up, "interrupted": self.interrupted, "elapsed_s": round(self.elapsed_s, 1),
+        }
+        if best is not None:
+            summary["best_command"] = self.best_command
+        return summary
+
+
 def tune_program(program: list[str], metric: str, cpus: int, space: str, max_time_s: float, timeout_s: float,
-                 folder: Path, finished: Callable[[RunTrial], None]) -> dict[str, Any]:
-    """Measure the space (or as much as the time allows); writes summary.json and best-command.txt."""
+                 folder: Path, finished: Callable[[RunTrial], None]) -> ProgramTuneResult:
+    """Measure the space (or as much as the time allows); writes summary.json and best-command.txt.
+
+    A stop signal (Ctrl-C, SIGTERM, SIGHUP) ends the search as the serving search ends: the run in
+    progress is stopped, and what was measured is written."""
     read = metric_reader(metric)
     configs = run_space(cpus, space)
     started = time.monotonic()
     trials: list[RunTrial] = []
-    time_up = interrupted = False
+    time_up, interrupted = False, None
     try:
-        for config in configs:
-            average = sum(trial.seconds for trial in trials) / max(len(trials), 1)
-            if trials and time.monotonic() - started + average > max_time_s:
-                time_up = True
-                break
-            trial = measure_run(config, program, read, timeout_s)
-            trials.append(trial)
-            finished(trial)
-    except KeyboardInterrupt:  # Ctrl-C: the run in progress was stopped; what was measured is kept
-        interrupted = True
-    ok = [trial for trial in trials if trial.status is RunStatus.OK]
-    best = max(ok, key=lambda trial: trial.total or 0.0) if ok else None
-    default = trials[0] if trials and trials[0].config == RunConfig() else None
-    summary: dict[str, Any] = {
-        "command": "launchkit tune --run", "program": program, "metric": metric, "cpus": cpus,
-        "default": default.to_dict() if default else None, "best": best.to_dict() if best else None,
-        "trials": [trial.to_dict() for trial in trials], "time_up": time_up, "interrupted": interrupted,
-        "elapsed_s": round(time.monotonic() - started, 1),
-    }
-    if best is not None:
-        command = shlex.join(["launchkit", "run", *best.config.launcher_args(), "--", *program])
-        summary["best_command"] = command
-        (folder / "best-command.txt").write_text(command + "\n")
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+        with handling(raise_interrupted):
+            for config in configs:
+                average = sum(trial.seconds for trial in trials) / max(len(trials), 1)
+                if trials and time.monotonic() - started + average > max_time_s:
+                    time_up = True
+                    break
+                trial = measure_run(config, program, read, timeout_s)
+                trials.append(trial)
+                finished(trial)
+    except Interrupted as stop_signal:  # the run in progress was stopped (measure_run's finally)
+        interrupted = signal.Signals(stop_signal.signum).name
+    result = ProgramTuneResult(tuple(program), metric, cpus, tuple(trials), time_up, interrupted,
+                               time.monotonic() - started)
+    if result.best_command is not None:
+        (folder / "best-command.txt").write_text(result.best_command + "\n")
+    (folder / "summary.json").write_text(json.dumps(result.to_dict(), indent=2))
+    return result

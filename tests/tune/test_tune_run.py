@@ -50,7 +50,8 @@ def test_bad_run_usage_exits_2(args, message):
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
-def test_ctrl_c_keeps_the_runs_measured(tmp_path):
+@pytest.mark.parametrize("stop_signal", ["SIGINT", "SIGTERM"])
+def test_a_stop_signal_keeps_the_runs_measured(tmp_path, stop_signal):
     import signal
 
     from tests.serve.conftest import wait_for
@@ -76,13 +77,20 @@ first.touch()
     try:
         wait_for(lambda: (tmp_path / "hanging").exists() or process.poll() is not None, timeout=120,
                  what="a second run under way")
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.Signals[stop_signal])
         _, err = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 130, err
+    assert process.returncode == 128 + signal.Signals[stop_signal], err
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
-    assert summary["interrupted"] is True and "Traceback" not in err
+    assert summary["interrupted"] == stop_signal and "Traceback" not in err
+    assert f"stopped by {stop_signal}" in err
+    import psutil  # the run in progress went with tune: no instance of the program is left
+
+    def left() -> list[int]:
+        return [p.pid for p in psutil.process_iter(["cmdline"]) if str(slow) in " ".join(p.info["cmdline"] or ())]
+
+    wait_for(lambda: not left(), timeout=15, what="the program's instances gone")
     measured = [trial for trial in summary["trials"] if trial["status"] == "ok"]
     assert len(measured) == 1 and measured[0]["total"] == pytest.approx(7.5)  # the finished run is kept
