@@ -26,7 +26,7 @@ from launchkit.core.signals import Interrupted, handling, raise_interrupted
 from launchkit.examples.targets import archive_named, example_choices
 from launchkit.serve.settings import ModelSettings
 from launchkit.tune.measure import MeasureSettings, Servers, confirm_trial, measure_trial, trial_line
-from launchkit.tune.search import BruteSearch, Constraints, QuickSearch, Trial, best_of, judge, score
+from launchkit.tune.search import BruteSearch, Constraints, QuickSearch, Trial, best_of, judge, next_to_confirm
 from launchkit.tune.space import (KNOBS, SearchSpace, ServingConfig, default_space, parse_knobs, parse_space,
                                   seed_points, start_point)
 
@@ -233,11 +233,10 @@ def run_tune(request: TuneRequest, folder: Path, status: Status, finished: Calla
 
 def _confirm(result: TuneResult, servers: Servers, payloads: list[Any], request: TuneRequest, status: Status,
              log: Any) -> None:
-    """Measure the leaders again (see measure.confirm_trial); the best is chosen among the confirmed."""
+    """Measure the leaders again (see measure.confirm_trial and search.next_to_confirm): the best is
+    chosen among the confirmed."""
     constraints = request.constraints
-    leaders = sorted((trial for trial in result.trials if trial.feasible and trial.confirmed is None),
-                     key=lambda trial: -score(trial, constraints))[:CONFIRMED]
-    for trial in leaders:
+    while (trial := next_to_confirm(result.trials, constraints, CONFIRMED)) is not None:
         status(f"confirming {trial.config.label()}")
         label = trial.config.label()
 

@@ -148,6 +148,20 @@ def best_of(trials: list[Trial], constraints: Constraints) -> Trial | None:
     return max(feasible, key=lambda trial: score(trial, constraints)) if feasible else None
 
 
+def next_to_confirm(trials: list[Trial], constraints: Constraints, leaders: int) -> Trial | None:
+    """The next trial to measure again after the search, or None: the ``leaders`` best feasible
+    trials, and then, while the best feasible trial was never confirmed (a confirmed leader fell out
+    of the budget on its longer measurement), that one, so that the best reported is always a
+    confirmed figure and never a short measurement's luck."""
+    unconfirmed = [trial for trial in trials if trial.feasible and trial.confirmed is None]
+    if not unconfirmed:
+        return None
+    best = best_of(trials, constraints)
+    if sum(trial.confirmed is not None for trial in trials) < leaders or (best is not None and best.confirmed is None):
+        return max(unconfirmed, key=lambda trial: score(trial, constraints))
+    return None
+
+
 def closest(trials: list[Trial], constraints: Constraints) -> Trial | None:
     """When nothing is feasible: the trial nearest to it (lowest latency among those that answered)."""
     answered = [trial for trial in trials if trial.chosen is not None]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from launchkit.core.errors import UsageError
 from launchkit.tune.measure import bracket
-from launchkit.tune.search import BruteSearch, Constraints, Level, QuickSearch, Trial, best_of, judge, pareto_front
+from launchkit.tune.search import (BruteSearch, Constraints, Level, QuickSearch, Trial, best_of, judge, next_to_confirm,
+                                   pareto_front)
 from launchkit.tune.space import (AUTO, ServingConfig, config_properties, default_space, parse_space, seed_points,
                                   start_point)
 
@@ -200,3 +203,43 @@ def test_a_space_without_delay_0_still_climbs_from_batch_1():
     assert proposed[0] == start and proposed[1].workers == 16 and proposed[1].batch_size == 1
     assert all(config.delay_ms == (0 if config.batch_size == 1 else 5) for config in proposed)
     assert any(config.batch_size > 1 for config in proposed)  # steps to batch 4 take the space's delay
+
+
+def _confirm_all(trials, confirmations):
+    """Run next_to_confirm to its end; ``confirmations[label]`` is what each longer measurement reads:
+    (req/s, p99 ms)."""
+    confirmed = []
+    while (trial := next_to_confirm(trials, BUDGET, 2)) is not None:
+        assert trial not in confirmed  # each trial is measured again at most once
+        trial.confirmed = level(trial.chosen.concurrency, *confirmations[trial.config.label()])
+        judge(trial, BUDGET)
+        confirmed.append(trial)
+    return confirmed
+
+
+def test_a_leader_that_fails_its_confirmation_hands_the_best_to_a_confirmed_trial():
+    # CI, 2026-12-03: the two leaders were confirmed, the first fell over the budget, the second read
+    # less than the default's one short measurement, and that unconfirmed figure was reported as the best
+    default = judge(Trial(DEFAULT, levels=[level(4, 240, 5)]), BUDGET)
+    first = judge(Trial(ServingConfig(workers=2), levels=[level(4, 500, 5)]), BUDGET)
+    second = judge(Trial(ServingConfig(workers=2, batch_size=2), levels=[level(4, 250, 5)]), BUDGET)
+    trials = [default, first, second]
+    confirmed = _confirm_all(trials, {first.config.label(): (480, 30), second.config.label(): (200, 5),
+                                      default.config.label(): (230, 5)})
+    assert confirmed == [first, second, default]
+    assert best_of(trials, BUDGET) is default and default.chosen.throughput_rps == 230  # its confirmed figure
+    assert first.status == "over-budget"
+
+
+@given(st.lists(st.tuples(st.integers(1, 1000), st.integers(1, 1000), st.booleans()), min_size=1, max_size=8))
+def test_the_best_after_confirming_is_always_a_confirmed_figure(outcomes):
+    trials, confirmations = [], {}
+    for index, (rps, again, holds) in enumerate(outcomes):
+        trial = judge(Trial(ServingConfig(workers=index + 1), levels=[level(4, rps, 5)]), BUDGET)
+        trials.append(trial)
+        confirmations[trial.config.label()] = (again, 5 if holds else 30)  # within the budget the second time?
+    confirmed = _confirm_all(trials, confirmations)
+    best = best_of(trials, BUDGET)
+    assert best is None or best.confirmed is not None
+    assert len(confirmed) >= min(2, len(trials))  # the two leaders at least
+    assert all(trial.feasible == (confirmations[trial.config.label()][1] == 5) for trial in confirmed)

@@ -58,9 +58,10 @@ def test_the_report_holds_default_best_and_every_trial(tuned):
         assert {"config", "concurrency", "throughput_rps", "p99_ms"} <= set(entry)
         assert entry["throughput_rps"] > 0 and entry["p99_ms"] <= 50
     assert summary["default"]["config"]["workers"] == 1 and summary["default"]["config"]["batch_size"] == 1
-    # the two leaders were measured again, longer, and the best is chosen by its confirmation
+    # the two leaders were measured again, longer (and the next, while a leader fell out), and the best
+    # is chosen by its confirmation
     confirmed = [t for t in summary["trials"] if t["confirmed"]]
-    assert len(confirmed) == 2 and summary["best"]["label"] in {t["label"] for t in confirmed}
+    assert len(confirmed) >= 2 and summary["best"]["label"] in {t["label"] for t in confirmed}
     assert summary["best"]["throughput_rps"] == max(t["throughput_rps"] for t in confirmed if t["status"] == "ok")
     assert any(t["reused_server"] for t in summary["trials"])  # a worker count alone is rescaled in place
     rows = (tuned / "trials.csv").read_text().splitlines()
