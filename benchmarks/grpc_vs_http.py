@@ -2,6 +2,7 @@
 
     python benchmarks/grpc_vs_http.py [--levels 1,4,8] [--window-ms 3000] [--seconds 8] [--no-torchserve]
                                       [--part all|perf_analyzer|predictions] [--grpc-processes 1,0]
+                                      [--clients 1,4]
 
 1. perf_analyzer (tritonclient 2.51.0's binary; ``$PERF_ANALYZER`` on a machine without .venv-clients)
    against one `launchkit serve` of the bundled tiny example (batch 1) with ``--grpc-address``: at each
@@ -19,7 +20,9 @@
    same tiny archive (one worker, batch 1), driven by the same closed-loop grpc.aio client (the
    PredictionsRequest written by hand: model name and ``input={"data": 256 bytes of float32}``) at
    the same concurrency, one after the other. Target: launchkit ≥ 3× TorchServe's throughput.
-   The client shares the machine; its CPU share is reported beside.
+   The client shares the machine; its CPU share is reported beside. ``--clients 1,4`` measures the
+   same calls in flight from one client process (one connection: one relay serves it) and spread
+   over four (four connections, as separate users make; more relays can share them).
 
 Writes results/<ts>-grpc-vs-http/.
 """
@@ -46,6 +49,7 @@ from drop_in import perf_analyzer  # noqa: E402
 from peers import PeerUnavailable, TorchServe, free_ports  # noqa: E402
 from serve_anchors import Served  # noqa: E402
 
+WARM_UP = 20  # calls each client makes before the measured seconds
 PREDICTIONS = "/org.pytorch.serve.grpc.inference.InferenceAPIsService/Predictions"
 
 
@@ -68,16 +72,23 @@ def predictions_request(model: str, data: bytes) -> bytes:
     return _field(1, model.encode()) + _field(3, _field(1, b"data") + _field(2, data))
 
 
-def closed_loop_grpc(target: str, body: bytes, concurrency: int, seconds: float) -> dict:
-    """``concurrency`` callers each sending ``body`` to Predictions as soon as its last answer came."""
+def _client(target: str, body: bytes, concurrency: int, start_at: float, seconds: float) -> tuple[list[float], int, float]:
+    """One client process: its own channel (one connection), ``concurrency`` callers each sending ``body``
+    to Predictions as soon as its last answer came, from ``start_at`` (wall clock) for ``seconds``.
+    Returns the latencies, the errors and the CPU seconds this process spent."""
     import grpc
     import psutil
+
+    me = psutil.Process()
+    busy = [0.0, 0.0]  # CPU seconds at the start and the end of the measured seconds
 
     async def run() -> tuple[list[float], int]:
         async with grpc.aio.insecure_channel(target) as channel:
             call = channel.unary_unary(PREDICTIONS)  # bytes in, bytes out
-            for _ in range(20):
-                await call(body)  # warm-up
+            for _ in range(WARM_UP):
+                await call(body)
+            await asyncio.sleep(max(0.0, start_at - time.time()))
+            busy[0] = sum(me.cpu_times()[:2])
             latencies: list[float] = []
             errors = 0
             deadline = time.perf_counter() + seconds
@@ -93,19 +104,31 @@ def closed_loop_grpc(target: str, body: bytes, concurrency: int, seconds: float)
                         errors += 1
 
             await asyncio.gather(*(caller() for _ in range(concurrency)))
+            busy[1] = sum(me.cpu_times()[:2])
             return latencies, errors
 
-    me = psutil.Process()
-    cpu_before, wall_before = sum(me.cpu_times()[:2]), time.perf_counter()
     latencies, errors = asyncio.run(run())
-    wall = time.perf_counter() - wall_before
-    latencies.sort()
+    return latencies, errors, busy[1] - busy[0]
+
+
+def closed_loop_grpc(target: str, body: bytes, concurrency: int, seconds: float, clients: int = 1) -> dict:
+    """``concurrency`` callers in all, spread over ``clients`` client processes (each its own connection, as
+    separate users are), sending ``body`` to Predictions as soon as each one's last answer came."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    shares = [concurrency // clients + (1 if index < concurrency % clients else 0) for index in range(clients)]
+    start_at = time.time() + 2.0 + 0.2 * clients  # after every client's start and warm-up
+    with ProcessPoolExecutor(clients) as pool:
+        results = list(pool.map(_client, [target] * clients, [body] * clients, shares, [start_at] * clients,
+                                [seconds] * clients))
+    latencies = sorted(latency for each, _, _ in results for latency in each)
+    errors = sum(each for _, each, _ in results)
 
     def pct(q: float) -> float:
         return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else float("nan")
 
     return {"req/s": len(latencies) / seconds, "p50 ms": pct(0.50), "p99 ms": pct(0.99), "errors": errors,
-            "client cores": (sum(me.cpu_times()[:2]) - cpu_before) / wall}
+            "clients": clients, "calls": len(latencies) + errors + WARM_UP * clients, "client cores": sum(cpu for _, _, cpu in results) / seconds}
 
 
 def bare_server(port: int) -> None:
@@ -169,7 +192,8 @@ def frontend_cost(process: Any, run: Callable[[], dict], relays: Sequence[Any] =
     wall = time.perf_counter() - wall_before
     # perf_analyzer's infer/s is over its measured windows; the CPU is over the whole run (its warm-up too),
     # so µs per call is CPU over the run's calls at that rate: an upper bound, the same for every row
-    calls = figures["infer/s"] * wall
+    # (a figure with "calls" counts every answered call itself, warm-up included)
+    calls = figures["calls"] if "calls" in figures else figures["infer/s"] * wall
     for name, busy in (("frontend", cpu([process]) - frontend_before), ("relays", cpu(list(relays)) - relays_before)):
         figures[f"{name} cores"] = busy / wall
         figures[f"{name} µs/call"] = busy / calls * 1e6 if calls else float("nan")
@@ -250,11 +274,14 @@ def main() -> int:
     parser.add_argument("--window-ms", type=int, default=3000)
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per Predictions level")
     parser.add_argument("--no-torchserve", action="store_true")
+    parser.add_argument("--clients", default="1",
+                        help="part 2: client processes sharing the calls in flight, each its own connection; a list "
+                             "(1,4) measures each")
     parser.add_argument("--part", choices=("all", "perf_analyzer", "predictions"), default="all",
                         help="perf_analyzer: part 1 and the bare server only; predictions: part 2 only")
     parser.add_argument("--grpc-processes", default="1,0",
-                        help="ways of serving gRPC to compare in part 1 (launchkit serve --grpc-processes); part 2 "
-                             "uses the first")
+                        help="ways of serving gRPC to compare (launchkit serve --grpc-processes); part 2 "
+                             "measures each relay count but 0")
     args = parser.parse_args()
     if args.child:
         bare_server(int(args.child[1]))
@@ -286,34 +313,59 @@ def main() -> int:
 
 def predictions_part(tiny: Path, row: bytes, level: int, args: argparse.Namespace, cores: int, data: dict,
                      checks: list[Check]) -> list[list]:
-    """Part 2: TorchServe's Predictions over gRPC, launchkit and TorchServe live, one client."""
+    """Part 2: TorchServe's Predictions over gRPC, launchkit and TorchServe live, the same closed-loop load
+    (``level`` calls in flight in all) from one client process and from ``--clients`` of them."""
+    import psutil
+
     rows = []
     body = predictions_request("tiny", row)
-    (ours_port,) = free_ports(1)
-    processes = int(args.grpc_processes.split(",")[0])
-    with Served(tiny, "--grpc-address", f"127.0.0.1:{ours_port}", "--grpc-processes", str(processes)):
-        ours = closed_loop_grpc(f"127.0.0.1:{ours_port}", body, level, args.seconds)
-    data["predictions"]["launchkit"] = ours
-    theirs = None
+    clients_list = [int(count) for count in args.clients.split(",")]
+    ways = [int(count) for count in args.grpc_processes.split(",") if int(count) > 0] or [1]
+    ours: dict[tuple[int, int], dict] = {}
+    for processes in ways:
+        (ours_port,) = free_ports(1)
+        with Served(tiny, "--grpc-address", f"127.0.0.1:{ours_port}", "--grpc-processes", str(processes)) as server:
+            frontend = psutil.Process(server.proc.pid)
+            for clients in clients_list:
+                ours[processes, clients] = frontend_cost(frontend, lambda: closed_loop_grpc(
+                    f"127.0.0.1:{ours_port}", body, level, args.seconds, clients), relays_of(frontend))
+                print(f"launchkit Predictions, {grpc_way(processes)}, {clients} client(s): "
+                      f"{ours[processes, clients]['req/s']:.0f} req/s", file=sys.stderr, flush=True)
+    theirs: dict[int, dict] = {}
     if not args.no_torchserve:
         ts_inference, ts_management = free_ports(2)
         try:
             with TorchServe([tiny], config={"grpc_inference_port": str(ts_inference),
                                             "grpc_management_port": str(ts_management)}):
-                theirs = closed_loop_grpc(f"127.0.0.1:{ts_inference}", body, level, args.seconds)
+                for clients in clients_list:
+                    theirs[clients] = closed_loop_grpc(f"127.0.0.1:{ts_inference}", body, level, args.seconds, clients)
         except PeerUnavailable as error:
             print(f"TorchServe unavailable: {error}", file=sys.stderr)
             data["torchserve_unavailable"] = str(error)
-    data["predictions"]["torchserve"] = theirs
-    for name, figures in (("launchkit", ours), ("TorchServe 0.12", theirs)):
-        if figures is not None:
-            rows.append([name, "gRPC Predictions (inference.proto), grpc.aio client", level,
+    for clients in clients_list:
+        load = f"{clients} client process{'es' if clients > 1 else ''}"
+        peer = theirs.get(clients)
+        data["predictions"][load] = {"torchserve": peer, **{
+            f"launchkit, {grpc_way(processes)}": ours[processes, clients] for processes in ways}}
+        named = [(f"launchkit, {grpc_way(processes)}", ours[processes, clients]) for processes in ways]
+        for name, figures in named + [("TorchServe 0.12", peer)]:
+            if figures is None:
+                continue
+            relays = figures.get("relays cores", 0.0)
+            rows.append([name, f"gRPC Predictions (inference.proto), grpc.aio, {load}", level,
                          f"{figures['req/s']:,.0f}", f"{figures['p50 ms']:.2f}", f"{figures['p99 ms']:.2f}",
-                         f"{figures['client cores']:.2f}", "-", "-", "-", "-", figures["errors"]])
-    checks.append(relative(f"tiny, batch 1, one worker, {cores} cores, c={level}", "gRPC Predictions req/s",
-                           ours["req/s"], theirs["req/s"] if theirs else None, 3.0, higher=True,
-                           errors=ours["errors"] + (theirs["errors"] if theirs else 0),
-                           peer_name="TorchServe 0.12 gRPC Predictions (live)"))
+                         f"{figures['client cores']:.2f}",
+                         f"{figures['frontend cores']:.2f}" if "frontend cores" in figures else "-",
+                         f"{figures['frontend µs/call']:.0f}" if "frontend cores" in figures else "-",
+                         f"{relays:.2f}" if relays else "-", f"{figures['relays µs/call']:.0f}" if relays else "-",
+                         figures["errors"]])
+        for processes in ways:
+            figures = ours[processes, clients]
+            checks.append(relative(f"tiny, batch 1, one worker, {cores} cores, c={level}, {load}, "
+                                   f"{grpc_way(processes)}", "gRPC Predictions req/s",
+                                   figures["req/s"], peer["req/s"] if peer else None, 3.0, higher=True,
+                                   errors=figures["errors"] + (peer["errors"] if peer else 0),
+                                   peer_name="TorchServe 0.12 gRPC Predictions (live)"))
     return rows
 
 
