@@ -182,21 +182,27 @@ def relays_of(frontend: Any) -> list[Any]:
 
 
 def frontend_cost(process: Any, run: Callable[[], dict], relays: Sequence[Any] = ()) -> dict:
-    """``run()``'s figures with the cores ``process`` (and the gRPC ``relays``) kept busy meanwhile, and
-    their CPU µs per answered call."""
+    """``run()``'s figures with the cores ``process`` (and the gRPC ``relays``, and its other descendants:
+    the workers) kept busy meanwhile, and their CPU µs per answered call."""
     def cpu(processes: list[Any]) -> float:
         return sum(sum(each.cpu_times()[:2]) for each in processes)
 
+    relay_pids = {relay.pid for relay in relays}
+    workers = [child for child in process.children(recursive=True) if child.pid not in relay_pids]
     frontend_before, relays_before, wall_before = cpu([process]), cpu(list(relays)), time.perf_counter()
+    workers_before = cpu(workers)
     figures = run()
     wall = time.perf_counter() - wall_before
     # perf_analyzer's infer/s is over its measured windows; the CPU is over the whole run (its warm-up too),
-    # so µs per call is CPU over the run's calls at that rate: an upper bound, the same for every row
-    # (a figure with "calls" counts every answered call itself, warm-up included)
+    # so µs per call is CPU over the run's calls at that rate: an upper bound, the same for every row.
+    # A figure with "calls" counts every answered call itself (warm-up included), and its cores are
+    # µs per call at the measured rate (the run's wall time includes the clients' start)
     calls = figures["calls"] if "calls" in figures else figures["infer/s"] * wall
-    for name, busy in (("frontend", cpu([process]) - frontend_before), ("relays", cpu(list(relays)) - relays_before)):
-        figures[f"{name} cores"] = busy / wall
-        figures[f"{name} µs/call"] = busy / calls * 1e6 if calls else float("nan")
+    for name, busy in (("frontend", cpu([process]) - frontend_before), ("relays", cpu(list(relays)) - relays_before),
+                       ("workers", cpu(workers) - workers_before)):
+        per_call = busy / calls if calls else float("nan")
+        figures[f"{name} µs/call"] = per_call * 1e6
+        figures[f"{name} cores"] = per_call * figures["req/s"] if "calls" in figures else busy / wall
     return figures
 
 
@@ -205,7 +211,8 @@ def perf_analyzer_row(server: str, protocol: str, level: int, figures: dict) -> 
     return [server, f"perf_analyzer v2 binary over {protocol.upper()}", level, f"{figures['infer/s']:,.0f}",
             f"{figures['p50 ms']:.2f}", f"{figures['p99 ms']:.2f}", "-", f"{figures['frontend cores']:.2f}",
             f"{figures['frontend µs/call']:.0f}", f"{relays:.2f}" if relays else "-",
-            f"{figures['relays µs/call']:.0f}" if relays else "-", figures["errors"]]
+            f"{figures['relays µs/call']:.0f}" if relays else "-", f"{figures['workers cores']:.2f}",
+            f"{figures['workers µs/call']:.0f}", figures["errors"]]
 
 
 def grpc_way(processes: int) -> str:
@@ -306,7 +313,7 @@ def main() -> int:
         rows += predictions_part(tiny, row, max(levels), args, cores, data, checks)
     table = markdown_table(["server", "path", "concurrency", "infer/s", "p50 ms", "p99 ms", "client cores",
                             "server frontend cores", "frontend CPU µs per call", "relay cores",
-                            "relay CPU µs per call", "errors"], rows)
+                            "relay CPU µs per call", "worker cores", "worker CPU µs per call", "errors"], rows)
     return write(results_dir("grpc-vs-http"), f"gRPC against HTTP, and TorchServe's gRPC live ({cores} cores)", table,
                  data, checks)
 
@@ -358,6 +365,8 @@ def predictions_part(tiny: Path, row: bytes, level: int, args: argparse.Namespac
                          f"{figures['frontend cores']:.2f}" if "frontend cores" in figures else "-",
                          f"{figures['frontend µs/call']:.0f}" if "frontend cores" in figures else "-",
                          f"{relays:.2f}" if relays else "-", f"{figures['relays µs/call']:.0f}" if relays else "-",
+                         f"{figures['workers cores']:.2f}" if "workers cores" in figures else "-",
+                         f"{figures['workers µs/call']:.0f}" if "workers cores" in figures else "-",
                          figures["errors"]])
         for processes in ways:
             figures = ours[processes, clients]
