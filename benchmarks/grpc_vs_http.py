@@ -281,6 +281,9 @@ def main() -> int:
     parser.add_argument("--window-ms", type=int, default=3000)
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per Predictions level")
     parser.add_argument("--no-torchserve", action="store_true")
+    parser.add_argument("--worker-cores", default="all",
+                        help="part 2: launchkit's worker on every core (all, as served by default) or on N "
+                             "(--cpu-launcher-args '--ncores-per-instance N'); a list (all,1) measures each")
     parser.add_argument("--clients", default="1",
                         help="part 2: client processes sharing the calls in flight, each its own connection; a list "
                              "(1,4) measures each")
@@ -318,6 +321,12 @@ def main() -> int:
                  data, checks)
 
 
+def way_name(way: tuple[int, int | None]) -> str:
+    processes, cores_each = way
+    return grpc_way(processes) + (f", the worker on {cores_each} core{'s' if cores_each > 1 else ''}" if cores_each
+                                  else "")
+
+
 def predictions_part(tiny: Path, row: bytes, level: int, args: argparse.Namespace, cores: int, data: dict,
                      checks: list[Check]) -> list[list]:
     """Part 2: TorchServe's Predictions over gRPC, launchkit and TorchServe live, the same closed-loop load
@@ -327,17 +336,22 @@ def predictions_part(tiny: Path, row: bytes, level: int, args: argparse.Namespac
     rows = []
     body = predictions_request("tiny", row)
     clients_list = [int(count) for count in args.clients.split(",")]
-    ways = [int(count) for count in args.grpc_processes.split(",") if int(count) > 0] or [1]
-    ours: dict[tuple[int, int], dict] = {}
-    for processes in ways:
+    relay_counts = [int(count) for count in args.grpc_processes.split(",") if int(count) > 0] or [1]
+    worker_cores = [None if cores == "all" else int(cores) for cores in args.worker_cores.split(",")]
+    ways = [(processes, cores) for processes in relay_counts for cores in worker_cores]
+    ours: dict[tuple[tuple[int, int | None], int], dict] = {}
+    for way in ways:
+        processes, cores_each = way
         (ours_port,) = free_ports(1)
-        with Served(tiny, "--grpc-address", f"127.0.0.1:{ours_port}", "--grpc-processes", str(processes)) as server:
+        extra = ["--cpu-launcher-args", f"--ncores-per-instance {cores_each}"] if cores_each else []
+        with Served(tiny, "--grpc-address", f"127.0.0.1:{ours_port}", "--grpc-processes", str(processes),
+                    *extra) as server:
             frontend = psutil.Process(server.proc.pid)
             for clients in clients_list:
-                ours[processes, clients] = frontend_cost(frontend, lambda: closed_loop_grpc(
+                ours[way, clients] = frontend_cost(frontend, lambda: closed_loop_grpc(
                     f"127.0.0.1:{ours_port}", body, level, args.seconds, clients), relays_of(frontend))
-                print(f"launchkit Predictions, {grpc_way(processes)}, {clients} client(s): "
-                      f"{ours[processes, clients]['req/s']:.0f} req/s", file=sys.stderr, flush=True)
+                print(f"launchkit Predictions, {way_name(way)}, {clients} client(s): "
+                      f"{ours[way, clients]['req/s']:.0f} req/s", file=sys.stderr, flush=True)
     theirs: dict[int, dict] = {}
     if not args.no_torchserve:
         ts_inference, ts_management = free_ports(2)
@@ -353,8 +367,8 @@ def predictions_part(tiny: Path, row: bytes, level: int, args: argparse.Namespac
         load = f"{clients} client process{'es' if clients > 1 else ''}"
         peer = theirs.get(clients)
         data["predictions"][load] = {"torchserve": peer, **{
-            f"launchkit, {grpc_way(processes)}": ours[processes, clients] for processes in ways}}
-        named = [(f"launchkit, {grpc_way(processes)}", ours[processes, clients]) for processes in ways]
+            f"launchkit, {way_name(way)}": ours[way, clients] for way in ways}}
+        named = [(f"launchkit, {way_name(way)}", ours[way, clients]) for way in ways]
         for name, figures in named + [("TorchServe 0.12", peer)]:
             if figures is None:
                 continue
@@ -368,10 +382,10 @@ def predictions_part(tiny: Path, row: bytes, level: int, args: argparse.Namespac
                          f"{figures['workers cores']:.2f}" if "workers cores" in figures else "-",
                          f"{figures['workers µs/call']:.0f}" if "workers cores" in figures else "-",
                          figures["errors"]])
-        for processes in ways:
-            figures = ours[processes, clients]
+        for way in ways:
+            figures = ours[way, clients]
             checks.append(relative(f"tiny, batch 1, one worker, {cores} cores, c={level}, {load}, "
-                                   f"{grpc_way(processes)}", "gRPC Predictions req/s",
+                                   f"{way_name(way)}", "gRPC Predictions req/s",
                                    figures["req/s"], peer["req/s"] if peer else None, 3.0, higher=True,
                                    errors=figures["errors"] + (peer["errors"] if peer else 0),
                                    peer_name="TorchServe 0.12 gRPC Predictions (live)"))
