@@ -281,9 +281,10 @@ def main() -> int:
     parser.add_argument("--window-ms", type=int, default=3000)
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per Predictions level")
     parser.add_argument("--no-torchserve", action="store_true")
-    parser.add_argument("--worker-cores", default="all",
-                        help="part 2: launchkit's worker on every core (all, as served by default) or on N "
-                             "(--cpu-launcher-args '--ncores-per-instance N'); a list (all,1) measures each")
+    parser.add_argument("--worker-cores", default="default",
+                        help="part 2: launchkit's worker as served by default (default: the tiny model's on one "
+                             "core since 2026-12-03) or on N cores (--cpu-launcher-args '--ncores-per-instance N'); "
+                             "a list (default,16) measures each")
     parser.add_argument("--clients", default="1",
                         help="part 2: client processes sharing the calls in flight, each its own connection; a list "
                              "(1,4) measures each")
@@ -324,7 +325,7 @@ def main() -> int:
 def way_name(way: tuple[int, int | None]) -> str:
     processes, cores_each = way
     return grpc_way(processes) + (f", the worker on {cores_each} core{'s' if cores_each > 1 else ''}" if cores_each
-                                  else "")
+                                  else ", the worker as served by default")
 
 
 def predictions_part(tiny: Path, row: bytes, level: int, args: argparse.Namespace, cores: int, data: dict,
@@ -337,7 +338,7 @@ def predictions_part(tiny: Path, row: bytes, level: int, args: argparse.Namespac
     body = predictions_request("tiny", row)
     clients_list = [int(count) for count in args.clients.split(",")]
     relay_counts = [int(count) for count in args.grpc_processes.split(",") if int(count) > 0] or [1]
-    worker_cores = [None if cores == "all" else int(cores) for cores in args.worker_cores.split(",")]
+    worker_cores = [None if cores == "default" else int(cores) for cores in args.worker_cores.split(",")]
     ways = [(processes, cores) for processes in relay_counts for cores in worker_cores]
     ours: dict[tuple[tuple[int, int | None], int], dict] = {}
     for way in ways:

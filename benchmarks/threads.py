@@ -10,8 +10,8 @@ once). The medians of five rounds, ms per call, and each count's speed-up over
 one thread. Thread counts above this machine's CPUs are left out.
 ``--part served``: ``launchkit bench`` on each bundled example (one worker, batch 1), its worker
 given every core with threads that sleep at once (``--omp-wait passive``), one core
-(``--ncores-per-instance 1``), every core as served by default (a small model's threads spin
-10,000 turns: ``brief``) and every core with GNU's default spin, in turns, the medians of the
+(``--ncores-per-instance 1``, a small model's default since 2026-12-03), every core with threads that spin
+10,000 turns (``brief``, a small model's default before) and every core with GNU's default spin, in turns, the medians of the
 rounds; ratios against the first. Writes results/<ts>-threads/. No verdicts: this is what the worker's thread
 rule is chosen from (docs/figures.md).
 """
@@ -88,10 +88,13 @@ def served(models: list[str], levels: str, seconds: float, rounds: int, folder: 
     """req/s and p99 of one worker given every core, and given one."""
     # (before 2026-12-03 "every core" slept at once, and "every core, brief" was measured as
     # --omp-wait spin with GOMP_SPINCOUNT=10000 set by hand: the variables brief sets now)
-    ways = {"every core, passive": (["--cpu-launcher-args", "--omp-wait passive"], {}),
+    # (since 2026-12-03 a small model at batch 1 runs on one core by default, so "every core" names
+    # the count: --ncores-per-instance with every core of this machine)
+    every = f"--ncores-per-instance {len(os.sched_getaffinity(0))}"
+    ways = {"every core, passive": (["--cpu-launcher-args", f"{every} --omp-wait passive"], {}),
             "one core": (["--cpu-launcher-args", "--ncores-per-instance 1"], {}),
-            "every core, brief": ([], {}),
-            "every core, spin 300k": (["--cpu-launcher-args", "--omp-wait spin"], {})}
+            "every core, brief": (["--cpu-launcher-args", f"{every} --omp-wait brief"], {}),
+            "every core, spin 300k": (["--cpu-launcher-args", f"{every} --omp-wait spin"], {})}
     figures: dict[str, dict[str, list[dict]]] = {}
     for name in models:
         for round_number in range(rounds):

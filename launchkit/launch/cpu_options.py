@@ -43,8 +43,13 @@ class CpuOptions:
     core_types: CoreTypes = CoreTypes.AUTO
     leftover: Leftover = Leftover.SPREAD
     cache_domains: CacheDomains = CacheDomains.PACK
+    # each instance runs on only the first N cores of its share, the rest left idle (no flag: how serve
+    # runs a small model's worker, whose calls are too short for a team of threads to pay off)
+    cores_used: int | None = None
 
     def __post_init__(self) -> None:  # words from a library caller become the enums, or a PlanError naming them
         for name, kind, flag in (("core_types", CoreTypes, "--core-types"), ("leftover", Leftover, "--leftover"),
                                  ("cache_domains", CacheDomains, "--cache-domains")):
             object.__setattr__(self, name, parse_choice(kind, getattr(self, name), flag, PlanError))
+        if self.cores_used is not None and self.cores_used < 1:
+            raise PlanError(f"cores_used must be at least 1, got {self.cores_used}")

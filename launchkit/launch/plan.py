@@ -87,7 +87,12 @@ def plan_cpus(topology: Topology, options: CpuOptions, environ: Mapping[str, str
     for index, chosen in enumerate(slices):
         if local is not None:
             chosen = _slice_for_local_rank(chosen, *local, index)
+        if options.cores_used is not None:
+            chosen = chosen[:options.cores_used]
         instances.append(_instance(index, chosen, topology, warnings))
+    if options.cores_used is not None and any(len(chosen) > options.cores_used for chosen in slices):
+        notes.append(f"each instance runs on the first {options.cores_used} core(s) of its share; the rest of "
+                     "the share stays unused")
     if local is not None:
         notes.append(
             f"torchrun LOCAL_RANK={local[0]} of LOCAL_WORLD_SIZE={local[1]}: each instance keeps "

@@ -28,7 +28,7 @@ from launchkit.serve.api.http import ForegroundServer, bind, http_protocol
 from launchkit.serve.api.inference import InferenceApp
 from launchkit.serve.api.management import ManagementApp
 from launchkit.serve.api.metrics import ServerMetrics
-from launchkit.serve.fleet.fleet import Fleet, base_run_request
+from launchkit.serve.fleet.fleet import Fleet, base_run_request, cores_used
 from launchkit.serve.fleet.forkserver import ForkServers
 from launchkit.serve.fleet.pool import WorkerPool
 from launchkit.serve.loading import attach_metrics, load_models
@@ -67,6 +67,11 @@ def startup_report(config: ServerConfig, registry: Registry, fleet: Fleet,
         lines.append(f"  workers: allocator {runtime.allocator}, OpenMP {runtime.omp_runtime}, memory binding: "
                      f"{plan.memory_binding}")
     for model in registry.all():
+        if cores_used(model, fleet.run_request.cpu) == 1:
+            lines.append(f"  {model.name}: each worker on one core, one thread (a model under 1 MiB at batch size 1: "
+                         "threads cost its short calls more than they gain; --cpu-launcher-args "
+                         "'--ncores-per-instance N' gives N)")
+            continue
         env = model.workers[0].launch.env if model.workers else {}
         words = {"passive": "sleep at once", "brief": "spin briefly, then sleep", "spin": "spin"}
         lines.append(f"  {model.name}: OpenMP threads {words[wait_policy_in(env)]} between operators (--omp-wait)")

@@ -27,7 +27,7 @@ AUTO = "auto"  # cores per worker: the server's even split; allocator/OpenMP: th
 @dataclass(frozen=True, order=True)
 class ServingConfig:
     workers: int = 1
-    cores_per_worker: int | str = AUTO
+    cores_per_worker: int | str = AUTO  # the server's choice: the even split (one core: a small model at batch 1)
     streams: int = 1
     batch_size: int = 1
     delay_ms: float = DEFAULT_BATCH_DELAY_MS  # serve's

@@ -77,6 +77,31 @@ def test_invariants_hold_for_every_core_count(machine, name):
             _check_invariants(topo, options, plan)
 
 
+@pytest.mark.parametrize("name", ALL_MACHINES)
+def test_cores_used_keeps_the_split_and_narrows_each_share_to_its_first_cores(machine, name):
+    topo = machine(name)
+    for logical, count, used in itertools.product([False, True], [1, 2, 3], [1, 2]):
+        options = CpuOptions(ninstances=count, use_logical_cores=logical)
+        try:
+            whole = plan_cpus(topo, options)
+        except PlanError:
+            continue
+        narrowed = plan_cpus(topo, CpuOptions(ninstances=count, use_logical_cores=logical, cores_used=used))
+        _check_invariants(topo, options, narrowed)
+        assert narrowed.ninstances == whole.ninstances
+        for share, instance in zip(whole.instances, narrowed.instances):
+            assert instance.index == share.index
+            assert instance.cores == share.cores[:used]  # the share's first cores, siblings kept together
+            assert instance.threads == len(instance.cpus) or topo.cpu_quota is not None
+        if any(len(share.cores) > used for share in whole.instances):
+            assert any("first" in note and "core(s) of its share" in note for note in narrowed.notes)
+
+
+def test_cores_used_below_one_is_refused():
+    with pytest.raises(PlanError, match="cores_used must be at least 1"):
+        CpuOptions(cores_used=0)
+
+
 # --- specific machines ---------------------------------------------------------------------------
 
 

@@ -428,6 +428,44 @@ def test_wait_policy_follows_model_size_unless_told(tmp_path):
     assert wait_policy(model("big.pt"), "passive") == "passive"
 
 
+def test_a_small_model_at_batch_one_runs_on_one_core_unless_told(tmp_path):
+    from types import SimpleNamespace
+
+    from launchkit.launch.cpu_options import CpuOptions
+    from launchkit.serve.fleet.fleet import ONE_CORE_MODEL_BYTES, cores_used
+
+    small, big = tmp_path / "small.pt", tmp_path / "big.pt"
+    small.write_bytes(b"x" * 1000)
+    with open(big, "wb") as handle:
+        handle.truncate(ONE_CORE_MODEL_BYTES)
+
+    def model(name, batch_size=1, streams=1):
+        return SimpleNamespace(model_dir=tmp_path, manifest=SimpleNamespace(serialized_file=name),
+                               settings=SimpleNamespace(batch_size=batch_size, streams=streams))
+
+    assert cores_used(model("small.pt"), CpuOptions()) == 1
+    assert cores_used(model(None), CpuOptions()) == 1  # no weights file (a handler that builds its model)
+    assert cores_used(model("big.pt"), CpuOptions()) is None  # 1 MiB and over: its whole share
+    assert cores_used(model("small.pt", batch_size=8), CpuOptions()) is None  # batches gain from threads
+    assert cores_used(model("small.pt", streams=2), CpuOptions()) is None  # streams need their cores
+    assert cores_used(model("small.pt"), CpuOptions(ncores_per_instance=2)) is None  # the user's count decides
+
+
+def test_a_served_small_models_worker_runs_on_one_core_and_the_user_can_give_it_more(tmp_path, example_archives):
+    with Server([str(example_archives["tiny"])], free_port()) as server:
+        worker = server.manage("GET", "/models/tiny")[1][0]["workers"][0]
+        assert len(worker["cores"]) == 1 and worker["threads"] == 1
+        assert server.predict("tiny", [0.5] * 64)[0] == 200
+        assert "tiny: each worker on one core, one thread" in server.output()
+    if len(os.sched_getaffinity(0)) < 2:
+        return
+    config = tmp_path / "config.properties"
+    config.write_text("cpu_launcher_args=--ncores-per-instance 2\n")
+    with Server([str(example_archives["tiny"]), "--ts-config", str(config)], free_port()) as server:
+        worker = server.manage("GET", "/models/tiny")[1][0]["workers"][0]
+        assert len(worker["cores"]) == 2 and worker["threads"] == 2
+
+
 def test_response_timeout_kills_the_worker_and_answers_500(tmp_path, archives):
     config = tmp_path / "config.properties"
     config.write_text('models={"echo": {"1.0": {"responseTimeout": 1}}}\n')

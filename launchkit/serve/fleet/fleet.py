@@ -20,6 +20,7 @@ from typing import Any
 
 from launchkit.core.cpulist import format_cpu_list
 from launchkit.core.errors import PlanError
+from launchkit.launch.cpu_options import CpuOptions
 from launchkit.launch.flags import parse_launcher_args
 from launchkit.launch.request import RunRequest, plan_run
 from launchkit.launch.runplan import InstanceLaunch, ProgramSpec
@@ -31,6 +32,12 @@ from launchkit.serve.settings import ServerConfig
 
 logger = logging.getLogger(__name__)
 SPIN_MODEL_BYTES = 8 * 2**20
+ONE_CORE_MODEL_BYTES = 2**20
+
+
+def _weights_bytes(model: ServedModel) -> int:
+    files = [model.model_dir / model.manifest.serialized_file] if model.manifest.serialized_file else []
+    return sum(path.stat().st_size for path in files if path.is_file())
 
 
 def wait_policy(model: ServedModel, requested: str) -> str:
@@ -44,9 +51,20 @@ def wait_policy(model: ServedModel, requested: str) -> str:
     """
     if requested != "auto":
         return requested
-    files = [model.model_dir / model.manifest.serialized_file] if model.manifest.serialized_file else []
-    size = sum(path.stat().st_size for path in files if path.is_file())
-    return "spin" if size > SPIN_MODEL_BYTES else "brief"
+    return "spin" if _weights_bytes(model) > SPIN_MODEL_BYTES else "brief"
+
+
+def cores_used(model: ServedModel, cpu: CpuOptions) -> int | None:
+    """How many cores of its share a model's worker runs on; None: all of them.
+
+    A model under 1 MiB served one request at a time computes for tens of microseconds a call: a team
+    of threads costs it more in waking and waiting than it gains, so its worker runs on one core and
+    one thread (benchmarks/threads.py --part served and grpc_vs_http.py --worker-cores; docs/figures.md,
+    "A worker's threads"). The user's own ``--ncores-per-instance`` decides instead, and a model with
+    batches or streams keeps the share it was given."""
+    if cpu.ncores_per_instance is not None or model.settings.batch_size > 1 or model.settings.streams > 1:
+        return None
+    return 1 if _weights_bytes(model) < ONE_CORE_MODEL_BYTES else None
 
 
 def base_run_request(config: ServerConfig, topology_root: str | None) -> tuple[RunRequest, tuple[str, ...]]:
@@ -98,22 +116,26 @@ class Fleet:
         total = sum(count for _, count in wanted)
         if total == 0:
             return PlannedLaunches({model.key: [] for model in models}, self.last_plan)
-        waits = {model.key: wait_policy(model, self.run_request.omp_wait) for model in models}
-        plans, slots = self._plans(total, sorted(set(waits.values())), wanted)
+        shapes = {model.key: (wait_policy(model, self.run_request.omp_wait), cores_used(model, self.run_request.cpu))
+                  for model in models}
+        plans, slots = self._plans(total, sorted(set(shapes.values()), key=str), wanted)
         per_model: dict[str, list[InstanceLaunch]] = {}
         index = 0
         for model, count in wanted:
             # with shared cores, worker i runs on slot i mod slots: the cores go round
-            per_model[model.key] = [plans[waits[model.key]].instances[i % slots] for i in range(index, index + count)]
+            per_model[model.key] = [plans[shapes[model.key]].instances[i % slots] for i in range(index, index + count)]
             index += count
         return PlannedLaunches(per_model, next(iter(plans.values())))
 
-    def _plans(self, total: int, waits: list[str], wanted: list[tuple[ServedModel, int]]) -> tuple[dict[str, Any], int]:
-        """One launch plan per OpenMP wait policy in use (the CPU split is the same in each, only the
-        OpenMP variables differ), and how many distinct core slots they hold."""
-        def plan_for(count: int) -> dict[str, Any]:
+    def _plans(self, total: int, shapes: list[tuple[str, int | None]],
+               wanted: list[tuple[ServedModel, int]]) -> tuple[dict[tuple[str, int | None], Any], int]:
+        """One launch plan per worker shape in use (OpenMP wait policy, cores used of each share): the
+        CPU split is the same in each, a shape only narrows a share or changes OpenMP's variables.
+        And how many distinct core slots they hold."""
+        def plan_for(count: int) -> dict[tuple[str, int | None], Any]:
             cpu = replace(self.run_request.cpu, ninstances=count)
-            return {wait: plan_run(replace(self.run_request, cpu=cpu, omp_wait=wait))[1] for wait in waits}
+            return {(wait, used): plan_run(replace(self.run_request, cpu=replace(cpu, cores_used=used), omp_wait=wait))[1]
+                    for wait, used in shapes}
 
         try:
             return plan_for(total), total
