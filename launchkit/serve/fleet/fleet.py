@@ -26,7 +26,7 @@ from launchkit.launch.request import RunRequest, plan_run
 from launchkit.launch.runplan import InstanceLaunch, ProgramSpec
 from launchkit.serve.fleet.plan import FleetChange, plan_changes
 from launchkit.serve.fleet.pool import WorkerPool
-from launchkit.serve.fleet.process import WorkerProcess
+from launchkit.serve.fleet.process import WorkerProcess, WorkerSpec
 from launchkit.serve.scheduling.registry import Registry, ServedModel
 from launchkit.serve.settings import ServerConfig
 
@@ -224,9 +224,10 @@ class Fleet:
         streams = min(model.settings.streams, len(launch.cpus))  # a stream needs a core of its own
         if streams > 1:
             argv += ["--streams", str(streams)]
-        worker = WorkerProcess(worker_id, model.key, model.queue, launch, argv, model.settings.response_timeout_s,
-                               max_load_failures=self.max_load_failures, streams=streams,
-                               batches_ahead=1 if self.batch_ahead and streams == 1 else 0)
+        spec = WorkerSpec(worker_id, model.key, launch, argv, model.settings.response_timeout_s,
+                          max_load_failures=self.max_load_failures, streams=streams,
+                          batches_ahead=1 if self.batch_ahead and streams == 1 else 0)
+        worker = WorkerProcess(spec, model.queue)
         if model.metrics is not None:
             worker.on_batch_done = functools.partial(model.metrics.batch_done, worker=worker_id)
         model.workers.append(worker)

@@ -41,38 +41,74 @@ HEALTHY_AFTER_S = 60.0
 SERVED_S = 1.0  # a worker that died after serving this long is restarted without delay
 
 
-@dataclass(eq=False)  # identity: the batcher keeps workers in sets
-class WorkerProcess:
-    """One worker: which model, which cores, its process and connection, its history."""
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker is, fixed when the fleet plans it: which model, which cores, how it is run."""
 
     worker_id: str
     model_key: str
-    queue: ModelQueue
     launch: InstanceLaunch
     argv: list[str]
     response_timeout_s: float
+    max_load_failures: int = 3  # after this many load failures in a row its model is marked failed (still retried)
+    streams: int = 1  # batches it runs at once (multi-stream worker: one per stream)
+    batches_ahead: int = 0  # full batches it may hold beyond those it runs (see the batcher)
+
+
+@dataclass(eq=False)  # identity: the batcher keeps workers in sets
+class WorkerProcess:
+    """One worker's life: its spec, its process and connection, its batches, its history."""
+
+    spec: WorkerSpec
+    queue: ModelQueue
+    # live
     state: WorkerState = WorkerState.STARTING
     pid: int | None = None
+    process: asyncio.subprocess.Process | ForkedProcess | None = None
+    writer: asyncio.StreamWriter | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    in_flight: dict[int, list[Job]] = field(default_factory=dict)
+    timeouts: dict[int, asyncio.TimerHandle] = field(default_factory=dict)  # per batch in flight
+    retiring: bool = False  # taken out of service for good: never restarted
+    loaded: asyncio.Event = field(default_factory=asyncio.Event)  # ready once, or failed to load
+    exited: asyncio.Event = field(default_factory=asyncio.Event)  # retired and gone for good
+    # history
     started_at: float = 0.0
     connected_at: float | None = None  # when it said ready in its current life
     restarts: int = 0
     consecutive_failures: int = 0
     load_failures: int = 0  # in a row: exits before it ever said ready (reset once it does)
-    max_load_failures: int = 3  # after this many in a row its model is marked failed (still retried)
     last_error: str | None = None
-    info: dict[str, Any] = field(default_factory=dict)
-    process: asyncio.subprocess.Process | ForkedProcess | None = None
-    writer: asyncio.StreamWriter | None = None
-    in_flight: dict[int, list[Job]] = field(default_factory=dict)
-    timeouts: dict[int, asyncio.TimerHandle] = field(default_factory=dict)  # per batch in flight
-    streams: int = 1  # batches it runs at once (multi-stream worker: one per stream)
-    batches_ahead: int = 0  # full batches it may hold beyond those it runs (see the batcher)
+    # callbacks
     on_timeout: Any = None  # set by the pool: called with (worker, batch_id) when a batch overstays
     # metrics: called with the handler's stage timings, the batch's size and the handler's own metrics
     on_batch_done: Callable[[dict[str, float], int, list[Any] | None], None] | None = None
-    retiring: bool = False  # taken out of service for good: never restarted
-    loaded: asyncio.Event = field(default_factory=asyncio.Event)  # ready once, or failed to load
-    exited: asyncio.Event = field(default_factory=asyncio.Event)  # retired and gone for good
+
+    # -- its spec, by name (read everywhere) ------------------------------------------------------
+
+    @property
+    def worker_id(self) -> str:
+        return self.spec.worker_id
+
+    @property
+    def model_key(self) -> str:
+        return self.spec.model_key
+
+    @property
+    def launch(self) -> InstanceLaunch:
+        return self.spec.launch
+
+    @property
+    def argv(self) -> list[str]:
+        return self.spec.argv
+
+    @property
+    def response_timeout_s(self) -> float:
+        return self.spec.response_timeout_s
+
+    @property
+    def streams(self) -> int:
+        return self.spec.streams
 
     @property
     def ready(self) -> bool:
@@ -89,12 +125,12 @@ class WorkerProcess:
         """For the batcher: full batches it may hold beyond those it runs (they wait in its socket). A
         single-stream worker reads its next batch as soon as it has answered one, so one waiting there
         starts at once (the fleet gives a multi-stream worker none: it hands batches to its streams)."""
-        return self.batches_ahead
+        return self.spec.batches_ahead
 
     @property
     def failed_to_load(self) -> bool:
         """Its model failed to load ``max_load_failures`` times in a row (and it has not loaded since)."""
-        return self.load_failures >= self.max_load_failures
+        return self.load_failures >= self.spec.max_load_failures
 
     def move_to(self, state: WorkerState) -> None:
         check_transition(self.state, state)
@@ -248,7 +284,7 @@ class WorkerProcess:
             self.move_to(WorkerState.FAILED)
             self.queue.fail_waiting(503, "ServiceUnavailableException", f'model "{self.queue.name}" is marked '
                                     f"failed: {self.last_error}")
-            marked = " (model marked failed)" if self.load_failures == self.max_load_failures else ""
+            marked = " (model marked failed)" if self.load_failures == self.spec.max_load_failures else ""
             logger.error("worker %s (%s): load attempt %d failed%s: %s; retrying in %g s", self.worker_id,
                          self.queue.name, self.load_failures, marked, self.last_error, delay)
         else:
