@@ -55,7 +55,10 @@ def pod(tmp_path):
            "LAUNCHKIT_INFERENCE_ADDRESS": f"http://127.0.0.1:{ports['inference']}",
            "LAUNCHKIT_MANAGEMENT_ADDRESS": f"http://127.0.0.1:{ports['management']}",
            "LAUNCHKIT_METRICS_ADDRESS": f"http://127.0.0.1:{ports['metrics']}",
-           "LAUNCHKIT_GRACEFUL_TIMEOUT": "5", "PYTHONDONTWRITEBYTECODE": "1"}
+           "LAUNCHKIT_GRACEFUL_TIMEOUT": "5", "PYTHONDONTWRITEBYTECODE": "1",
+           # the worker on both of the pod's cores (tiny alone would get one core, within the quota
+           # anyway), so that the plan must scale its threads down to the quota
+           "LAUNCHKIT_CPU_LAUNCHER_ARGS": "--ncores-per-instance 2"}
     return env, ports
 
 
