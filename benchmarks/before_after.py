@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,16 +32,12 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _report import absolute, markdown_table, results_dir, write  # noqa: E402
+from launchkit.core.ports import free_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 START_DEADLINE_S = 120.0
-
-
-def _port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _path_first(tree: Path) -> str:
@@ -75,10 +70,10 @@ def serve_and_measure(tree: Path, archive: Path, sample: Path, expected: bytes |
                       scratch: Path) -> tuple[float, float, float, float, bytes]:
     """(cold start s, throughput req/s, frontend and worker CPU µs per request, the answer) of `launchkit
     serve` from ``tree``."""
-    port = _port()
+    port = free_port()
     command = [sys.executable, "-m", "launchkit", "serve", str(archive), "--inference-address",
-               f"http://127.0.0.1:{port}", "--management-address", f"http://127.0.0.1:{_port()}",
-               "--metrics-address", f"http://127.0.0.1:{_port()}"]
+               f"http://127.0.0.1:{port}", "--management-address", f"http://127.0.0.1:{free_port()}",
+               "--metrics-address", f"http://127.0.0.1:{free_port()}"]
     env = {**os.environ, "PYTHONPATH": _path_first(tree)}
     url = f"http://127.0.0.1:{port}/predictions/tiny"
     body = sample.read_bytes()

@@ -36,7 +36,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from launchkit.bench.server import free_ports  # noqa: E402
+from launchkit.core.ports import free_ports  # noqa: E402
 from launchkit.launch.spawn import spawn, stop  # noqa: E402
 
 TORCHSERVE_VERSION = "0.12.0"

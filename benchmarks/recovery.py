@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,12 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _report import absolute, markdown_table, results_dir, write  # noqa: E402
-
-
-def _port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from launchkit.core.ports import free_port  # noqa: E402
 
 
 def _call(url: str, method: str = "GET", body: bytes | None = None, timeout: float = 120,
@@ -54,7 +48,7 @@ def _call(url: str, method: str = "GET", body: bytes | None = None, timeout: flo
 
 class Serving:
     def __init__(self, archive: Path, fork: bool, workdir: Path) -> None:
-        self.inference, self.management, metrics = _port(), _port(), _port()
+        self.inference, self.management, metrics = free_port(), free_port(), free_port()
         self.inference_url = f"http://127.0.0.1:{self.inference}"
         self.management_url = f"http://127.0.0.1:{self.management}"
         config = workdir / f"config-{fork}.properties"

@@ -54,19 +54,15 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _report import absolute, markdown_table, results_dir, write  # noqa: E402
+from launchkit.core.ports import free_port  # noqa: E402
 
 MAX_REQUEST_SIZE = 1 << 20
 FAULT_WINDOW_S = 2.0
 # what each kind of fault says when made, in the order they are made
 FAULT_KINDS = ("SIGKILL", "scale tiny", "echo 2.0", "disconnected", "slow sender", "oversize")
 TINY_INPUTS = [[round(random.Random(seed).uniform(-1, 1), 4) for _ in range(64)] for seed in range(8)]
-
-
-def _port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
@@ -124,7 +120,7 @@ class Soak:
         if peer == "torchserve":
             self._start_torchserve(models, workdir)
             return
-        self.port, self.management = _port(), _port()
+        self.port, self.management = free_port(), free_port()
         config = workdir / "config.properties"
         config.write_text(f"max_request_size={MAX_REQUEST_SIZE}\nallow_shared_cores=true\n")
         loads = ",".join([f"{name}={name}.mar" for name in models] + ["echo=echo-1.0.mar"])
@@ -134,7 +130,7 @@ class Soak:
             [sys.executable, "-m", "launchkit", "serve", "--model-store", str(self.store), "--models", loads,
              "--ts-config", str(config), "--inference-address", f"http://127.0.0.1:{self.port}",
              "--management-address", f"http://127.0.0.1:{self.management}",
-             "--metrics-address", f"http://127.0.0.1:{_port()}"],
+             "--metrics-address", f"http://127.0.0.1:{free_port()}"],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         self.frontend_pid = self.server.pid
         self._wait_ready()

@@ -53,7 +53,7 @@ def tune(work: Path, model: str, budget: float, max_time: str, *extra: str) -> t
 
 
 def free_ports(count: int) -> list[int]:
-    from launchkit.bench.server import free_ports as ports
+    from launchkit.core.ports import free_ports as ports
 
     return ports(count)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from typing import Any, Callable
 
 from launchkit.archive.manifest import read_manifest
 from launchkit.core.errors import LaunchkitError, ModelLoadFailed
+from launchkit.core.ports import free_ports
 from launchkit.launch.spawn import spawn, stop
 
 START_TIMEOUT_S = 180.0
@@ -149,14 +149,3 @@ def _get(url: str) -> Any:
             return json.loads(response.read() or b"null") if response.status == 200 else None
     except (OSError, ValueError):
         return None
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()

@@ -6,7 +6,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,15 +16,10 @@ from typing import Any
 import pytest
 
 from launchkit.archive.writing import ArchiveRequest, create_archive
+from launchkit.core.ports import free_port
 from launchkit.launch.spawn import spawn, stop
 
 HANDLERS = Path(__file__).parent.parent / "fixtures" / "handlers"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _command(process: Any) -> str:
