@@ -1,26 +1,24 @@
-"""`launchkit tune`: flags in, one call to launchkit.tune.runner.run_tune, a line per trial, the verdict out."""
+"""`launchkit tune`: flags in (checked by launchkit.tune.flags into one of two searches), a line per trial, the verdict out."""
 
 from __future__ import annotations
 
-import re
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from launchkit.cli.options import CONTEXT, option
-from launchkit.core.errors import NoConfiguration, UsageError
+from launchkit.core.errors import NoConfiguration
 
-
-def _seconds(text: str) -> float:
-    """``600``, ``90s``, ``10m`` or ``1h`` → seconds."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
-    if not match or float(match.group(1)) <= 0:
-        raise UsageError(f"--max-time {text!r}: expected a positive duration such as 600, 90s, 10m or 1h")
-    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+if TYPE_CHECKING:
+    from launchkit.tune.flags import ProgramSearch, ServingSearch
+    from launchkit.tune.programs import RunTrial
+    from launchkit.tune.runner import TuneResult
+    from launchkit.tune.search import Trial
 
 
 @click.command(context_settings=CONTEXT)
@@ -78,31 +76,32 @@ def tune(target: str | None, **params: Any) -> None:
     configuration meets the constraints (the report names the closest); 128+N stopped by signal N
     (what was measured is kept; --resume continues).
     """
-    if params["program"] is not None or params["metric"] is not None:
-        _tune_program(target, params)
-        return
-    from launchkit.tune.measure import MeasureSettings, trial_line
-    from launchkit.tune.runner import TuneRequest, prepare, run_tune
-    from launchkit.tune.search import Constraints
+    from launchkit.tune.flags import ProgramSearch, tune_request
 
-    max_time = _seconds(params["max_time"])
-    constraints = Constraints(params["latency_budget"], params["percentile"], params["min_throughput"],
-                              params["max_memory"], params["objective"])
-    request = TuneRequest(target, constraints, params["mode"], params["space"], max_time,
-                          MeasureSettings(level_seconds=params["level_seconds"],
-                                          warmup_seconds=min(1.0, params["level_seconds"])),
-                          tuple(params["inputs"]), params["content_type"])
-    resume = Path(params["resume"]) if params["resume"] else None
-    request, folder = prepare(request, resume, params["report_dir"])
-    quiet = params["quiet"]
+    search = tune_request({"target": target, **params})
+    if isinstance(search, ProgramSearch):
+        _tune_program(search, params["quiet"])
+    else:
+        _tune_serving(search, params["quiet"])
+
+
+def _tune_serving(search: ServingSearch, quiet: bool) -> None:
+    """The best serving configuration of a model: a line per configuration, the verdict, the report."""
+    from launchkit.tune.measure import trial_line
+    from launchkit.tune.runner import run_tune
+
+    request, folder, resume = search.request, search.folder, search.resume
+    constraints = request.constraints
     started = time.monotonic()
-    best: list[Any] = [None]
+    best: Trial | None = None
 
-    def finished(trial: Any, echo: Any) -> None:
-        if trial.feasible and (best[0] is None or trial.chosen.throughput_rps > best[0].chosen.throughput_rps):
-            best[0] = trial
-        left = max(max_time - (time.monotonic() - started), 0)
-        leader = f"; best so far {best[0].chosen.throughput_rps:,.1f} req/s" if best[0] else ""
+    def finished(trial: Trial, echo: Callable[[str], object]) -> None:
+        nonlocal best
+        if trial.feasible and trial.chosen and (best is None or best.chosen is None
+                                                or trial.chosen.throughput_rps > best.chosen.throughput_rps):
+            best = trial
+        left = max(request.max_time_s - (time.monotonic() - started), 0)
+        leader = f"; best so far {best.chosen.throughput_rps:,.1f} req/s" if best and best.chosen else ""
         echo(f"launchkit tune: {trial_line(trial, constraints)}  [{left / 60:.1f} min left{leader}]")
 
     if quiet:
@@ -124,25 +123,20 @@ def tune(target: str | None, **params: Any) -> None:
     _finish(result, folder)
 
 
-def _tune_program(target: str | None, params: dict[str, Any]) -> None:
+def _tune_program(search: ProgramSearch, quiet: bool) -> None:
     """--run: the best `launchkit run` recipe for a program that prints its own figure."""
-    from launchkit.tune.programs import RunStatus, prepare_program, tune_program
+    from launchkit.tune.programs import RunStatus, tune_program
 
-    serving_only = [flag for flag, key in (("TARGET", None), ("--latency-budget", "latency_budget"),
-                                           ("--min-throughput", "min_throughput"), ("--max-memory", "max_memory"),
-                                           ("--resume", "resume"), ("--input", "inputs"))
-                    if (target if key is None else params[key])]
-    program, cpus, folder = prepare_program(params["program"], params["metric"], params["space"],
-                                            params["report_dir"], serving_only)
-    say = (lambda line: None) if params["quiet"] else (lambda line: click.echo(line, err=True))
+    say: Callable[[str], None] = (lambda line: None) if quiet else (lambda line: click.echo(line, err=True))
 
-    def finished(trial: Any) -> None:
+    def finished(trial: RunTrial) -> None:
         figure = f"{trial.total:,.2f} (instances: {', '.join(f'{v:,.2f}' for v in trial.per_instance)})" \
             if trial.status is RunStatus.OK else f"{trial.status}: {trial.error}"
         say(f"launchkit tune: {trial.config.label()}: {figure}  [{trial.seconds:.1f} s]")
 
-    result = tune_program(program, params["metric"], cpus, params["space"], _seconds(params["max_time"]),
-                          params["run_timeout"], folder, finished)
+    folder = search.folder
+    result = tune_program(list(search.program), search.metric, search.cpus, search.space, search.max_time_s,
+                          search.run_timeout_s, folder, finished)
     best, default = result.best, result.default
     if result.interrupted:
         click.echo(f"launchkit tune: stopped by {result.interrupted}; what was measured is in {folder}/summary.json",
@@ -159,7 +153,7 @@ def _tune_program(target: str | None, params: dict[str, Any]) -> None:
     click.echo(f"report: {folder}/ (summary.json, best-command.txt)", err=True)
 
 
-def _finish(result: Any, folder: Path) -> None:
+def _finish(result: TuneResult, folder: Path) -> None:
     from launchkit.tune.report import write_report
 
     summary = write_report(result, folder)

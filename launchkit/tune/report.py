@@ -70,7 +70,7 @@ def write_report(result: TuneResult, folder: Path) -> dict[str, Any]:
         "machine": {"host": platform.node(), "cpus": result.space.cpus, "python": platform.python_version()},
         "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "request": asdict(result.request),
         "space": {attribute: list(values) for attribute, values in result.space.values},
-        "variants": result.variants, "verdict": verdict(result),
+        "variants": {name: asdict(info) for name, info in result.variants.items()}, "verdict": verdict(result),
         "default": _trial_summary(result.default, constraints), "best": _trial_summary(best, constraints),
         "closest": _trial_summary(closest(result.trials, constraints), constraints) if best is None else None,
         "interrupted": result.interrupted, "time_up": result.time_up, "elapsed_s": round(result.elapsed_s, 1),
@@ -171,7 +171,7 @@ def _markdown(result: TuneResult, summary: dict[str, Any], plotted: bool = True)
                      f"{f'{chosen.throughput_rps:,.1f}' if chosen else ''} | "
                      f"{f'{chosen.percentile_ms(constraints):.2f}' if chosen else ''} | "
                      f"{f'{trial.memory_mib:.0f}' if trial.memory_mib is not None else ''} |")
-    variants = ", ".join(f"{name}: {'accepted' if info['accepted'] else 'refused'} ({info['reason']})"
+    variants = ", ".join(f"{name}: {'accepted' if info.accepted else 'refused'} ({info.reason})"
                          for name, info in result.variants.items())
     lines += ["", f"Optimization variants: {variants}", "", 
               *(["![throughput vs latency](tune.png)"] if plotted else []), ""]

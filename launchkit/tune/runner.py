@@ -14,7 +14,7 @@ import signal
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,21 @@ class TuneRequest:
     cpus: int | None = None  # usable physical cores (None: this machine's)
 
 
+@dataclass(frozen=True)
+class PreparedVariant:
+    """One optimization variant after optimize's accuracy gate: served only when accepted."""
+
+    archive: str | None  # the variant's archive (None: refused, or it could not be made)
+    accepted: bool
+    reason: str  # why refused, or "accurate" / "as archived"
+    agreement: dict[str, Any] | None = None  # optimize's agreement with the original, as its report has it
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PreparedVariant:
+        """From variants.json (an interrupted run's, read by --resume)."""
+        return cls(data.get("archive"), bool(data.get("accepted")), str(data.get("reason", "")), data.get("agreement"))
+
+
 @dataclass
 class TuneResult:
     request: TuneRequest
@@ -57,7 +72,7 @@ class TuneResult:
     space: SearchSpace
     default: Trial | None = None
     trials: list[Trial] = field(default_factory=list)
-    variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # variant → archive, accepted, reason
+    variants: dict[str, PreparedVariant] = field(default_factory=dict)
     archives: dict[str, Path] = field(default_factory=dict)
     interrupted: str | None = None
     time_up: bool = False
@@ -127,13 +142,12 @@ def wanted_variants(request: TuneRequest) -> list[str]:
     return ["original", "bf16"]
 
 
-def prepare_variants(archive: Path, variants: list[str], folder: Path, status: Status) -> dict[str, dict[str, Any]]:
+def prepare_variants(archive: Path, variants: list[str], folder: Path, status: Status) -> dict[str, PreparedVariant]:
     """Each non-original variant through `launchkit optimize`'s accuracy gate; only accepted ones are served."""
     from launchkit.model.spec import OptimizationSpec
     from launchkit.optimize.command import OptimizeRequest, run_optimize
 
-    prepared: dict[str, dict[str, Any]] = {"original": {"archive": str(archive), "accepted": True,
-                                                       "reason": "as archived"}}
+    prepared = {"original": PreparedVariant(str(archive), True, "as archived")}
     for variant in variants:
         if variant == "original":
             continue
@@ -145,11 +159,11 @@ def prepare_variants(archive: Path, variants: list[str], folder: Path, status: S
                                                   seconds=0.5, force=True, output=str(output), calibration_samples=64),
                                   progress=lambda message: status(f"{variant}: {message}"))
         except LaunchkitError as error:
-            prepared[variant] = {"archive": None, "accepted": False, "reason": str(error).splitlines()[0][:300]}
+            prepared[variant] = PreparedVariant(None, False, str(error).splitlines()[0][:300])
             continue
         accepted = result.accepted and result.artifact is not None
-        prepared[variant] = {"archive": str(output) if accepted else None, "accepted": accepted,
-                             "reason": result.reason or "accurate", "agreement": result.agreement}
+        prepared[variant] = PreparedVariant(str(output) if accepted else None, accepted, result.reason or "accurate",
+                                            result.agreement)
         if not accepted and output.exists():
             output.unlink()
     return prepared
@@ -177,14 +191,16 @@ def run_tune(request: TuneRequest, folder: Path, status: Status, finished: Calla
         if prepared is None:
             prepared = prepare_variants(archive, wanted_variants(request), folder / "variants", status)
         result.variants = prepared
-        (folder / "variants.json").write_text(json.dumps(prepared, indent=2))
-        result.archives = {name: Path(info["archive"]) for name, info in prepared.items() if info["accepted"]}
+        (folder / "variants.json").write_text(json.dumps({name: asdict(info) for name, info in prepared.items()},
+                                                         indent=2))
+        result.archives = {name: Path(info.archive) for name, info in prepared.items()
+                           if info.accepted and info.archive}
         base = default_space(cpus, default, list(result.archives))
         space = parse_space(request.space, base) if request.space else base
         unknown = [value for value in space.of("variant") if value not in result.archives]
         if unknown:
             logger.warning("variant(s) %s not served: %s", ", ".join(unknown), "; ".join(
-                f"{name}: {prepared.get(name, {}).get('reason', 'not prepared')}" for name in unknown))
+                f"{name}: {prepared[name].reason if name in prepared else 'not prepared'}" for name in unknown))
             space = replace(space, values=tuple((attribute, tuple(v for v in values if v in result.archives))
                                                 if attribute == "variant" else (attribute, values)
                                                 for attribute, values in space.values))
@@ -291,13 +307,13 @@ def _read_journal(path: Path) -> list[Trial]:
     return list(trials.values())
 
 
-def _read_variants(folder: Path) -> dict[str, dict[str, Any]] | None:
+def _read_variants(folder: Path) -> dict[str, PreparedVariant] | None:
     path = folder / "variants.json"
     if not path.is_file():
         return None
-    prepared = json.loads(path.read_text())
+    prepared = {name: PreparedVariant.from_dict(info) for name, info in json.loads(path.read_text()).items()}
     for info in prepared.values():  # a variant archive that is gone is prepared again
-        if info.get("accepted") and not Path(info["archive"]).is_file():
+        if info.accepted and not (info.archive and Path(info.archive).is_file()):
             return None
     return prepared
 
