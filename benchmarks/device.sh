@@ -28,7 +28,7 @@ if [ "${1:-}" = "--fill" ]; then
   download() { python3 -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp \
                  "${platforms[@]}" -d .device/wheels "$@"; }
   download click rich psutil py-cpuinfo "uvicorn>=0.30,<0.56" httptools uvloop pyyaml pillow prometheus-client \
-    "grpcio>=1.66" "protobuf>=6.33.5,<7"
+    "grpcio>=1.66" "protobuf>=6.33.5,<7" grpclib  # grpclib: grpc_vs_http.py --bare grpclib only
   mkdir -p .device/plots
   python3 -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp "${platforms[@]}" \
     -d .device/plots --no-deps matplotlib contourpy cycler fonttools kiwisolver pyparsing python-dateutil six
@@ -61,8 +61,9 @@ PY=$(command -v python3)  # the machine's own Python, the one with torch
 if [ -d .device/wheels ] && [ ! -d /tmp/lk-deps/click ]; then  # a call may bring only .device/ts (see above)
   # pillow (7 MB, the image examples only) may be left out of a call that must fit TorchServe beside the wheels
   images=$(ls .device/wheels/pillow-*.whl >/dev/null 2>&1 && echo pillow || true)
+  grpclib=$(ls .device/wheels/grpclib-*.whl >/dev/null 2>&1 && echo grpclib || true)
   "$PY" -m pip install -q --no-index --find-links .device/wheels --target /tmp/lk-deps click rich psutil py-cpuinfo \
-    uvicorn httptools uvloop pyyaml prometheus-client grpcio protobuf $images
+    uvicorn httptools uvloop pyyaml prometheus-client grpcio protobuf $images $grpclib
   "$PY" -m pip install -q --no-index --no-deps --find-links .device/wheels --target /tmp/lk-deps packaging tzdata
 fi
 if [ -d .device/plots ] && [ ! -d /tmp/lk-deps/matplotlib ]; then

@@ -2,7 +2,7 @@
 
     python benchmarks/grpc_vs_http.py [--levels 1,4,8] [--window-ms 3000] [--seconds 8] [--no-torchserve]
                                       [--part all|perf_analyzer|predictions] [--grpc-processes 1,0]
-                                      [--clients 1,4]
+                                      [--clients 1,4] [--bare grpc.aio,grpclib]
 
 1. perf_analyzer (tritonclient 2.51.0's binary; ``$PERF_ANALYZER`` on a machine without .venv-clients)
    against one `launchkit serve` of the bundled tiny example (batch 1) with ``--grpc-address``: at each
@@ -12,8 +12,10 @@
    at c ≥ 4. One server per ``--grpc-processes`` value, one after the other (1, the default: gRPC in
    one relay process; 0: gRPC on the frontend's event loop, as before the relays), so the two ways
    are compared in one run.
-   For scale, the same perf_analyzer run against a bare grpc.aio server in this script (``--child
-   bare``) that answers ModelInfer with a canned message: what gRPC's Python server alone allows here.
+   For scale, the same perf_analyzer runs against a bare grpc.aio server in this script (``--child
+   grpc.aio``) that answers ModelInfer with a canned message: what gRPC's Python server alone allows
+   here; ``--bare grpc.aio,grpclib`` adds the same from grpclib (pure Python on one thread), to choose
+   the relay's server by measurement.
    Beside each row, the CPU time the server process spent per answered call: the bare server's is
    what grpc.aio itself costs per call, a floor under launchkit's gRPC path.
 2. TorchServe's gRPC ``Predictions`` (inference.proto), live: TorchServe 0.12 and launchkit serving the
@@ -131,16 +133,14 @@ def closed_loop_grpc(target: str, body: bytes, concurrency: int, seconds: float,
             "clients": clients, "calls": len(latencies) + errors + WARM_UP * clients, "client cores": sum(cpu for _, _, cpu in results) / seconds}
 
 
-def bare_server(port: int) -> None:
-    """A grpc.aio server answering the calls perf_analyzer makes with canned messages (no queue, no worker)."""
-    import grpc
+def canned_answers() -> dict[str, tuple[Any, Any]]:
+    """The calls perf_analyzer makes, by method: (request type, canned answer)."""
     from google.protobuf import json_format
 
-    from launchkit.core.eventloop import run
     from launchkit.serve.api.protos import open_inference_pb2 as pb
 
     tensor = {"name": "input0", "datatype": "FP32", "shape": [-1, 64]}
-    answers = {
+    return {
         "ModelInfer": (pb.ModelInferRequest, pb.ModelInferResponse(
             model_name="tiny", model_version="1", raw_output_contents=[bytes(40)],
             outputs=[pb.ModelInferResponse.InferOutputTensor(name="output0", datatype="FP32", shape=[1, 10])])),
@@ -158,6 +158,13 @@ def bare_server(port: int) -> None:
             model_stats=[pb.ModelStatistics(name="tiny", version="1")])),
     }
 
+
+def bare_server(port: int) -> None:
+    """A grpc.aio server answering the calls perf_analyzer makes with canned messages (no queue, no worker)."""
+    import grpc
+
+    from launchkit.core.eventloop import run
+
     def handler(request_type, answer):  # noqa: ANN001, ANN202
         async def answer_it(request, context):  # noqa: ANN001, ANN202
             return answer
@@ -168,12 +175,55 @@ def bare_server(port: int) -> None:
     async def serve() -> None:
         server = grpc.aio.server()
         server.add_registered_method_handlers("inference.GRPCInferenceService", {
-            name: handler(request_type, answer) for name, (request_type, answer) in answers.items()})
+            name: handler(request_type, answer) for name, (request_type, answer) in canned_answers().items()})
         server.add_insecure_port(f"127.0.0.1:{port}")
         await server.start()
         await server.wait_for_termination()
 
     run(serve())
+
+
+def bare_grpclib_server(port: int) -> None:
+    """The same canned answers from grpclib (gRPC in pure Python on h2, all on the event loop's thread:
+    no poller thread handing each call over, as grpc.aio has), for comparison. Requests are read and
+    answers sent as bytes (a codec that passes them through), as a relay would forward them."""
+    from grpclib.const import Cardinality, Handler
+    from grpclib.encoding.base import CodecBase
+    from grpclib.server import Server, Stream
+
+    from launchkit.core.eventloop import run
+
+    class Bytes(CodecBase):
+        __content_subtype__ = "proto"
+
+        def encode(self, message: Any, message_type: Any) -> bytes:
+            return message
+
+        def decode(self, data: bytes, message_type: Any) -> bytes:
+            return data
+
+    def answering(answer: bytes) -> Callable[[Stream], Any]:
+        async def answer_it(stream: Stream) -> None:
+            await stream.recv_message()
+            await stream.send_message(answer)
+
+        return answer_it
+
+    class Canned:
+        def __mapping__(self) -> dict[str, Handler]:
+            return {f"/inference.GRPCInferenceService/{name}": Handler(
+                answering(answer.SerializeToString()), Cardinality.UNARY_UNARY, None, None)
+                for name, (_, answer) in canned_answers().items()}
+
+    async def serve() -> None:
+        server = Server([Canned()], codec=Bytes())
+        await server.start("127.0.0.1", port)
+        await server.wait_closed()
+
+    run(serve())
+
+
+BARE_SERVERS = {"grpc.aio": bare_server, "grpclib": bare_grpclib_server}
 
 
 def relays_of(frontend: Any) -> list[Any]:
@@ -221,9 +271,9 @@ def grpc_way(processes: int) -> str:
 
 
 def perf_analyzer_part(tiny: Path, levels: list[int], window_ms: int, work: Path, cores: int, data: dict,
-                       checks: list[Check], grpc_processes: list[int]) -> list[list]:
+                       checks: list[Check], grpc_processes: list[int], bare: list[str]) -> list[list]:
     """Part 1: perf_analyzer over HTTP and over gRPC against one server per way of serving gRPC,
-    interleaved per level; then against a bare grpc.aio server, for scale. Returns the table's rows."""
+    interleaved per level; then against each ``bare`` server, for scale. Returns the table's rows."""
     import psutil
 
     rows = []
@@ -249,11 +299,21 @@ def perf_analyzer_part(tiny: Path, levels: list[int], window_ms: int, work: Path
                                            errors=figures["grpc"]["errors"] + figures["http"]["errors"],
                                            peer_name="HTTP v2 binary, same server"))
 
-    # the same perf_analyzer run against a bare grpc.aio server: what gRPC's Python server alone costs here
-    (bare_port,) = free_ports(1)
+    # the same perf_analyzer runs against bare gRPC servers: what a Python gRPC server alone costs here
+    for kind in bare:
+        rows += bare_rows(kind, levels, window_ms, work, data)
+    return rows
+
+
+def bare_rows(kind: str, levels: list[int], window_ms: int, work: Path, data: dict) -> list[list]:
+    """perf_analyzer over gRPC at each level against a bare server of ``kind`` (canned answers)."""
+    import psutil
+
     from launchkit.launch.spawn import spawn, stop
 
-    bare = spawn([sys.executable, __file__, "--child", "bare", str(bare_port)])
+    (bare_port,) = free_ports(1)
+    bare = spawn([sys.executable, __file__, "--child", kind, str(bare_port)])
+    rows = []
     try:
         deadline = time.monotonic() + 60
         while True:  # until it listens
@@ -262,21 +322,22 @@ def perf_analyzer_part(tiny: Path, levels: list[int], window_ms: int, work: Path
                 break
             except OSError:
                 if time.monotonic() > deadline or bare.poll() is not None:
-                    raise SystemExit("the bare grpc.aio server did not start") from None
+                    raise SystemExit(f"the bare {kind} server did not start") from None
                 time.sleep(0.05)
-        level = max(levels)
-        figures = frontend_cost(psutil.Process(bare.pid), lambda: perf_analyzer(
-            f"127.0.0.1:{bare_port}", level, window_ms, work, None, "grpc"))
+        for level in levels:
+            figures = frontend_cost(psutil.Process(bare.pid), lambda: perf_analyzer(
+                f"127.0.0.1:{bare_port}", level, window_ms, work, None, "grpc"))
+            print(f"bare {kind}: perf_analyzer c={level}: {figures['infer/s']:.0f} infer/s", file=sys.stderr, flush=True)
+            data.setdefault(f"bare {kind}", {})[level] = figures
+            rows.append(perf_analyzer_row(f"a bare {kind} server (canned answers)", "grpc", level, figures))
     finally:
         stop(bare, 5)
-    data["bare grpc.aio"] = figures
-    rows.append(perf_analyzer_row("a bare grpc.aio server (canned answers)", "grpc", level, figures))
     return rows
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--child", nargs=2, metavar=("bare", "PORT"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=2, metavar=("KIND", "PORT"), help=argparse.SUPPRESS)
     parser.add_argument("--levels", default="1,4,8")
     parser.add_argument("--window-ms", type=int, default=3000)
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per Predictions level")
@@ -293,10 +354,16 @@ def main() -> int:
     parser.add_argument("--grpc-processes", default="1,0",
                         help="ways of serving gRPC to compare (launchkit serve --grpc-processes); part 2 "
                              "measures each relay count but 0")
+    parser.add_argument("--bare", default="grpc.aio",
+                        help="part 1: bare gRPC servers with canned answers, measured at every level for scale "
+                             f"(a list of {', '.join(BARE_SERVERS)}; grpclib must be installed); '' for none")
     args = parser.parse_args()
     if args.child:
-        bare_server(int(args.child[1]))
+        BARE_SERVERS[args.child[0]](int(args.child[1]))
         return 0
+    bare = [kind for kind in args.bare.split(",") if kind]
+    if unknown := set(bare) - set(BARE_SERVERS):
+        parser.error(f"--bare: unknown {', '.join(sorted(unknown))}; choose from {', '.join(BARE_SERVERS)}")
 
     levels = [int(level) for level in args.levels.split(",")]
     grpc_processes = [int(count) for count in args.grpc_processes.split(",")]
@@ -311,7 +378,7 @@ def main() -> int:
     rows: list[list] = []
 
     if args.part in ("all", "perf_analyzer"):
-        rows += perf_analyzer_part(tiny, levels, args.window_ms, work, cores, data, checks, grpc_processes)
+        rows += perf_analyzer_part(tiny, levels, args.window_ms, work, cores, data, checks, grpc_processes, bare)
 
     if args.part in ("all", "predictions"):
         rows += predictions_part(tiny, row, max(levels), args, cores, data, checks)
