@@ -2,6 +2,7 @@
 git revision, interleaved round by round.
 
     python benchmarks/before_after.py --before REV [--rounds 5] [--requests 4000] [--concurrency 4]
+                                      [--serve-args 'FLAGS']
 
 The earlier revision is checked out into a temporary git worktree. Each round starts `launchkit
 serve` on the bundled tiny example from each tree in turn (the order alternates; PYTHONPATH picks
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import statistics
 import subprocess
@@ -73,7 +75,7 @@ def serve_and_measure(tree: Path, archive: Path, sample: Path, expected: bytes |
     port = free_port()
     command = [sys.executable, "-m", "launchkit", "serve", str(archive), "--inference-address",
                f"http://127.0.0.1:{port}", "--management-address", f"http://127.0.0.1:{free_port()}",
-               "--metrics-address", f"http://127.0.0.1:{free_port()}"]
+               "--metrics-address", f"http://127.0.0.1:{free_port()}", *shlex.split(args.serve_args)]
     env = {**os.environ, "PYTHONPATH": _path_first(tree)}
     url = f"http://127.0.0.1:{port}/predictions/tiny"
     body = sample.read_bytes()
@@ -116,6 +118,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--serve-args", default="", metavar="'FLAGS'",
+                        help="more `launchkit serve` flags for both trees, e.g. \"--cpu-launcher-args "
+                             "'--ncores-per-instance 2'\" to hold the worker's cores equal where the default changed")
     args = parser.parse_args()
     before = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.before], capture_output=True,
                             text=True, check=True).stdout.strip()
