@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -37,16 +38,55 @@ def servers_left() -> list[psutil.Process]:
     return found
 
 
+@dataclass(frozen=True)
+class Stopped:
+    """What the interrupted first half of the shared run left: its exit, its stderr, its summary, and
+    the servers still running right after it exited."""
+
+    returncode: int
+    stderr: str
+    summary: dict
+    servers_left: list
+
+
 @pytest.fixture(scope="module")
-def tuned(tmp_path_factory) -> Path:
-    """One brute-mode run on the bundled tiny example, shared by the report checks."""
+def interrupted_then_resumed(tmp_path_factory) -> tuple[Path, Stopped, subprocess.CompletedProcess]:
+    """One brute-mode run on the bundled tiny example, stopped with Ctrl-C after its first trial and
+    continued with --resume: the report checks read the resumed run's report (one run serves both)."""
     folder = tmp_path_factory.mktemp("tuned") / "report"
-    result = launchkit("tune", "--latency-budget", "50", "--mode", "brute", "--space", SMALL, *FAST,
-                       "--report-dir", str(folder))
+    flags = ("--latency-budget", "50", "--mode", "brute", "--space", SMALL, *FAST)
+    process = subprocess.Popen([sys.executable, "-m", "launchkit", "tune", *flags, "--report-dir", str(folder)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    journal = folder / "trials.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not journal.exists() or not journal.read_text().strip()):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _out, err = process.communicate(timeout=90)
+    stopped = Stopped(process.returncode, err, json.loads((folder / "summary.json").read_text()), servers_left())
+    resumed = launchkit("tune", *flags, "--resume", str(folder))
+    return folder, stopped, resumed
+
+
+@pytest.fixture(scope="module")
+def tuned(interrupted_then_resumed) -> Path:
+    folder, _stopped, result = interrupted_then_resumed
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("best: ") and "× the default configuration's throughput" in result.stdout \
         or "the default configuration is the best found" in result.stdout
     return folder
+
+
+def test_ctrl_c_keeps_what_was_measured_and_resume_continues(interrupted_then_resumed):
+    folder, stopped, resumed = interrupted_then_resumed
+    assert stopped.returncode == 130, stopped.stderr
+    assert f"continue with --resume {folder}" in stopped.stderr
+    assert stopped.summary["interrupted"] == "SIGINT" and 1 <= len(stopped.summary["trials"]) < 4
+    assert not stopped.servers_left
+    assert resumed.returncode == 0, resumed.stderr
+    trials = json.loads((folder / "summary.json").read_text())["trials"]
+    configs = [json.dumps(t["config"], sort_keys=True) for t in trials]
+    assert len(trials) == 4 and len(set(configs)) == 4  # nothing measured twice
 
 
 def test_the_report_holds_default_best_and_every_trial(tuned):
@@ -135,25 +175,3 @@ def test_bad_usage_exits_2_before_anything_starts(args, message, tmp_path):
     assert result.returncode == 2, (result.returncode, result.stderr)
     assert message in result.stderr and "Traceback" not in result.stderr
     assert time.monotonic() - started < 20
-
-
-def test_ctrl_c_keeps_what_was_measured_and_resume_continues(tmp_path):
-    folder = tmp_path / "r"
-    process = subprocess.Popen([sys.executable, "-m", "launchkit", "tune", "--mode", "brute", "--space", SMALL, *FAST,
-                                "--report-dir", str(folder)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    journal = folder / "trials.jsonl"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and (not journal.exists() or not journal.read_text().strip()):
-        time.sleep(0.2)
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=90)
-    assert process.returncode == 130, err
-    assert f"continue with --resume {folder}" in err
-    kept = json.loads((folder / "summary.json").read_text())
-    assert kept["interrupted"] == "SIGINT" and 1 <= len(kept["trials"]) < 4
-    assert not servers_left()
-    result = launchkit("tune", "--mode", "brute", "--space", SMALL, *FAST, "--resume", str(folder))
-    assert result.returncode == 0, result.stderr
-    trials = json.loads((folder / "summary.json").read_text())["trials"]
-    configs = [json.dumps(t["config"], sort_keys=True) for t in trials]
-    assert len(trials) == 4 and len(set(configs)) == 4  # nothing measured twice
