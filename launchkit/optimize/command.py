@@ -78,6 +78,9 @@ def run_optimize(request: OptimizeRequest, progress: Callable[[str], None] = lam
         original = optimize_model(source.load(), OptimizationSpec())  # the fp32 model as it is
         calibration = calibration_batches(request, source, largest, progress)
         optimized = optimize_model(source.load(), request.spec, lambda: source.make_inputs(largest, 1), calibration)
+        if request.spec.dtype == "int8" and optimized.is_script:  # before minutes of measuring what was not made
+            raise UsageError(f"{source.name} is a TorchScript model, and int8 quantizes an eager one (a model file and "
+                             "its weights): archive the eager model, or optimize this one with --dtype bf16")
         result = OptimizeResult(source.name, request.spec.to_dict(), optimized.description, str(request.task),
                                 output=str(output) if output else None, threads=torch.get_num_threads())
         comparisons = []
@@ -141,6 +144,8 @@ def output_path(request: OptimizeRequest, source: Source) -> Path | None:
         raise UsageError("a .pt artifact is the traced graph: use --graph torchscript, or write a .mar")
     if not wants_pt and not from_archive:
         raise UsageError("a .mar artifact needs a .mar (or --example) to start from; write a .pt instead (-o NAME.pt)")
+    if request.spec.dtype == "int8" and request.spec.int8 == "static" and request.spec.graph != "torchscript":
+        raise UsageError("a static int8 artifact ships the quantized graph: add --graph torchscript")
     path = Path(request.output) if request.output else default_output(request, source.name, wants_pt)
     return writable_file(path, "--output")
 
@@ -157,8 +162,8 @@ def write_artifact(request: OptimizeRequest, source: Source, optimized: Any, out
     spec = request.spec
     if spec.dtype == "int8" and spec.int8 == "static":
         # calibration happened here, on inputs the workers will not have: ship the quantized graph itself
-        if optimized.traced is None or spec.graph != "torchscript":
-            raise UsageError("a static int8 archive ships the quantized graph: add --graph torchscript")
+        if optimized.traced is None:
+            raise LaunchkitError(f"tracing the int8 model failed, so there is no graph to ship: {optimized.description}")
         with tempfile.TemporaryDirectory(prefix="launchkit-int8-") as scratch:
             graph = Path(scratch) / f"{source.name}-int8.pt"
             optimized.traced.save(str(graph))

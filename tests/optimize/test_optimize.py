@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -118,6 +119,20 @@ def test_optimize_bad_input_is_a_usage_error(tmp_path):
     result = launchkit("optimize", "--example", "tiny", "--dtype", "fp32", "--graph", "none", "-o",
                        str(tmp_path / "out.pt"))
     assert result.returncode == 2 and "--graph torchscript" in result.stderr
+
+
+def test_int8_that_cannot_be_made_is_refused_before_anything_is_measured(tmp_path):
+    # the tiny example is archived as TorchScript, which cannot be quantized: said at once, not after
+    # minutes of measuring a model int8 was never applied to (it used to end in "add --graph torchscript")
+    started = time.monotonic()
+    result = launchkit("optimize", "--example", "tiny", "--dtype", "int8", "--seconds", "5", "-o",
+                       str(tmp_path / "tiny-int8.mar"))
+    assert result.returncode == 2 and "tiny is a TorchScript model" in result.stderr, result.stderr
+    assert "throughput at batch" not in result.stderr and time.monotonic() - started < 30
+    result = launchkit("optimize", "--example", "mnist", "--dtype", "int8", "--graph", "none", "-o",
+                       str(tmp_path / "mnist-int8.mar"))
+    assert result.returncode == 2 and "ships the quantized graph: add --graph torchscript" in result.stderr
+    assert not list(tmp_path.iterdir())
 
 
 # --- minilm, with its real weights ----------------------------------------------------------------
