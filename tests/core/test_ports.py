@@ -43,3 +43,11 @@ def test_free_ports_are_distinct_bindable_and_never_ephemeral():
     for port in ports[:5]:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", port))
+
+
+def test_without_room_outside_the_ephemeral_range_the_kernel_picks(monkeypatch):
+    import launchkit.core.ports as ports
+
+    monkeypatch.setattr(ports, "ephemeral_range", lambda: (1024, 65000))
+    picked = ports.free_ports(3)
+    assert len(set(picked)) == 3 and all(1024 <= port <= 65535 for port in picked)
