@@ -111,13 +111,19 @@ def test_resnet_152_walk_through_with_the_management_api(resnet_152_batch):
         assert status == 200 and len(top5) == 5 and all(label.startswith("class_") for label in top5)
         assert list(top5.values()) == sorted(top5.values(), reverse=True) and sum(top5.values()) <= 1.0
 
-        before = server.metrics()
-        answers = _three_at_once(server, "resnet-152-batch_v2", [_image((300, 200), seed) for seed in range(3)])
-        assert [status for status, _ in answers] == [200, 200, 200]
-        key = ("launchkit_batch_size_sum", (("model", "resnet-152-batch_v2"), ("version", "2.0")))
-        count = ("launchkit_batch_size_count", key[1])
-        batches = server.metrics()[count] - before[count]
-        assert batches < 3  # three requests, fewer batches: the default handler batches
+        # three requests at once, fewer batches: the default handler batches. With the walk-through's 10 ms
+        # delay, three client threads on a busy 2-core machine can start more than 10 ms apart (CI saw
+        # three batches once), so a few rounds are allowed; one that batches is the proof
+        count = ("launchkit_batch_size_count", (("model", "resnet-152-batch_v2"), ("version", "2.0")))
+        rounds = []
+        for seed in range(0, 15, 3):
+            before = server.metrics()[count]
+            answers = _three_at_once(server, "resnet-152-batch_v2", [_image((300, 200), seed + i) for i in range(3)])
+            assert [status for status, _ in answers] == [200, 200, 200]
+            rounds.append(server.metrics()[count] - before)
+            if rounds[-1] < 3:
+                break
+        assert rounds[-1] < 3, f"batches per round of three requests: {rounds}"
 
         status, body = server.manage("PUT", "/models/resnet-152-batch_v2?min_worker=1&max_worker=1&synchronous=true")
         assert status == 200 and "Workers scaled to 1" in body["status"]
