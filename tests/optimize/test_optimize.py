@@ -54,11 +54,13 @@ def chain_archive(folder: Path) -> Path:
 
 
 def test_a_slower_artifact_is_refused_and_forcing_writes_it(tmp_path):
-    # bf16 through 200 products of 8×8: the casts cost more than any bf16 unit saves, on every CPU
+    # bf16 through 200 products of 8×8: the casts cost more than any bf16 unit saves, on every CPU. Not at
+    # batch 1, where the per-operation dispatch both pay dominates (CI once read bf16 at 0.96×, within the
+    # 5 % noise allowance, and so not "slower at every batch size"); at 4 and 16 it read 0.55–0.59×
     archive = chain_archive(tmp_path)
     output = tmp_path / "chain-bf16.mar"
     args = ["optimize", str(archive), "--dtype", "bf16", "--graph", "none", "--no-channels-last", "--input-shape", "8",
-            "--batch-sizes", "1,4", "--seconds", "0.3", "--samples", "32", "--task", "embedding", "--min-cosine", "0.9",
+            "--batch-sizes", "4,16", "--seconds", "0.3", "--samples", "32", "--task", "embedding", "--min-cosine", "0.9",
             "-o", str(output)]
     refused = launchkit(*args, "--report-dir", str(tmp_path / "refused"))
     assert refused.returncode == 5, refused.stdout + refused.stderr
