@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import socket
 import struct
@@ -364,6 +365,8 @@ def main() -> int:
     bare = [kind for kind in args.bare.split(",") if kind]
     if unknown := set(bare) - set(BARE_SERVERS):
         parser.error(f"--bare: unknown {', '.join(sorted(unknown))}; choose from {', '.join(BARE_SERVERS)}")
+    if "grpclib" in bare and importlib.util.find_spec("grpclib") is None:  # before minutes of other measuring
+        parser.error("--bare grpclib: grpclib is not installed (pip install grpclib)")
 
     levels = [int(level) for level in args.levels.split(",")]
     grpc_processes = [int(count) for count in args.grpc_processes.split(",")]

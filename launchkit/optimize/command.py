@@ -76,11 +76,11 @@ def run_optimize(request: OptimizeRequest, progress: Callable[[str], None] = lam
         output = output_path(request, source)
         largest = max(request.batch_sizes)
         original = optimize_model(source.load(), OptimizationSpec())  # the fp32 model as it is
-        calibration = calibration_batches(request, source, largest, progress)
-        optimized = optimize_model(source.load(), request.spec, lambda: source.make_inputs(largest, 1), calibration)
-        if request.spec.dtype == "int8" and optimized.is_script:  # before minutes of measuring what was not made
+        if request.spec.dtype == "int8" and original.is_script:  # before calibrating and measuring what cannot be made
             raise UsageError(f"{source.name} is a TorchScript model, and int8 quantizes an eager one (a model file and "
                              "its weights): archive the eager model, or optimize this one with --dtype bf16")
+        calibration = calibration_batches(request, source, largest, progress)
+        optimized = optimize_model(source.load(), request.spec, lambda: source.make_inputs(largest, 1), calibration)
         result = OptimizeResult(source.name, request.spec.to_dict(), optimized.description, str(request.task),
                                 output=str(output) if output else None, threads=torch.get_num_threads())
         comparisons = []
